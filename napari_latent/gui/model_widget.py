@@ -1,0 +1,143 @@
+"""The Model widget: load a checkpoint or the bundled demo model, or train a new model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+
+from ..device import available_devices
+from ..errors import UserInputError
+from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_names
+from ..models.checkpoint import load_model
+from ..progress import Operation, StopFlag
+from ..training.loop import TrainResult, iter_train
+from ..training.settings import TrainSettings
+from .runner import OperationRunner, ProgressPanel, format_metrics
+from .session import get_session
+
+
+def describe_model(model: GenerativeModel | None, source: str = "") -> str:
+    """One or two lines about a model for the widgets."""
+    if model is None:
+        return "No model loaded. Load a model file, the demo model, or train one."
+    info = model.describe()
+    dims = ", ".join(f"{s}: {d}" for s, d in info["latent_dims"].items())
+    plane = f", {model.slice_spec.plane} slices" if getattr(model, "slice_spec", None) is not None else ""
+    where = f" from {source}" if source else ""
+    return (f"{model.name} ({info['parameters'] / 1e6:.2f} M parameters){where}\n"
+            f"{model.image_size} px{plane}; latent {dims}; fingerprint {model.fingerprint or '-'}")
+
+
+class ModelWidget(Container):
+    """Load or train the session's generative model.
+
+    Scriptable: set the fields (``widget.data.value = "cohort/"``, ``widget.epochs.value = 5``)
+    and call :meth:`train`, :meth:`load` or :meth:`load_demo`; ``widget.runner.wait()``
+    blocks until a training run ends.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.info = Label(value=describe_model(None))
+        self.checkpoint = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.load_button = PushButton(text="Load model file")
+        self.demo_button = PushButton(text="Load demo model")
+        self.data = FileEdit(label="training data", mode="d", tooltip="A folder of NIfTI volumes (cohort.csv optional)")
+        self.model_type = ComboBox(label="model", choices=model_names(), value="vae")
+        self.image_size = ComboBox(label="image size", choices=list(SUPPORTED_IMAGE_SIZES), value=64)
+        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=20)
+        self.latent_dim = SpinBox(label="latent dim", min=1, max=4096, value=32)
+        self.batch_size = SpinBox(label="batch size", min=2, max=4096, value=32)
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
+        self.output = FileEdit(label="save as", mode="w", filter="*.safetensors")
+        self.train_button = PushButton(text="Train")
+        self.panel = ProgressPanel()
+        self.runner = OperationRunner(self.panel, self._set_busy)
+        super().__init__(widgets=[
+            self.info, self.checkpoint, self.load_button, self.demo_button,
+            Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.epochs,
+            self.latent_dim, self.batch_size, self.device, self.output, self.train_button, self.panel,
+        ])
+        self.load_button.changed.connect(lambda: self.load())
+        self.demo_button.changed.connect(lambda: self.load_demo())
+        self.train_button.changed.connect(lambda: self.train())
+        self.data.changed.connect(self._suggest_output)
+        self.model_type.changed.connect(self._on_model_type)
+        self.device.changed.connect(lambda value: self.session.set_device(str(value)))
+        self.session.changed.connect(self._on_session_changed)
+
+    # -- actions ---------------------------------------------------------------------------
+    def load(self, path: str | Path | None = None) -> GenerativeModel | None:
+        """Load a checkpoint file (the field's value by default) as the session's model."""
+        path = Path(path) if path is not None else Path(str(self.checkpoint.value))
+        if str(path) in ("", "."):
+            self.runner._report_user_error(UserInputError("choose a model file first"), "Load model")
+            return None
+        return self._load(path, str(path))
+
+    def load_demo(self) -> GenerativeModel | None:
+        """Load the model bundled with napari-latent."""
+        return self._load("demo", "demo")
+
+    def _load(self, path: str | Path, source: str) -> GenerativeModel | None:
+        try:
+            model = load_model(path, device=self.session.device)
+        except UserInputError as exc:
+            self.runner._report_user_error(exc, "Load model")
+            return None
+        self.session.set_model(model, source)
+        self.panel.end(f"loaded {model.name} from {source}")
+        return model
+
+    def train(self) -> None:
+        """Train a new model from the form's settings in a background thread."""
+        self.runner.start(self._make_training, self._on_trained, "Training")
+
+    def _make_training(self, stop: StopFlag) -> Operation[TrainResult]:
+        data = str(self.data.value)
+        if data in ("", "."):
+            raise UserInputError("choose a folder of training volumes first")
+        output = str(self.output.value)
+        if output in ("", "."):
+            raise UserInputError("choose where to save the model (a .safetensors file)")
+        settings = TrainSettings(epochs=int(self.epochs.value), batch_size=int(self.batch_size.value),
+                                 device=str(self.device.value))
+        settings.validate()
+        model_settings = {"image_size": int(self.image_size.value)}
+        if self.latent_dim.enabled:
+            model_settings["latent_dim"] = int(self.latent_dim.value)
+        return iter_train(data, str(self.model_type.value), out=output, settings=settings, stop=stop,
+                          **model_settings)
+
+    def _on_trained(self, result: TrainResult) -> str:
+        if result.model is None:
+            return "Training cancelled before the first step; nothing was saved."
+        self.session.set_model(result.model, str(result.path) if result.path else "trained")
+        numbers = format_metrics(result.final_metrics)
+        if result.stopped:
+            return (f"Training cancelled after {result.steps} steps; the checkpoint is kept at {result.path}"
+                    f" and loaded.\n{numbers}")
+        return f"Trained {result.model.name} for {result.epochs_completed} epochs; saved to {result.path}.\n{numbers}"
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _suggest_output(self, value: Any) -> None:
+        if str(self.output.value) in ("", ".") and str(value) not in ("", "."):
+            folder = Path(str(value))
+            self.output.value = folder.parent / f"{folder.name}_{self.model_type.value}.safetensors"
+
+    def _on_model_type(self, name: str) -> None:
+        # A VQ-VAE's latent size follows from its codebook dimension and latent resolution.
+        self.latent_dim.enabled = name != "vqvae"
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in (self.train_button, self.load_button, self.demo_button):
+            widget.enabled = not busy
+
+    def _on_session_changed(self, what: str) -> None:
+        if what == "model":
+            self.info.value = describe_model(self.session.model, self.session.model_source)
+        elif what == "device" and self.device.value != self.session.device:
+            self.device.value = self.session.device

@@ -1,0 +1,1 @@
+"""napari-latent latent stage."""

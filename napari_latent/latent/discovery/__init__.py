@@ -1,0 +1,1 @@
+"""Latent direction discovery methods."""

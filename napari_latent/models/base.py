@@ -1,0 +1,254 @@
+"""The interface every generative model implements, and the model registry.
+
+A model maps latent codes to images ``(n, 1, S, S)`` in [-1, 1]. Latent codes are always
+flat ``(n, latent_dim)`` tensors in one of the model's named *latent spaces* (a VAE has
+``z``; a StyleGAN adds ``w`` and ``w+``; a VQ-VAE's ``z`` is its continuous
+pre-quantisation map, flattened). Models with an encoder also map images to codes.
+
+Every model is configured by a small dataclass (its ``Config``), which is what the
+checkpoint stores; ``build_model(name, **settings)`` makes one from the registry.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, MismatchError, UserInputError
+
+SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
+
+MODEL_REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Settings shared by every model. Subclasses add their own fields.
+
+    Parameters
+    ----------
+    image_size : int
+        Square image size (32 for tests; 64, 128 or 256 in use).
+    latent_dim : int
+        Size of the main latent code.
+    base_channels : int
+        Channel width at the full image resolution; widths double per halving of the
+        resolution up to ``max_channels``.
+    max_channels : int
+        Upper bound on the channel width.
+    """
+
+    image_size: int = 64
+    latent_dim: int = 32
+    base_channels: int = 16
+    max_channels: int = 128
+
+    def validate(self) -> None:
+        """Raise :class:`UserInputError` for unsupported settings."""
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            sizes = ", ".join(str(s) for s in SUPPORTED_IMAGE_SIZES)
+            raise UserInputError(f"image size {self.image_size} is not supported; use one of {sizes}")
+        if self.latent_dim < 1:
+            raise UserInputError(f"latent dimension must be positive, got {self.latent_dim}")
+        if self.base_channels < 1 or self.max_channels < self.base_channels:
+            raise UserInputError("channel widths must be positive with max_channels >= base_channels")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the settings."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_json` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(obj) - names
+        if unknown:
+            raise CheckpointError(f"unknown model settings for {cls.__name__}: {', '.join(sorted(unknown))}")
+        config = cls(**obj)
+        config.validate()
+        return config
+
+    def channels(self, resolution: int) -> int:
+        """Channel width at a given feature-map resolution."""
+        factor = max(1, self.image_size // resolution)
+        return int(min(self.base_channels * factor, self.max_channels))
+
+
+class GenerativeModel(nn.Module, abc.ABC):
+    """Base class of every generative model.
+
+    Subclasses set :attr:`name`, :attr:`config_class`, :attr:`spaces` and
+    :attr:`objective`, and implement :meth:`decode` (and :meth:`encode` when they have an
+    encoder).
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "autoencoder" or "gan"
+    objective: ClassVar[str] = ""  # registry name of the training objective
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    spaces: ClassVar[tuple[str, ...]] = ("z",)
+    has_encoder: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        # Provenance, filled in when the model is loaded from or saved to a checkpoint.
+        self.slice_spec: Any = None
+        self.training_info: dict[str, Any] = {}
+        self.source_path: Any = None
+        self.fingerprint: str = ""
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Square image size in pixels."""
+        return int(self.config.image_size)
+
+    @property
+    def default_space(self) -> str:
+        """The space codes are in unless another is asked for."""
+        return self.spaces[0]
+
+    def latent_shape(self, space: str | None = None) -> tuple[int, ...]:
+        """Natural shape of one code in ``space`` (flattened codes have ``prod`` of it)."""
+        self.check_space(space)
+        return (int(self.config.latent_dim),)
+
+    def latent_dim(self, space: str | None = None) -> int:
+        """Length of one flat code in ``space``."""
+        size = 1
+        for n in self.latent_shape(space):
+            size *= int(n)
+        return size
+
+    def check_space(self, space: str | None) -> str:
+        """Resolve ``space`` (None: the default) and raise for spaces the model lacks."""
+        space = self.default_space if space is None else space
+        if space not in self.spaces:
+            raise MismatchError(f"model {self.name!r} has no latent space {space!r} (it has {', '.join(self.spaces)})")
+        return space
+
+    def check_codes(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """Check that ``codes`` is ``(n, latent_dim(space))`` and return it as float."""
+        dim = self.latent_dim(space)
+        if codes.ndim != 2 or codes.shape[1] != dim:
+            raise MismatchError(f"codes of shape {tuple(codes.shape)} do not fit model {self.name!r}: space "
+                                f"{self.check_space(space)!r} needs (n, {dim})")
+        return codes.float()
+
+    def check_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Check that ``images`` is ``(n, 1, S, S)`` for this model's size."""
+        size = self.image_size
+        if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != size or images.shape[3] != size:
+            raise MismatchError(f"images of shape {tuple(images.shape)} do not fit model {self.name!r}: "
+                                f"it needs (n, 1, {size}, {size})")
+        return images
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.parameters()).device
+
+    # -- the interface -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def decode(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """Map flat codes ``(n, latent_dim(space))`` to images ``(n, 1, S, S)`` in [-1, 1]."""
+
+    def encode(self, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """Map images to flat codes (the posterior mean for VAEs).
+
+        Raises
+        ------
+        UserInputError
+            If the model has no encoder.
+        """
+        raise UserInputError(f"model {self.name!r} has no encoder")
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, space: str | None = None) -> torch.Tensor:
+        """Draw ``n`` codes from the prior (standard normal in ``z``) in ``space``."""
+        space = self.check_space(space)
+        if space != self.spaces[0]:
+            raise MismatchError(f"model {self.name!r} cannot sample directly in space {space!r}")
+        return torch.randn(n, self.latent_dim(space), generator=generator, device="cpu").to(self.device)
+
+    def to_space(self, codes: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """Convert codes between latent spaces (identity when they are the same)."""
+        self.check_space(source)
+        self.check_space(target)
+        if source == target:
+            return codes
+        raise MismatchError(f"model {self.name!r} cannot map codes from {source!r} to {target!r}")
+
+    def describe(self) -> dict[str, Any]:
+        """A short JSON-serialisable description for reports and the GUI."""
+        return {"model": self.name, "family": self.family, "spaces": list(self.spaces),
+                "latent_dims": {s: self.latent_dim(s) for s in self.spaces}, "encoder": self.has_encoder,
+                "parameters": sum(p.numel() for p in self.parameters()), **self.config.to_json()}
+
+
+def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    """Class decorator: make a model buildable by its :attr:`~GenerativeModel.name`."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    MODEL_REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_names() -> list[str]:
+    """Names of the registered models."""
+    _load_builtin_models()
+    return sorted(MODEL_REGISTRY)
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    """The model class registered under ``name``."""
+    _load_builtin_models()
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        raise UserInputError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODEL_REGISTRY))}") from None
+
+
+def build_model(name: str, **settings: Any) -> GenerativeModel:
+    """Make a model from its registry name and settings (fields of its config class).
+
+    Unknown settings are an error; ``None`` values keep the defaults.
+    """
+    cls = model_class(name)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = {k for k, v in settings.items() if v is not None} - fields
+    if unknown:
+        raise UserInputError(f"model {name!r} has no setting(s) {', '.join(sorted(unknown))}; "
+                             f"it accepts {', '.join(sorted(fields))}")
+    config = cls.config_class(**{k: v for k, v in settings.items() if v is not None})
+    return cls(config)
+
+
+def model_fingerprint(model: GenerativeModel) -> str:
+    """A short hash of a model's name, settings and weights (identifies the exact model)."""
+    digest = hashlib.sha256()
+    digest.update(model.name.encode())
+    digest.update(json.dumps(model.config.to_json(), sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_builtin_models() -> None:
+    """Import the modules that register the built-in models."""
+    import importlib
+
+    for module in BUILTIN_MODEL_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+#: Modules (in this package) that define and register the built-in models.
+BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae")

@@ -1,0 +1,17 @@
+"""The training engine: data, objectives per model family, the loop, checkpoints, DDP."""
+
+from .data import Augmentation, SliceSet, TrainingData, iter_prepare_data, split_subjects
+from .loop import TrainResult, iter_train, train_model
+from .settings import TrainSettings
+
+__all__ = [
+    "Augmentation",
+    "SliceSet",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingData",
+    "iter_prepare_data",
+    "iter_train",
+    "split_subjects",
+    "train_model",
+]

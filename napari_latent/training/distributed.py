@@ -1,0 +1,94 @@
+"""Distributed data-parallel training under ``torchrun``.
+
+``torchrun --nproc_per_node N -m napari_latent train ...`` (or ``napari-latent`` launched
+by torchrun) sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; the engine then joins the
+process group (NCCL on CUDA, gloo on the CPU), wraps the trained modules in
+:class:`~torch.nn.parallel.DistributedDataParallel`, shards each epoch with a
+:class:`~torch.utils.data.DistributedSampler`, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass
+class DistributedContext:
+    """Where this process stands in a (possibly one-process) training run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_distributed(self) -> bool:
+        """True with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and reports progress."""
+        return self.rank == 0
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """Wrap ``module`` in DistributedDataParallel when distributed (identity otherwise)."""
+        if not self.is_distributed or not any(p.requires_grad for p in module.parameters()):
+            return module
+        device_ids = [module_device(module).index] if module_device(module).type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over processes in place (no-op in one process)."""
+        if self.is_distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+        if self.is_distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group if this context joined it."""
+        if self.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+            self.initialized_here = False
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for parameter-free modules)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def distributed_context(device: torch.device) -> DistributedContext:
+    """Join the process group when launched by torchrun; describe this process's place.
+
+    Returns a one-process context when ``WORLD_SIZE`` is unset or 1.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    initialized_here = False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        initialized_here = True
+    return DistributedContext(rank, world_size, local_rank, initialized_here)
+
+
+def distributed_device(device: torch.device) -> torch.device:
+    """On CUDA under torchrun, each process uses the GPU of its ``LOCAL_RANK``."""
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device

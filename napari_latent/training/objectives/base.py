@@ -1,0 +1,128 @@
+"""The interface of a training objective, and the objective registry.
+
+An objective owns the optimisers of one model family and knows how to make one training
+step from a batch. The engine (:mod:`napari_latent.training.loop`) owns everything else:
+data order, augmentation, checkpoints, progress, distribution.
+
+Rules for objectives, so that every model trains the same way everywhere:
+
+* draw every random number from the ``generator`` passed to :meth:`Objective.train_step`
+  (that makes resumed runs identical to uninterrupted ones);
+* call each module wrapped by ``context.wrap`` at most once per backward pass
+  (concatenate batches instead), as DistributedDataParallel requires;
+* run forward passes under ``precision.autocast()`` and step with ``precision``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ...errors import UserInputError
+from ...models.base import GenerativeModel
+from ..distributed import DistributedContext
+from ..precision import Precision
+from ..settings import TrainSettings
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+class Objective(abc.ABC):
+    """Training logic of one model family.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The model to train (already on its device).
+    settings : TrainSettings
+    context : DistributedContext
+    precision : Precision
+    """
+
+    name: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 2e-4
+    betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+
+    def __init__(self, model: GenerativeModel, settings: TrainSettings, context: DistributedContext,
+                 precision: Precision) -> None:
+        self.model = model
+        self.settings = settings
+        self.context = context
+        self.precision = precision
+        self.lr = settings.lr if settings.lr is not None else self.default_lr
+
+    def adam(self, parameters: Any) -> torch.optim.Adam:
+        """An Adam optimiser with the run's learning rate and the family's betas."""
+        return torch.optim.Adam(parameters, lr=self.lr, betas=self.betas)
+
+    @abc.abstractmethod
+    def train_step(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step on a batch; returns the step's losses and metrics."""
+
+    @abc.abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The objective's optimisers by name (their state is checkpointed)."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Trainable modules (for ``torch.compile``); the model by default."""
+        return {"model": self.model}
+
+    def extras(self) -> dict[str, nn.Module]:
+        """Extra modules stored in the checkpoint beside the model (e.g. an EMA copy)."""
+        return {}
+
+    def load_extras(self, extras: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Restore :meth:`extras` from a checkpoint."""
+        return
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Reconstructions for validation (None for models without an encoder)."""
+        if not self.model.has_encoder:
+            return None
+        return self.model.decode(self.model.encode(images))
+
+    @torch.no_grad()
+    def samples(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Images decoded from prior samples (for previews)."""
+        return self.model.decode(self.model.sample_latent(n, generator))
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Hook called after each epoch."""
+        return
+
+    def state_dict(self) -> dict[str, Any]:
+        """Resumable state: optimisers and the loss scaler."""
+        return {"optimizers": {k: v.state_dict() for k, v in self.optimizers().items()},
+                "precision": self.precision.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.precision.load_state_dict(state.get("precision") or {})
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: make an objective available by its name."""
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
+#: Modules in this package that define and register the built-in objectives.
+BUILTIN_OBJECTIVE_MODULES = ("vae", "introvae", "vqvae")
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The objective registered under ``name``."""
+    import importlib
+
+    for module in BUILTIN_OBJECTIVE_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise UserInputError(f"no training objective {name!r}") from None

@@ -1,0 +1,78 @@
+"""Foreground (head or body) masks of volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage import filters, measure
+
+from ..errors import VolumeError
+from .io import Volume
+from .orientation import DISPLAY_CODES, reorientation
+
+
+def foreground_mask(volume: Volume | np.ndarray, threshold: float | None = None,
+                    fill_holes: bool = True, largest_component: bool = True) -> np.ndarray:
+    """Foreground mask by Otsu thresholding, hole filling and the largest component.
+
+    Parameters
+    ----------
+    volume : Volume or numpy.ndarray
+        A 3D volume.
+    threshold : float, optional
+        Intensity threshold; Otsu's threshold of the volume when omitted.
+    fill_holes : bool
+        Fill enclosed holes (dark skull, ventricles, air cavities) in 3D.
+    largest_component : bool
+        Keep only the largest 26-connected component.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the volume's shape.
+
+    Raises
+    ------
+    VolumeError
+        If the volume is constant (no threshold separates anything).
+    """
+    if isinstance(volume, Volume):
+        # Work in one canonical orientation so that the same anatomy gives the same mask
+        # whatever the file's array order (filters and ties are not flip-invariant).
+        reo = reorientation(volume.grid, DISPLAY_CODES)
+        mask = foreground_mask(np.ascontiguousarray(reo.apply(volume.data)), threshold, fill_holes, largest_component)
+        return np.ascontiguousarray(reo.invert(mask))
+    data = np.asarray(volume, dtype=np.float32)
+    if data.ndim != 3:
+        raise VolumeError(f"a foreground mask needs a 3D volume, got shape {data.shape}")
+    lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        raise VolumeError("the volume is constant; it has no foreground to find")
+    if threshold is None:
+        smoothed = ndimage.uniform_filter(data, size=3) if min(data.shape) >= 3 else data
+        threshold = float(filters.threshold_otsu(smoothed, nbins=256))
+        data = smoothed
+    mask = data > threshold
+    if largest_component and mask.any():
+        labels = measure.label(mask, connectivity=3)
+        counts = np.bincount(labels.ravel())
+        counts[0] = 0
+        mask = labels == int(np.argmax(counts))
+    if fill_holes and mask.any():
+        mask = ndimage.binary_fill_holes(mask)
+        # Holes open to one slice face (e.g. a cut-off skull) are closed slice by slice too.
+        for axis in range(3):
+            mask = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)], axis=axis)
+    return np.asarray(mask, dtype=bool)
+
+
+def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """Per-axis ``(start, stop)`` of the mask's True voxels, or None when empty."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        box.append((int(present[0]), int(present[-1]) + 1))
+    return tuple(box)

@@ -1,0 +1,53 @@
+"""Shared fixtures: real scans shipped with nibabel, and small phantom data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+NIBABEL_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def anatomical_path() -> Path:
+    """A real 3D T1 scan (33 x 41 x 25, 2 mm, LAS) shipped with nibabel."""
+    return NIBABEL_DATA / "anatomical.nii"
+
+
+@pytest.fixture(scope="session")
+def example4d_path() -> Path:
+    """A real 4D EPI series with an oblique affine (2 frames) shipped with nibabel."""
+    return NIBABEL_DATA / "example4d.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def phantom_volume():
+    """A small healthy phantom as a Volume (48 cubed)."""
+    from napari_latent.volumes import Volume
+    from napari_latent.volumes.phantoms import PhantomFactors, make_phantom
+
+    phantom = make_phantom(PhantomFactors(), size=48, seed=3)
+    return Volume(phantom.image, phantom.affine, name="phantom")
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A cohort folder of 8 phantom subjects (32 cubed) with cohort.csv."""
+    from napari_latent.volumes.phantoms import make_phantom_cohort
+
+    folder = tmp_path_factory.mktemp("cohort")
+    make_phantom_cohort(folder, n_subjects=8, size=32, seed=11)
+    return folder
+
+
+def reoriented_copy(image: nib.Nifti1Image, codes: tuple[str, str, str]) -> nib.Nifti1Image:
+    """The same anatomy stored in another array orientation (exact, no resampling)."""
+    start = nib.io_orientation(image.affine)
+    transform = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(codes))
+    data = nib.orientations.apply_orientation(np.asanyarray(image.dataobj), transform)
+    affine = image.affine @ nib.orientations.inv_ornt_aff(transform, image.shape)
+    return nib.Nifti1Image(data, affine)

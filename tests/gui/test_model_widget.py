@@ -1,0 +1,91 @@
+"""The Model widget and the worker bridge, in a real napari viewer under Xvfb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from napari_latent.gui.model_widget import ModelWidget
+from napari_latent.gui.session import get_session
+from napari_latent.models.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer) -> ModelWidget:
+    viewer = make_napari_viewer()
+    widget = ModelWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Model")
+    return widget
+
+
+def _configure(widget: ModelWidget, data: Path, out: Path, epochs: int) -> None:
+    widget.data.value = data
+    widget.output.value = out
+    widget.model_type.value = "vae"
+    widget.image_size.value = 32
+    widget.epochs.value = epochs
+    widget.latent_dim.value = 8
+    widget.batch_size.value = 16
+    widget.device.value = "cpu"
+
+
+def test_demo_model_loads_into_the_session(widget: ModelWidget) -> None:
+    model = widget.load_demo()
+    assert model is not None
+    assert get_session(widget.viewer).model is model
+    assert "vae" in widget.info.value and "fingerprint" in widget.info.value
+
+
+def test_a_tiny_training_run_completes_from_the_widget(widget: ModelWidget, tiny_cohort: Path, tmp_path: Path,
+                                                       qtbot) -> None:
+    out = tmp_path / "gui.safetensors"
+    _configure(widget, tiny_cohort, out, epochs=2)
+    widget.train()
+    assert widget.runner.running
+    assert not widget.train_button.enabled  # no second run while one is going
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120_000)
+    result = widget.runner.last_result
+    assert widget.runner.last_error is None
+    assert result.epochs_completed == 2 and not result.stopped
+    assert out.is_file()
+    assert get_session(widget.viewer).model is result.model
+    assert "Trained vae for 2 epochs" in widget.panel.status.value
+    assert widget.train_button.enabled
+    assert widget.runner.last_event is not None and widget.runner.last_event.stage in ("train", "validate")
+
+
+def test_cancel_stops_at_the_next_step_and_keeps_the_checkpoint(widget: ModelWidget, tiny_cohort: Path,
+                                                                 tmp_path: Path, qtbot) -> None:
+    out = tmp_path / "cancelled.safetensors"
+    _configure(widget, tiny_cohort, out, epochs=500)
+    widget.train()
+    qtbot.waitUntil(lambda: widget.runner.last_event is not None and widget.runner.last_event.stage == "train",
+                    timeout=60_000)
+    widget.panel.cancel_button.changed.emit(True)  # what a click does
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    result = widget.runner.last_result
+    assert result.stopped and result.steps < 500 * 5
+    checkpoint = read_checkpoint(out, device="cpu")
+    assert checkpoint.state["step"] == result.steps
+    assert "cancelled" in widget.panel.status.value
+    assert get_session(widget.viewer).model is result.model
+
+
+def test_bad_input_becomes_a_message_not_a_crash(widget: ModelWidget, tmp_path: Path, qtbot) -> None:
+    widget.train()  # no data folder chosen
+    assert not widget.runner.running
+    assert "choose a folder" in widget.panel.status.value
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _configure(widget, empty, tmp_path / "m.safetensors", epochs=1)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    assert "the folder is empty" in widget.panel.status.value
+    assert widget.train_button.enabled
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    assert widget.load(bad) is None
+    assert "not a napari-latent model file" in widget.panel.status.value

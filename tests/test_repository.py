@@ -1,0 +1,56 @@
+"""The repository's own promises: layout, the README's commands, CI, the manifest."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GUI_ONLY = {"napari", "magicgui", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "vispy"}
+
+
+def readme_command(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```(?:bash|sh)?\n(.+?)\n```", text, re.S)
+    assert match, f"README.md has no block after <!-- {marker} -->"
+    return match.group(1).strip()
+
+
+def test_top_level_layout() -> None:
+    names = {p.name for p in ROOT.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
+    names -= {"build", "dist", "scratch"}
+    names = {n for n in names if not n.endswith(".egg-info") and n != "__pycache__"}
+    assert names == {"napari_latent", "tests", "pyproject.toml", "setup.cfg", "README.md", "docs", ".ci", "benchmarks"}
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    command = readme_command("test-command")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in [line.strip() for line in ci]
+    assert "torch==2.13.0" in command
+
+
+def test_no_gui_imports_outside_the_gui_package() -> None:
+    offenders = []
+    for path in (ROOT / "napari_latent").rglob("*.py"):
+        if "gui" in path.relative_to(ROOT / "napari_latent").parts[:1]:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in GUI_ONLY]
+    assert offenders == []
+
+
+def test_manifest_is_valid() -> None:
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(ROOT / "napari_latent" / "napari.yaml")
+    assert manifest.name == "napari-latent"
+    assert manifest.contributions.readers
+    assert {s.key for s in manifest.contributions.sample_data} >= {"healthy_phantom", "disease_phantom"}

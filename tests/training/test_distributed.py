@@ -1,0 +1,68 @@
+"""DistributedDataParallel on the CPU: two gloo processes train one shared model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from napari_latent.models.base import model_fingerprint
+from napari_latent.models.checkpoint import read_checkpoint
+
+TINY = {"image_size": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, data: str, out: str, report: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from napari_latent.training import TrainSettings, train_model
+
+    result = train_model(data, "vae", out=out, settings=TrainSettings(epochs=3, batch_size=8, device="cpu", lr=2e-3,
+                                                                     augment_rotation=0.0, augment_scale=0.0), **TINY)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    Path(report).joinpath(f"rank{rank}.txt").write_text(f"{model_fingerprint(result.model)} {result.steps} "
+                                                        f"{first} {last}")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_one_shared_model(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.safetensors"
+    mp.spawn(_worker, args=(2, _free_port(), str(tiny_cohort), str(out), str(tmp_path)), nprocs=2, join=True)
+    reports = [(tmp_path / f"rank{r}.txt").read_text().split() for r in range(2)]
+    assert reports[0][0] == reports[1][0]  # identical weights on both ranks after training
+    assert reports[0][1] == reports[1][1]
+    assert float(reports[0][3]) < float(reports[0][2])  # and it learned
+    checkpoint = read_checkpoint(out, device="cpu")
+    assert checkpoint.training["world_size"] == 2
+    assert model_fingerprint(checkpoint.model) == reports[0][0]  # rank 0 wrote the shared model
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["ddp.safetensors"]
+    # each rank saw half of the slices per epoch: half the steps of a one-process run
+    single_steps = checkpoint.training["train_slices"] // 8
+    assert int(reports[0][1]) <= 3 * (single_steps // 2 + 1)
+
+
+@pytest.mark.slow
+def test_the_cli_runs_under_torchrun(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.safetensors"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "napari_latent", "train", str(tiny_cohort), "--model", "vae", "--out", str(out),
+               "--epochs", "1", "--size", "32", "--latent-dim", "8", "--set", "base_channels=8",
+               "--set", "max_channels=32", "--batch-size", "8", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("saved") == 1  # only rank 0 reports and writes
+    assert read_checkpoint(out, device="cpu").training["world_size"] == 2
