@@ -14,7 +14,8 @@ from ..progress import Operation, ProgressArg, ProgressEvent, run_operation
 from ..training.data import iter_load_slices, split_subjects
 from ..volumes.cohort import Cohort, load_cohort
 from ..volumes.slicing import SliceSpec
-from .metrics import FeatureExtractor, frechet_distance, image_metrics
+from .frechet import FeatureExtractor, frechet_distance
+from .metrics import image_metrics
 
 
 def _held_out_subjects(model: GenerativeModel, cohort: Cohort, spec: SliceSpec) -> tuple[list[int], str]:
