@@ -219,6 +219,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    """Invert a volume into latent codes."""
+    from .latent.inversion import InversionSettings, invert
+    from .models.checkpoint import load_model
+    from .volumes import open_volume, save_volume
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise CliError(f"{out}: --out must end in .safetensors")
+    if args.reconstruction and not str(args.reconstruction).endswith((".nii", ".nii.gz")):
+        raise CliError(f"{args.reconstruction}: --reconstruction must end in .nii or .nii.gz")
+    model = load_model(args.model, device=args.device)
+    volume = open_volume(args.volume, index=args.index)
+    settings = InversionSettings(steps=args.steps, lr=args.lr) if args.lr else InversionSettings(steps=args.steps)
+    codes = invert(model, volume, method=args.method, space=args.space, settings=settings,
+                   progress=None if args.quiet else True)
+    codes.save(out)
+    summary = codes.summary()
+    print(f"inverted {summary['slices']} {model.slice_spec.plane if model.slice_spec else 'axial'} slices of "
+          f"{volume.name} into space {codes.space} with {codes.method}: mean MSE {summary['mean_mse']:.4g} "
+          f"(max {summary['max_mse']:.4g}); codes saved to {out}")
+    if args.reconstruction:
+        reconstruction = codes.reconstruct(model)
+        path = save_volume(reconstruction, args.reconstruction, like=volume)
+        print(f"reconstruction on the source grid saved to {path}")
+    return 0
+
+
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    """Train the inversion encoder of a model and store it in the model file."""
+    from .models.checkpoint import load_model
+    from .training.encoder import store_inversion_encoder, train_encoder
+
+    if args.model == "demo":
+        raise CliError("the bundled demo model cannot be changed; copy a model file and train its encoder")
+    model = load_model(args.model, device=args.device)
+    result = train_encoder(model, space=args.space, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, progress=None if args.quiet else True)
+    store_inversion_encoder(args.model, result)
+    print(f"inversion encoder for space {result.space} trained for {result.steps} steps (code error "
+          f"{result.code_error:.4g}, image MSE {result.image_mse:.4g}); stored in {args.model}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +341,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    from .latent.inversion import METHODS
+
+    p = sub.add_parser("invert", help="invert a volume into latent codes",
+                       description="Find one latent code per slice of a volume (any orientation is resliced to the "
+                       "model's plane). Methods: encoder, optimize (all slices as one batch), hybrid (encoder start, "
+                       "then optimize), auto.")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
+    p.add_argument("volume", metavar="VOLUME", help="a .nii or .nii.gz volume")
+    p.add_argument("--out", required=True, metavar="CODES.safetensors", help="codes file to write")
+    p.add_argument("--method", choices=METHODS, default="auto", help="inversion method (default auto)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="optimisation steps (default 200)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 0.1 of the spread)")
+    p.add_argument("--space", default=None, help="latent space: z, w or w+ (default: w for StyleGAN, else z)")
+    p.add_argument("--index", type=int, default=None, help="frame of a 4D series")
+    p.add_argument("--reconstruction", metavar="OUT.nii.gz", help="also write the reconstruction on the source grid")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("train-encoder", help="train a GAN's inversion encoder on its own samples",
+                       description="Train an encoder that predicts a model's codes from images it generates, and "
+                       "store it in the model file; inversion then starts from its prediction (method hybrid).")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file (changed in place, atomically)")
+    p.add_argument("--space", default=None, help="latent space to predict (default: w for StyleGAN, else z)")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step (default 32)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_encoder)
     return parser
 
 

@@ -1,1 +1,6 @@
-"""napari-latent latent stage."""
+"""Latent space: inversion of volumes, directions and their discovery, traversal."""
+
+from .codes import LatentCodes
+from .inversion import InversionSettings, invert, iter_invert
+
+__all__ = ["InversionSettings", "LatentCodes", "invert", "iter_invert"]

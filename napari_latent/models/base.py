@@ -104,6 +104,7 @@ class GenerativeModel(nn.Module, abc.ABC):
         self.training_info: dict[str, Any] = {}
         self.source_path: Any = None
         self.fingerprint: str = ""
+        self.extras: dict[str, Any] = {}
 
     # -- description -----------------------------------------------------------------------
     @property

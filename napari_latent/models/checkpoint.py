@@ -310,7 +310,16 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
     Returns
     -------
     GenerativeModel
-        In evaluation mode, with ``slice_spec``, ``training_info``, ``source_path`` and
-        ``fingerprint`` attributes.
+        In evaluation mode, with ``slice_spec``, ``training_info``, ``source_path``,
+        ``fingerprint`` and ``extras`` (state dicts of extra modules) attributes. A GAN
+        comes with the moving average (EMA) of its generator weights.
     """
-    return read_checkpoint(path_or_name, device=device, with_state=False).model
+    checkpoint = read_checkpoint(path_or_name, device="cpu", with_state=False)
+    model = checkpoint.model
+    ema = checkpoint.extras.get("ema")
+    if ema is not None and hasattr(model, "generator"):
+        # GANs are used with the moving average of their generator weights.
+        model.generator.load_state_dict({k: v.to(torch.float32) for k, v in ema.items()})
+        model.fingerprint = model_fingerprint(model)
+    model.extras = checkpoint.extras
+    return model.to(get_device(device))

@@ -200,8 +200,14 @@ class VQVAE(GenerativeModel):
         return self.encode_map(images).flatten(1)
 
     def decode(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
-        """Quantise flat maps ``(n, D*h*w)`` to their nearest codes and decode them."""
-        return self.decode_map(self.quantize(self._as_map(codes, space)).z_q)
+        """Quantise flat maps ``(n, D*h*w)`` to their nearest codes and decode them.
+
+        Gradients pass to ``codes`` by the straight-through estimator (the value is that of
+        the quantised map), so optimisation-based inversion works in this space.
+        """
+        z_e = self._as_map(codes, space)
+        z_q = self.quantize(z_e).z_q
+        return self.decode_map(z_e + (z_q - z_e).detach())
 
     def decode_continuous(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
         """Decode flat maps without quantising them.

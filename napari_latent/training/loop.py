@@ -325,8 +325,12 @@ def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: Train
     net.eval()
     if not written:
         net.slice_spec = spec
-        net.fingerprint = model_fingerprint(net)
-    return TrainResult(net, written, step, epoch, stopped, history, last_metrics)
+    final = objective.model_for_use()
+    if final is not net:
+        final.slice_spec, final.training_info, final.source_path = net.slice_spec, net.training_info, net.source_path
+    final.fingerprint = model_fingerprint(final)
+    final.eval()
+    return TrainResult(final, written, step, epoch, stopped, history, last_metrics)
 
 
 def train_model(data: str | os.PathLike[str] | Cohort, model: str | GenerativeModel = "vae",

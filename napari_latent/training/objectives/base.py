@@ -74,6 +74,10 @@ class Objective(abc.ABC):
         """Extra modules stored in the checkpoint beside the model (e.g. an EMA copy)."""
         return {}
 
+    def model_for_use(self) -> GenerativeModel:
+        """The model users get when training ends (a GAN returns a copy with its EMA weights)."""
+        return self.model
+
     def load_extras(self, extras: dict[str, dict[str, torch.Tensor]]) -> None:
         """Restore :meth:`extras` from a checkpoint."""
         return
