@@ -11,8 +11,13 @@ import torch
 
 from napari_latent.errors import MismatchError, UserInputError, VolumeError
 from napari_latent.latent.codes import LatentCodes
-from napari_latent.latent.inversion import (InversionSettings, invert, iter_optimize_codes, latent_statistics,
-                                            learning_rate)
+from napari_latent.latent.inversion import (
+    InversionSettings,
+    invert,
+    iter_optimize_codes,
+    latent_statistics,
+    learning_rate,
+)
 from napari_latent.progress import run_operation
 from napari_latent.volumes import Volume, open_volume, save_volume
 from tests.conftest import reoriented_copy
