@@ -1,0 +1,109 @@
+"""The command line for models: train, evaluate, invert, train-encoder (exit codes and outputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_latent.cli import main
+from napari_latent.latent.codes import LatentCodes
+from napari_latent.models.checkpoint import load_model, read_checkpoint
+
+TINY = ["--size", "32", "--latent-dim", "8", "--set", "base_channels=8", "--set", "max_channels=32",
+        "--batch-size", "16", "--device", "cpu", "--quiet", "--lr", "0.002"]
+
+
+@pytest.fixture(scope="module")
+def cli_model(tiny_cohort: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "vae.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(out), "--epochs", "3", *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_loadable_model(cli_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = load_model(cli_model, device="cpu")
+    assert model.name == "vae" and model.image_size == 32 and model.config.latent_dim == 8
+    assert model.training_info["epochs"] == 3
+
+
+def test_train_resume_and_compact(cli_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(cli_model.read_bytes())
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--epochs", "4", "--resume",
+                 "--device", "cpu", "--quiet", "--compact"]) == 0
+    assert "4 epochs" in capsys.readouterr().out
+    checkpoint = read_checkpoint(copy, device="cpu")
+    assert checkpoint.state is None and checkpoint.header["half_precision"] is True
+    assert copy.stat().st_size < cli_model.stat().st_size / 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{empty}", "--model", "vae", "--out", "{tmp}/m.safetensors"], "the folder is empty"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{tmp}/m.pt"], "must end in .safetensors"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{model}"], "exists"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{tmp}/m.safetensors", "--set", "colour=red"], "no setting"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{tmp}/m.safetensors", "--set", "oops"], "KEY=VALUE"),
+    (["evaluate", "{tmp}/random.safetensors", "{cohort}"], "not a napari-latent model file"),
+    (["invert", "{model}", "{tmp}/missing.nii.gz", "--out", "{tmp}/c.safetensors"], "no such file"),
+    (["invert", "{model}", "{cohort}/sub-001.nii.gz", "--out", "{tmp}/c.safetensors", "--space", "w"],
+     "no latent space 'w'"),
+    (["train-encoder", "demo"], "cannot be changed"),
+])
+def test_user_errors_are_one_line_exit_2(argv: list[str], message: str, cli_model: Path, tiny_cohort: Path,
+                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "random.safetensors").write_bytes(np.random.default_rng(0).bytes(3000))
+    values = {"empty": tmp_path / "empty", "tmp": tmp_path, "cohort": tiny_cohort, "model": cli_model}
+    assert main([a.format(**values) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert message in err
+
+
+def test_unsupported_image_size_is_a_usage_error(tiny_cohort: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(tiny_cohort), "--model", "vae", "--out", str(tmp_path / "m.safetensors"), "--size", "100"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_metric_keys(cli_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(cli_model), str(tiny_cohort), "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    for key in ("mse", "psnr", "ssim", "ms_ssim", "frechet_distance"):
+        assert np.isfinite(report[key])
+    assert report["frechet_features"] == "FD-randconv64"
+    assert report["evaluated_on"].startswith("validation subjects")
+    assert "ms_ssim" in capsys.readouterr().out
+
+
+def test_invert_writes_codes_and_a_reconstruction_on_the_source_grid(cli_model: Path, tiny_cohort: Path,
+                                                                      tmp_path: Path) -> None:
+    volume_path = tiny_cohort / "sub-002.nii.gz"
+    codes_path, recon = tmp_path / "codes.safetensors", tmp_path / "rec.nii.gz"
+    assert main(["invert", str(cli_model), str(volume_path), "--out", str(codes_path), "--method", "hybrid",
+                 "--steps", "10", "--reconstruction", str(recon), "--device", "cpu", "--quiet"]) == 0
+    codes = LatentCodes.load(codes_path)
+    assert codes.method == "hybrid" and codes.settings["steps"] == 10
+    source, image = nib.load(volume_path), nib.load(recon)
+    assert image.shape == source.shape
+    np.testing.assert_allclose(image.affine, source.affine)
+
+
+def test_train_encoder_stores_the_encoder_in_the_model_file(cli_model: Path, tmp_path: Path,
+                                                             tiny_cohort: Path) -> None:
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(cli_model.read_bytes())
+    assert main(["train-encoder", str(copy), "--steps", "20", "--batch-size", "8", "--device", "cpu", "--quiet"]) == 0
+    model = load_model(copy, device="cpu")
+    assert "inversion_encoder" in model.extras
+    assert model.training_info["inversion_encoder"]["steps"] == 20
+    assert read_checkpoint(copy, device="cpu").state is not None  # training state kept
