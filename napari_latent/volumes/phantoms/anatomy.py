@@ -1,58 +1,30 @@
-"""Synthetic T1-weighted brain phantoms with known generating factors, and cohorts of them.
-
-A phantom is a 3D T1-like head image built from implicit shapes (signed distance functions)
-evaluated on the voxel grid: scalp, skull, cerebrospinal fluid, a folded cortical ribbon of
-grey matter over white matter, an interhemispheric and a Sylvian fissure, lateral, third and
-fourth ventricles, deep grey nuclei, a brainstem and a foliated cerebellum, plus optional
-periventricular white-matter lesions. Every voxel is rendered with partial-volume
-anti-aliasing (a one-voxel linear ramp across each surface), so thin sulci show as dark lines
-even where they are thinner than a voxel.
-
-Rotation and head size act on the *coordinates*: the shapes are evaluated at the grid points
-mapped back into the head's own frame, so rotated phantoms are exact, with no resampling.
-The random anatomy of a subject (the folding pattern, small ventricle asymmetries, where the
-lesions may appear, the bias-field shape, the noise) comes from the seed alone; the factors
-only change sizes, intensities and the pose. :func:`make_phantom` is a pure function of
-``(factors, size, spacing, seed)``.
-
-:func:`make_phantom_cohort` writes a folder of healthy and disease (MS-like) subjects with a
-``cohort.csv`` that records every subject's group and factors: the embedded default data set
-for training and for checking whether a method recovers the known factors.
-"""
+"""The anatomy of a phantom head and :func:`make_phantom`."""
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from .._atomic import write_text_atomic
-from ..errors import DataError
-from .io import save_volume
-
-__all__ = [
-    "FACTOR_NAMES",
-    "GROUPS",
-    "CohortInfo",
-    "Phantom",
-    "PhantomFactors",
-    "make_phantom",
-    "make_phantom_cohort",
-    "sample_factors",
-]
-
-#: The generating factors, in the order of the ``cohort.csv`` columns.
-FACTOR_NAMES: tuple[str, ...] = ("ventricle_enlargement", "cortical_atrophy", "lesion_load",
-                                 "rotation_inplane", "rotation_outofplane", "head_size", "contrast",
-                                 "bias_field", "noise")
-
-#: The subject groups :func:`sample_factors` knows.
-GROUPS: tuple[str, ...] = ("healthy", "disease")
+from ...errors import DataError
+from .factors import PhantomFactors
+from .shapes import (
+    Canvas,
+    densify,
+    ellipse_sdf,
+    ellipsoid_sdf,
+    field,
+    rotation,
+    round_max,
+    segment_distance,
+    smooth_min,
+    smoothstep,
+    tube_sdf,
+    waves,
+    zero_set_distance,
+)
 
 #: Field of view (mm) along every axis when no spacing is given.
 DEFAULT_FOV_MM = 192.0
@@ -62,82 +34,6 @@ MAX_SIZE = 512
 
 # Voxels rendered at once (a slab of the grid); bounds the memory of large phantoms.
 _SLAB_VOXELS = 1 << 21
-
-# Allowed range of every factor: (low, high). Values outside are rejected.
-_FACTOR_RANGES: dict[str, tuple[float, float]] = {
-    "ventricle_enlargement": (0.0, 1.0),
-    "cortical_atrophy": (0.0, 1.0),
-    "lesion_load": (0.0, 1.0),
-    "rotation_inplane": (-45.0, 45.0),
-    "rotation_outofplane": (-45.0, 45.0),
-    "head_size": (0.7, 1.2),
-    "contrast": (0.0, 2.0),
-    "bias_field": (0.0, 0.5),
-    "noise": (0.0, 0.5),
-}
-
-
-@dataclass(frozen=True)
-class PhantomFactors:
-    """The known, continuous factors that generate a phantom.
-
-    Attributes
-    ----------
-    ventricle_enlargement : float
-        0 = normal ventricles, 1 = strongly enlarged (about 2.7 times the volume). Range 0..1.
-    cortical_atrophy : float
-        0 = none, 1 = strong: the brain surface moves inward by up to 4.5 mm, sulci and the
-        interhemispheric fissure widen, the cortex thins from 2.8 to 2.0 mm. Range 0..1.
-    lesion_load : float
-        0 = no lesions; the number and the size of ovoid T1-hypointense lesions in the
-        periventricular and deep white matter grow with it (about 30 lesions at 1). Range 0..1.
-    rotation_inplane : float
-        Degrees of rotation about the superior-inferior axis (a turn of the head in the axial
-        plane); positive turns the nose toward the subject's left (right-handed about +S).
-        Range -45..45; the head stays inside the default field of view up to about 15.
-    rotation_outofplane : float
-        Degrees of pitch (nodding) about the left-right axis; positive lifts the chin
-        (right-handed about +R). Range -45..45.
-    head_size : float
-        Scale factor of the whole head (1 = a head of 134 x 156 mm in the axial plane).
-        Range 0.7..1.2; typical 0.9..1.1.
-    contrast : float
-        Scale of the grey/white-matter intensity difference (1 = grey matter at 0.64 of
-        white matter). Range 0..2.
-    bias_field : float
-        Amplitude of a smooth multiplicative bias field: intensities are multiplied by a
-        low-order field between ``1 - bias_field`` and ``1 + bias_field``. Range 0..0.5.
-    noise : float
-        Standard deviation of the Rician noise relative to the white-matter intensity
-        (the magnitude of complex Gaussian noise). Range 0..0.5.
-    """
-
-    ventricle_enlargement: float = 0.0
-    cortical_atrophy: float = 0.0
-    lesion_load: float = 0.0
-    rotation_inplane: float = 0.0
-    rotation_outofplane: float = 0.0
-    head_size: float = 1.0
-    contrast: float = 1.0
-    bias_field: float = 0.0
-    noise: float = 0.02
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise DataError(f"phantom factor {f.name} must be a number, got {value!r}") from None
-            low, high = _FACTOR_RANGES[f.name]
-            if not math.isfinite(number) or not low <= number <= high:
-                raise DataError(f"phantom factor {f.name} must be between {low:g} and {high:g}, got {value!r}")
-            object.__setattr__(self, f.name, number)
-
-    def to_dict(self) -> dict[str, float]:
-        """The factors as a plain dict, in :data:`FACTOR_NAMES` order."""
-        values = asdict(self)
-        return {name: float(values[name]) for name in FACTOR_NAMES}
 
 
 @dataclass
@@ -180,31 +76,6 @@ class Phantom:
     def spacing(self) -> float:
         """Voxel size in mm (isotropic)."""
         return float(self.affine[0, 0])
-
-
-@dataclass
-class CohortInfo:
-    """What :func:`make_phantom_cohort` wrote.
-
-    Attributes
-    ----------
-    folder : Path
-        The output folder.
-    csv_path : Path
-        The ``cohort.csv`` table.
-    paths : list of Path
-        The subject volumes, in table order.
-    groups : list of str
-        ``"healthy"`` or ``"disease"`` per subject.
-    factors : list of PhantomFactors
-        The generating factors per subject.
-    """
-
-    folder: Path
-    csv_path: Path
-    paths: list[Path]
-    groups: list[str]
-    factors: list[PhantomFactors]
 
 
 # -- intensities and anatomy constants (mm in the head's own frame at head_size 1) --------------
@@ -276,156 +147,6 @@ _STEM_PATH = np.array([
 
 # -- small geometry helpers ---------------------------------------------------------------------
 
-def _ellipsoid_sdf(x: np.ndarray, y: np.ndarray, z: np.ndarray, a, b, c) -> np.ndarray:
-    """Approximate signed distance (mm, negative inside) to an axis-aligned ellipsoid."""
-    xa, yb, zc = x / a, y / b, z / c
-    k0 = np.sqrt(xa * xa + yb * yb + zc * zc)
-    xa /= a
-    yb /= b
-    zc /= c
-    k1 = np.sqrt(xa * xa + yb * yb + zc * zc)
-    num = k0 * (k0 - 1.0)
-    inner = -float(min(np.min(a), np.min(b), np.min(c)))
-    return np.divide(num, k1, out=np.full_like(num, inner), where=k1 > 0)
-
-
-def _ellipse_sdf(x: np.ndarray, y: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Approximate signed distance (mm) to an ellipse in a plane."""
-    xa, yb = x / a, y / b
-    k0 = np.sqrt(xa * xa + yb * yb)
-    k1 = np.sqrt((xa / a) ** 2 + (yb / b) ** 2)
-    num = k0 * (k0 - 1.0)
-    return np.divide(num, k1, out=np.full_like(num, -float(min(np.min(a), np.min(b)))), where=k1 > 0)
-
-
-def _segment_distance(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], p1: tuple[float, float]) -> np.ndarray:
-    """Distance (mm) from points of a plane to a line segment."""
-    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
-    t = np.clip(((x - p0[0]) * dx + (y - p0[1]) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
-    return np.hypot(x - p0[0] - t * dx, y - p0[1] - t * dy)
-
-
-def _smooth_min(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
-    """Union of two shapes with a fillet of about ``k`` mm."""
-    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
-    return b + (a - b) * h - k * h * (1.0 - h)
-
-
-def _round_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection of two shapes with a rounded edge (exact for perpendicular planes)."""
-    outside = (a > 0) & (b > 0)
-    return np.where(outside, np.hypot(np.maximum(a, 0), np.maximum(b, 0)), np.maximum(a, b))
-
-
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def _rotation(inplane_deg: float, pitch_deg: float) -> np.ndarray:
-    """Head-to-world rotation: pitch about +x (R), then turn about +z (S)."""
-    a, b = math.radians(inplane_deg), math.radians(pitch_deg)
-    rz = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(b), -math.sin(b)], [0.0, math.sin(b), math.cos(b)]])
-    return rz @ rx
-
-
-def _densify(path: np.ndarray, step: float) -> np.ndarray:
-    """Resample a polyline of control rows (xyz + attributes) every ``step`` mm or less."""
-    seg = np.linalg.norm(np.diff(path[:, :3], axis=0), axis=1)
-    arc = np.concatenate([[0.0], np.cumsum(seg)])
-    t = np.linspace(0.0, arc[-1], max(2, math.ceil(arc[-1] / step) + 1))
-    return np.stack([np.interp(t, arc, path[:, j]) for j in range(path.shape[1])], axis=1)
-
-
-def _tube_sdf(points: np.ndarray, path: np.ndarray, chunk: int = 32768) -> np.ndarray:
-    """Approximate SDF of a union of ellipsoids placed densely along a path.
-
-    ``path`` rows are ``u, v, w, ru, rv, rw, tilt``; the tilt (radians) turns the cross-section
-    about the v axis. Returns ``(smallest normalised radius - 1) * smallest semi-axis``.
-    """
-    reach = path[:, 3:6].max() + 4.0
-    inside = np.all((points >= path[:, :3].min(axis=0) - reach) & (points <= path[:, :3].max(axis=0) + reach), axis=1)
-    out = np.full(len(points), 1e3, dtype=np.float32)
-    box = np.flatnonzero(inside)
-    points = points[box]
-    c = path[:, :3].astype(np.float32)
-    inv = (1.0 / path[:, 3:6]).astype(np.float32)
-    cos_t = (np.cos(path[:, 6]) * inv[:, 0]).astype(np.float32)
-    sin_t = (np.sin(path[:, 6]) * inv[:, 0]).astype(np.float32)
-    cos_w = (np.cos(path[:, 6]) * inv[:, 2]).astype(np.float32)
-    sin_w = (np.sin(path[:, 6]) * inv[:, 2]).astype(np.float32)
-    rmin = path[:, 3:6].min(axis=1).astype(np.float32)
-    for start in range(0, len(points), chunk):
-        p = points[start:start + chunk]
-        du = p[:, 0:1] - c[:, 0]
-        dv = (p[:, 1:2] - c[:, 1]) * inv[:, 1]
-        dw = p[:, 2:3] - c[:, 2]
-        ru = du * cos_t + dw * sin_t
-        rw = dw * cos_w - du * sin_w
-        q = ru * ru + dv * dv + rw * rw
-        k = np.argmin(q, axis=1)
-        out[box[start:start + chunk]] = (np.sqrt(q[np.arange(len(p)), k]) - 1.0) * rmin[k]
-    return out
-
-
-def _waves(rng: np.random.Generator, n: int, kappa: float, dim: int = 3,
-           spread: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Random wave vectors (n x dim, length ``kappa`` +- ``spread``) and phases of a smooth random field."""
-    directions = rng.normal(size=(n, dim))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    lengths = kappa * rng.uniform(1.0 - spread, 1.0 + spread, size=n)
-    phases = rng.uniform(0.0, 2.0 * math.pi, size=n)
-    return (directions * lengths[:, None]).astype(np.float32), phases.astype(np.float32)
-
-
-def _zero_set_distance(x: np.ndarray, waves: np.ndarray, phases: np.ndarray,
-                       radial: bool = False) -> np.ndarray:
-    """Distance (mm) to the zero set of ``n(x) = sum cos(k . x + phase)``, as ``|n| / |grad n|``.
-
-    With ``radial`` the field is evaluated on the directions ``s = x / |x|`` (a field on the
-    sphere), so its zero set is a network of sheets through the centre, like sulci; the
-    gradient is then the tangential one, scaled by ``1 / |x|``.
-    """
-    if radial:
-        r = np.sqrt(np.einsum("ij,ij->i", x, x))
-        x = x / np.maximum(r, 1e-3)[:, None]
-    arg = x @ waves.T + phases
-    value = np.cos(arg).sum(axis=1)
-    grad = np.sin(arg) @ waves
-    if radial:
-        grad -= np.einsum("ij,ij->i", grad, x)[:, None] * x
-        grad /= np.maximum(r, 1e-3)[:, None]
-    gnorm = np.sqrt(np.einsum("ij,ij->i", grad, grad))
-    return np.abs(value) / np.maximum(gnorm, 1e-4)
-
-
-def _field(x: np.ndarray, waves: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """A smooth random field with values mostly in [-1, 1]."""
-    return np.cos(x @ waves.T + phases).sum(axis=1) / math.sqrt(len(phases) / 2.0) / 2.0
-
-
-class _Canvas:
-    """Paints shapes given by signed distances, with a one-voxel anti-aliasing ramp.
-
-    Later shapes cover earlier ones; the label of a voxel is that of the last shape whose
-    signed distance is negative there.
-    """
-
-    def __init__(self, n: int, ramp: float) -> None:
-        self.image = np.zeros(n, dtype=np.float32)
-        self.labels = np.zeros(n, dtype=np.uint8)
-        self.ramp = ramp
-
-    def paint(self, idx: np.ndarray | None, sdf: np.ndarray, value: float, label: int) -> None:
-        alpha = np.clip(0.5 - sdf / self.ramp, 0.0, 1.0).astype(np.float32)
-        touched = np.flatnonzero(alpha > 0)
-        ii = touched if idx is None else idx[touched]
-        a = alpha[touched]
-        self.image[ii] += a * (np.float32(value) - self.image[ii])
-        self.labels[ii[sdf[touched] < 0]] = label
-
-# -- the phantom ----------------------------------------------------------------------------
 
 def _check_size(size: int, spacing: float | None) -> tuple[int, float]:
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
@@ -492,7 +213,7 @@ def make_phantom(factors: PhantomFactors | None = None, size: int = 64, spacing:
 
     # The grid points mapped into the head frame, q = R^T p / head_size, slab by slab (along
     # the first axis, so that every slab is a contiguous block of the output) to bound memory.
-    rot = _rotation(factors.rotation_inplane, factors.rotation_outofplane)
+    rot = rotation(factors.rotation_inplane, factors.rotation_outofplane)
     inv = (rot.T / factors.head_size).astype(np.float32)
     ramp = spacing / factors.head_size
     image = np.empty((size, size, size), dtype=np.float32)
@@ -503,7 +224,7 @@ def make_phantom(factors: PhantomFactors | None = None, size: int = 64, spacing:
         x = axis[start:start + step]
         local = [(inv[k, 0] * x[:, None, None] + inv[k, 1] * axis[None, :, None]
                   + inv[k, 2] * axis[None, None, :]).ravel() for k in range(3)]
-        canvas = _Canvas(len(local[0]), ramp)
+        canvas = Canvas(len(local[0]), ramp)
         _paint_head(canvas, local, factors, plan)
         slab = canvas.image.reshape(len(x), size, size)
         if factors.bias_field > 0:
@@ -563,15 +284,15 @@ class _Anatomy:
     @classmethod
     def draw(cls, rng: np.random.Generator) -> _Anatomy:
         return cls(jitter=rng.uniform(-1.0, 1.0, size=4),
-                   sulci=_waves(rng, 20, 23.0, spread=0.35),
-                   warp=_waves(rng, 9, 2.0 * math.pi / 28.0),
-                   sulcal_depth=_waves(rng, 8, 2.0 * math.pi / 45.0),
-                   medial=_waves(rng, 10, 11.0, dim=2),
-                   folia=_waves(rng, 16, 34.0),
+                   sulci=waves(rng, 20, 23.0, spread=0.35),
+                   warp=waves(rng, 9, 2.0 * math.pi / 28.0),
+                   sulcal_depth=waves(rng, 8, 2.0 * math.pi / 45.0),
+                   medial=waves(rng, 10, 11.0, dim=2),
+                   folia=waves(rng, 16, 34.0),
                    ventricles=rng.normal(0.0, 1.0, size=(2, len(_VENTRICLE_PATH), 3)))
 
 
-def _paint_head(canvas: _Canvas, local: list[np.ndarray], factors: PhantomFactors, plan: _Plan) -> None:
+def _paint_head(canvas: Canvas, local: list[np.ndarray], factors: PhantomFactors, plan: _Plan) -> None:
     """Paint every tissue of one head, outside in, at the points ``local`` (head frame, mm)."""
     anatomy = plan.anatomy
     u, v, w = local
@@ -584,25 +305,25 @@ def _paint_head(canvas: _Canvas, local: list[np.ndarray], factors: PhantomFactor
     a, b, c_up, c_down = _CRANIUM
     a = a * (1.0 + 0.02 * anatomy.jitter[0])
     b = b * (1.0 + 0.015 * anatomy.jitter[1])
-    cranium = _ellipsoid_sdf(u, v, w, a * (1.0 - 0.05 * v / b), b, np.where(w > 0, c_up, c_down).astype(np.float32))
-    neck = np.maximum(_ellipse_sdf(u, v + 14.0, 44.0, 46.0), w + 30.0)
-    head = _smooth_min(cranium, neck, 12.0)
+    cranium = ellipsoid_sdf(u, v, w, a * (1.0 - 0.05 * v / b), b, np.where(w > 0, c_up, c_down).astype(np.float32))
+    neck = np.maximum(ellipse_sdf(u, v + 14.0, 44.0, 46.0), w + 30.0)
+    head = smooth_min(cranium, neck, 12.0)
     canvas.paint(None, head, _I_SCALP, 1)
     canvas.paint(None, head + _SCALP_MM, _I_MUSCLE, 1)
     _paint_neck(canvas, u, v, w)
 
     # Skull: a shell under the scalp and the skull base under the three cranial fossae.
     v_pf = -6.0 - 0.35 * np.abs(u)                       # front of the posterior fossa (petrous ridge)
-    middle = -44.0 + 16.0 * (1.0 - _smoothstep((np.abs(u) - 5.0) / 16.0))   # temporal fossae, sella
-    floor = -95.0 + (middle + 95.0) * _smoothstep((v - v_pf) / 7.0)
-    floor += (-20.0 - floor) * _smoothstep((v - 18.0) / 10.0)                # anterior fossa
+    middle = -44.0 + 16.0 * (1.0 - smoothstep((np.abs(u) - 5.0) / 16.0))   # temporal fossae, sella
+    floor = -95.0 + (middle + 95.0) * smoothstep((v - v_pf) / 7.0)
+    floor += (-20.0 - floor) * smoothstep((v - 18.0) / 10.0)                # anterior fossa
     bone_out = cranium + _SCALP_MM
     inner = bone_out + _SKULL_MM
     base = np.maximum(bone_out, np.maximum(w - floor, floor - 5.0 - w))
-    clivus = np.maximum.reduce([_segment_distance(v, w, (4.0, -22.0), (-14.0, -64.0)) - 4.0, np.abs(u) - 9.0,
+    clivus = np.maximum.reduce([segment_distance(v, w, (4.0, -22.0), (-14.0, -64.0)) - 4.0, np.abs(u) - 9.0,
                                 bone_out])
     canvas.paint(None, np.minimum.reduce([np.maximum(bone_out, -inner), base, clivus]), _I_SKULL, 2)
-    sinus = _ellipsoid_sdf(u, v - 9.0, w + 38.0, 8.0, 7.0, 5.5)      # sphenoid sinus
+    sinus = ellipsoid_sdf(u, v - 9.0, w + 38.0, 8.0, 7.0, 5.5)      # sphenoid sinus
     canvas.paint(None, sinus, 0.02, 0)
     canvas.paint(None, np.maximum(clivus + 1.5, -inner), _I_MARROW, 2)
     intracranial = np.maximum.reduce([inner, floor - w, -clivus])
@@ -622,19 +343,19 @@ def _paint_head(canvas: _Canvas, local: list[np.ndarray], factors: PhantomFactor
     _paint_deep(canvas, sel, p, white, f, plan)
 
 
-def _paint_neck(canvas: _Canvas, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> None:
+def _paint_neck(canvas: Canvas, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> None:
     """Vertebral bodies with discs, and the airway, below the skull base."""
     cand = np.flatnonzero((w < -40.0) & (np.abs(u) < 16.0) & (v > -16.0) & (v < 20.0))
     cu, cv, cw = u[cand], v[cand], w[cand]
     level = np.mod(cw + 62.0, 17.0) - 8.5
-    body = np.maximum(_ellipse_sdf(cu, cv + 4.0, 9.0, 7.5), np.maximum(np.abs(level) - 7.0, cw + 54.0))
-    canvas.paint(cand, np.maximum(_ellipse_sdf(cu, cv + 4.0, 9.5, 8.0), cw + 53.0), _I_DISC, 1)
+    body = np.maximum(ellipse_sdf(cu, cv + 4.0, 9.0, 7.5), np.maximum(np.abs(level) - 7.0, cw + 54.0))
+    canvas.paint(cand, np.maximum(ellipse_sdf(cu, cv + 4.0, 9.5, 8.0), cw + 53.0), _I_DISC, 1)
     canvas.paint(cand, body, _I_SKULL, 2)
     canvas.paint(cand, body + 1.2, _I_MARROW, 2)
-    canvas.paint(cand, np.maximum(_ellipse_sdf(cu, cv - 10.0, 6.0, 4.5), cw + 52.0), 0.0, 0)
+    canvas.paint(cand, np.maximum(ellipse_sdf(cu, cv - 10.0, 6.0, 4.5), cw + 52.0), 0.0, 0)
 
 
-def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.ndarray, convexity: np.ndarray,
+def _paint_cerebrum(canvas: Canvas, sel: np.ndarray, p: np.ndarray, hull: np.ndarray, convexity: np.ndarray,
                     fossa: np.ndarray, gm: float, atrophy: float, anatomy: _Anatomy) -> np.ndarray:
     """Cortex, white matter and the fissures of the cerebrum; returns the white-matter SDF."""
     pu, pv, pw = p[:, 0], p[:, 1], p[:, 2]
@@ -642,7 +363,7 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     au = np.abs(pu)
 
     # Basal cistern between the temporal lobes, under the diencephalon.
-    cistern = _ellipsoid_sdf(pu, pv - 6.0, pw + 27.0, 5.5, 9.0, 5.5)
+    cistern = ellipsoid_sdf(pu, pv - 6.0, pw + 27.0, 5.5, 9.0, 5.5)
     cerebrum = np.maximum.reduce([hull, 1.0 - fossa, -cistern])
 
     # Interhemispheric fissure: a midline sheet, spared around the corpus callosum and diencephalon.
@@ -650,9 +371,9 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     midline = pu
     am = np.abs(midline)
     cc_v, cc_w, cc_a, cc_b = _CC
-    spared = np.minimum(_ellipse_sdf(pv - cc_v, pw - cc_w, cc_a, cc_b),
+    spared = np.minimum(ellipse_sdf(pv - cc_v, pw - cc_w, cc_a, cc_b),
                         np.maximum(np.abs(pv + 6.0) - 17.0, np.abs(pw + 11.0) - 12.0))
-    spared = np.maximum(spared, -_ellipse_sdf(pv + 32.0, pw + 9.0, 8.0, 8.0))   # quadrigeminal cistern
+    spared = np.maximum(spared, -ellipse_sdf(pv + 32.0, pw + 9.0, 8.0, 8.0))   # quadrigeminal cistern
     fissure = np.maximum(am - fissure_half, -spared)
 
     # Sylvian fissure: the insular cistern and the lateral sulcus reaching the surface.
@@ -678,8 +399,8 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     d = depth[band]
     on_medial = medial_depth[band] < convex_depth[band]
     bv, bw = pv[band], pw[band]
-    dist = _zero_set_distance(q, *anatomy.sulci, radial=True)
-    max_depth = 13.0 * np.clip(1.0 + 0.45 * _field(q, *anatomy.sulcal_depth), 0.45, 1.3)
+    dist = zero_set_distance(q, *anatomy.sulci, radial=True)
+    max_depth = 13.0 * np.clip(1.0 + 0.45 * field(q, *anatomy.sulcal_depth), 0.45, 1.3)
     # Medial sulci radiate from the corpus callosum (a field of the angle about its centre,
     # turned differently in each hemisphere) outside the cingulate sulcus, an arc around the
     # callosum; the parieto-occipital and calcarine sulci are deep straight clefts.
@@ -688,15 +409,15 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     turn = np.float32(0.2) * side
     around = np.concatenate([around[:, :1] * np.cos(turn) - around[:, 1:] * np.sin(turn),
                              around[:, :1] * np.sin(turn) + around[:, 1:] * np.cos(turn)], axis=1)
-    radiating = _zero_set_distance(around, *anatomy.medial, radial=True)
+    radiating = zero_set_distance(around, *anatomy.medial, radial=True)
     offset = 9.0 + (1.2 + anatomy.jitter[2]) * side[:, 0]
     lateral_mm = am[band]
-    cingulate = _ellipse_sdf(bv - cc_v, bw - cc_w - 0.4 * lateral_mm, cc_a + offset, cc_b + offset)
+    cingulate = ellipse_sdf(bv - cc_v, bw - cc_w - 0.4 * lateral_mm, cc_a + offset, cc_b + offset)
     radiating = np.where(cingulate > 3.0, radiating, 1e3)
     cingulate = np.where((bw > cc_w - 4.0) & (bv > -22.0), np.abs(cingulate), 1e3)
     shifted = bv + (1.5 + anatomy.jitter[3]) * side[:, 0] - 0.7 * lateral_mm
-    deep_clefts = np.minimum(_segment_distance(shifted, bw, (-31.0, -2.0), (-52.0, 36.0)),
-                             _segment_distance(bv, bw - 0.6 * lateral_mm, (-33.0, -4.0), (-74.0, -8.0)))
+    deep_clefts = np.minimum(segment_distance(shifted, bw, (-31.0, -2.0), (-52.0, 36.0)),
+                             segment_distance(bv, bw - 0.6 * lateral_mm, (-33.0, -4.0), (-74.0, -8.0)))
     medial = np.minimum.reduce([radiating, cingulate, deep_clefts])
     medial_max = np.where(deep_clefts <= medial, 10.0, np.where(cingulate <= medial, 5.0, 0.6 * max_depth))
     dist = np.where(on_medial, medial, dist)
@@ -704,7 +425,7 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     shallow = np.clip(1.0 - d / max_depth, 0.0, 1.0)
     half_width = (0.35 + 0.45 * atrophy) + (np.where(on_medial, 1.1, 0.6) + 1.3 * atrophy) * shallow * shallow
     sulcus = np.full(len(p), 1e3, dtype=np.float32)
-    sulcus[band] = _round_max(dist - half_width, d - max_depth)
+    sulcus[band] = round_max(dist - half_width, d - max_depth)
 
     tissue = np.maximum.reduce([cerebrum, -fissure, -sylvian, -sulcus])
     white = tissue + (3.2 - 0.8 * atrophy)
@@ -713,34 +434,34 @@ def _paint_cerebrum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.nd
     return white
 
 
-def _paint_cerebellum(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, hull: np.ndarray, fossa: np.ndarray,
+def _paint_cerebellum(canvas: Canvas, sel: np.ndarray, p: np.ndarray, hull: np.ndarray, fossa: np.ndarray,
                       gm: float, atrophy: float, anatomy: _Anatomy) -> None:
     """Two cerebellar hemispheres and the vermis: folia around a white-matter core."""
     q = p - np.asarray(_CEREBELLUM_CENTRE, dtype=np.float32)
-    lobes = np.minimum(_ellipsoid_sdf(np.abs(q[:, 0]) - 19.0, q[:, 1], q[:, 2], 28.0, 26.0, 21.0),
-                       _ellipsoid_sdf(q[:, 0], q[:, 1] - 4.0, q[:, 2] + 1.0, 12.0, 17.0, 16.0))   # vermis
+    lobes = np.minimum(ellipsoid_sdf(np.abs(q[:, 0]) - 19.0, q[:, 1], q[:, 2], 28.0, 26.0, 21.0),
+                       ellipsoid_sdf(q[:, 0], q[:, 1] - 4.0, q[:, 2] + 1.0, 12.0, 17.0, 16.0))   # vermis
     notch = np.maximum(np.abs(q[:, 0]) - 1.0 - atrophy, q[:, 1] + 16.0)     # posterior midline notch
     shape = np.maximum.reduce([hull, fossa + 1.0, lobes, -notch])
     near = np.flatnonzero(shape < canvas.ramp + 10.0)
-    fissures = _zero_set_distance(q[near] - np.array([0.0, 10.0, 4.0], dtype=np.float32), *anatomy.folia,
+    fissures = zero_set_distance(q[near] - np.array([0.0, 10.0, 4.0], dtype=np.float32), *anatomy.folia,
                                   radial=True)
     tissue = shape.copy()
-    tissue[near] = np.maximum(shape[near], -_round_max(fissures - (0.3 + 0.5 * atrophy), -shape[near] - 10.0))
+    tissue[near] = np.maximum(shape[near], -round_max(fissures - (0.3 + 0.5 * atrophy), -shape[near] - 10.0))
     canvas.paint(sel, tissue, gm, 4)
-    core = _ellipsoid_sdf(np.abs(q[:, 0]) - 17.0, q[:, 1] - 4.0, q[:, 2] - 3.0, 11.0, 7.0, 6.0)
+    core = ellipsoid_sdf(np.abs(q[:, 0]) - 17.0, q[:, 1] - 4.0, q[:, 2] - 3.0, 11.0, 7.0, 6.0)
     branches = np.maximum(tissue + 1.0, 3.5 + shape)
     canvas.paint(sel, np.maximum(np.minimum(core, branches), tissue + 0.9), _I_WM * _CB_WM, 5)
 
 
-def _paint_stem(canvas: _Canvas, u: np.ndarray, v: np.ndarray, w: np.ndarray, f: PhantomFactors) -> None:
+def _paint_stem(canvas: Canvas, u: np.ndarray, v: np.ndarray, w: np.ndarray, f: PhantomFactors) -> None:
     """Brainstem and spinal cord in its CSF-filled canal."""
     cand = np.flatnonzero((np.abs(u) < 16.0) & (v > -36.0) & (v < 8.0) & (w < 0.0))
     pts = np.stack([u[cand], v[cand], w[cand]], axis=1)
-    dense = _densify(_STEM_PATH, 2.0)
+    dense = densify(_STEM_PATH, 2.0)
     canal = dense[dense[:, 2] < -46.0].copy()
     canal[:, 3:5] += 3.0
-    canvas.paint(cand, _tube_sdf(pts, canal), _I_CSF, 3)
-    stem = _tube_sdf(pts, dense)
+    canvas.paint(cand, tube_sdf(pts, canal), _I_CSF, 3)
+    stem = tube_sdf(pts, dense)
     canvas.paint(cand, stem, _I_WM - f.contrast * _STEM_DROP, 5)
     canvas.paint(cand, np.maximum(stem, pts[:, 2] + 50.0), _I_WM - f.contrast * _CORD_DROP, 5)
 
@@ -778,7 +499,7 @@ class _Plan:
             ctrl[:, 2] += 0.6 * anatomy.ventricles[s_i, :, 1]
             ctrl[:, 3:6] *= 1.0 + 0.06 * anatomy.ventricles[s_i, :, 2:3]
             for part in (ctrl, _TEMPORAL_HORN_PATH):
-                dense = _densify(part, 1.5)
+                dense = densify(part, 1.5)
                 dense[:, 6] = np.radians(dense[:, 6])
                 shift = dense[:, 3] * (grow - 1.0)
                 dense[:, 0] += shift * np.cos(dense[:, 6])
@@ -821,7 +542,7 @@ class _Plan:
         return cls(anatomy, paths, lesions)
 
 
-def _paint_deep(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, white: np.ndarray, f: PhantomFactors,
+def _paint_deep(canvas: Canvas, sel: np.ndarray, p: np.ndarray, white: np.ndarray, f: PhantomFactors,
                 plan: _Plan) -> None:
     """Deep grey nuclei, lesions and the ventricles."""
     core = np.flatnonzero((np.abs(p[:, 0]) < 45.0) & (p[:, 1] > -60.0) & (p[:, 1] < 40.0)
@@ -833,16 +554,16 @@ def _paint_deep(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, white: np.ndarr
     nuclei = np.full(len(pts), 1e3, dtype=np.float32)
     for (cu, cv, cw), (ra, rb, rc) in _NUCLEI:
         for side in (-1.0, 1.0):
-            nuclei = np.minimum(nuclei, _ellipsoid_sdf(pu - side * cu, pv - cv, pw - cw, ra, rb, rc))
+            nuclei = np.minimum(nuclei, ellipsoid_sdf(pu - side * cu, pv - cv, pw - cw, ra, rb, rc))
     canvas.paint(idx, np.maximum(nuclei, white[core] - 2.0), _I_WM - f.contrast * _DEEP_GM_DROP, 4)
 
     e = f.ventricle_enlargement
     vent = np.full(len(pts), 1e3, dtype=np.float32)
     for path in plan.ventricles:
-        vent = np.minimum(vent, _tube_sdf(pts, path))
+        vent = np.minimum(vent, tube_sdf(pts, path))
     vent = np.maximum(vent, 0.5 - np.abs(pu))                       # septum pellucidum
-    third = _ellipsoid_sdf(pu, pv + 6.0, pw + 7.0, 1.5 + 1.5 * e, 12.0, 8.5)
-    fourth = _ellipsoid_sdf(pu, pv + 24.0, pw + 33.0, 4.0 + 2.0 * e, 3.0 + 1.0 * e, 6.0)
+    third = ellipsoid_sdf(pu, pv + 6.0, pw + 7.0, 1.5 + 1.5 * e, 12.0, 8.5)
+    fourth = ellipsoid_sdf(pu, pv + 24.0, pw + 33.0, 4.0 + 2.0 * e, 3.0 + 1.0 * e, 6.0)
     vent = np.minimum.reduce([vent, third, fourth])
 
     if plan.lesions:
@@ -857,144 +578,3 @@ def _paint_deep(canvas: _Canvas, sel: np.ndarray, p: np.ndarray, white: np.ndarr
             lesion[near] = np.minimum(lesion[near], (rho - 1.0) * les.semi_short)
         canvas.paint(idx, np.maximum.reduce([lesion, white[core], -nuclei, -vent]), _I_LESION, 7)
     canvas.paint(idx, vent, _I_VENTRICLE, 6)
-
-
-# -- factor sampling and cohorts -----------------------------------------------------------------
-
-def sample_factors(group: str, rng: np.random.Generator) -> PhantomFactors:
-    """Draw the factors of one subject of a group.
-
-    Disease (MS-like) subjects have larger ventricles, more atrophy and more lesions on
-    average, with distributions that overlap those of healthy subjects, as in a real cohort.
-    The nuisance factors (pose, head size, contrast, bias field, noise) have the same
-    distribution in both groups.
-
-    Parameters
-    ----------
-    group : {"healthy", "disease"}
-        The subject's group.
-    rng : numpy.random.Generator
-        Source of randomness (a fixed number of draws per call).
-
-    Returns
-    -------
-    PhantomFactors
-
-    Raises
-    ------
-    DataError
-        For an unknown group.
-    """
-    if group not in GROUPS:
-        raise DataError(f"unknown group {group!r} (expected one of: {', '.join(GROUPS)})")
-    z = rng.standard_normal(3)
-    if group == "healthy":
-        ventricle = 0.15 + 0.12 * z[0]
-        atrophy = 0.15 + 0.12 * z[1]
-        lesions = 0.06 * z[2]
-    else:
-        ventricle = 0.55 + 0.20 * z[0]
-        atrophy = 0.50 + 0.20 * z[1]
-        lesions = 0.50 + 0.25 * z[2]
-
-    def clip(value: float, low: float, high: float) -> float:
-        return float(min(max(value, low), high))
-
-    return PhantomFactors(
-        ventricle_enlargement=clip(ventricle, 0.0, 1.0),
-        cortical_atrophy=clip(atrophy, 0.0, 1.0),
-        lesion_load=clip(lesions, 0.0, 1.0),
-        rotation_inplane=clip(rng.normal(0.0, 6.0), -15.0, 15.0),
-        rotation_outofplane=clip(rng.normal(0.0, 4.0), -15.0, 15.0),
-        head_size=clip(rng.normal(1.0, 0.04), 0.88, 1.12),
-        contrast=clip(rng.normal(1.0, 0.08), 0.7, 1.3),
-        bias_field=float(rng.uniform(0.0, 0.2)),
-        noise=float(rng.uniform(0.01, 0.04)),
-    )
-
-
-def make_phantom_cohort(out_dir: str | os.PathLike, n_subjects: int = 20, size: int = 64, seed: int = 0,
-                        spacing: float | None = None, disease_fraction: float = 0.5,
-                        write_labels: bool = True,
-                        progress: Callable[[int, int], None] | None = None) -> CohortInfo:
-    """Write a cohort of healthy and disease phantoms with a ``cohort.csv``.
-
-    Parameters
-    ----------
-    out_dir : path-like
-        Output folder (created if missing). Files already there with the same names are
-        replaced.
-    n_subjects : int
-        Number of subjects (at least 1).
-    size : int
-        Voxels along each axis (16..512).
-    seed : int
-        Seed of everything: groups, factors and each subject's anatomy and noise. The same
-        arguments write byte-identical files.
-    spacing : float, optional
-        Voxel size in mm (default: a 192 mm field of view).
-    disease_fraction : float
-        Fraction of disease subjects, 0..1; exactly ``round(n_subjects * disease_fraction)``
-        subjects are in the disease group, in an order shuffled by the seed.
-    write_labels : bool
-        Also write each subject's tissue labels (uint8) as ``labels/sub-XXX_labels.nii.gz``.
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each subject.
-
-    Returns
-    -------
-    CohortInfo
-        The folder, the table and, per subject, the volume path, the group and the factors.
-
-    Raises
-    ------
-    DataError
-        For fewer than one subject, a size outside 16..512, a non-positive spacing or a
-        disease fraction outside 0..1.
-    """
-    if isinstance(n_subjects, bool) or not isinstance(n_subjects, int | np.integer) or n_subjects < 1:
-        raise DataError(f"n_subjects must be a whole number of at least 1, got {n_subjects!r}")
-    n_subjects = int(n_subjects)
-    size, spacing_mm = _check_size(size, spacing)
-    try:
-        fraction = float(disease_fraction)
-    except (TypeError, ValueError):
-        raise DataError(f"disease_fraction must be a number between 0 and 1, got {disease_fraction!r}") from None
-    if not 0.0 <= fraction <= 1.0:
-        raise DataError(f"disease_fraction must be between 0 and 1, got {disease_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise DataError(f"seed must be a non-negative whole number, got {seed!r}")
-
-    folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"{folder}: exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-
-    n_disease = round(n_subjects * fraction)
-    master = np.random.default_rng(int(seed))
-    group_rng, factor_rng, subject_rng = master.spawn(3)
-    groups = ["disease"] * n_disease + ["healthy"] * (n_subjects - n_disease)
-    groups = [groups[i] for i in group_rng.permutation(n_subjects)]
-    factors = [sample_factors(g, factor_rng) for g in groups]
-    subject_seeds = subject_rng.integers(0, 2**31 - 1, size=n_subjects)
-
-    width = max(3, len(str(n_subjects)))
-    paths: list[Path] = []
-    lines = [",".join(["path", "group", *FACTOR_NAMES, "labels"])]
-    for i, (group, fac) in enumerate(zip(groups, factors)):
-        name = f"sub-{i + 1:0{width}d}"
-        phantom = make_phantom(fac, size=size, spacing=spacing_mm, seed=int(subject_seeds[i]))
-        path = save_volume(phantom.image, folder / f"{name}.nii.gz", affine=phantom.affine,
-                           description=f"napari-latent phantom {group}")
-        label_rel = ""
-        if write_labels:
-            label_rel = f"labels/{name}_labels.nii.gz"
-            save_volume(phantom.labels, folder / label_rel, affine=phantom.affine, dtype=np.uint8,
-                        description="napari-latent phantom labels")
-        paths.append(path)
-        values = [repr(float(v)) for v in fac.to_dict().values()]
-        lines.append(",".join([f"{name}.nii.gz", group, *values, label_rel]))
-        if progress is not None:
-            progress(i + 1, n_subjects)
-    csv_path = write_text_atomic(folder / "cohort.csv", "\n".join(lines) + "\n")
-    return CohortInfo(folder, csv_path, paths, groups, factors)
