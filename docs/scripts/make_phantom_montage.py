@@ -10,10 +10,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from napari_latent.volumes.phantoms import PhantomFactors, make_phantom  # noqa: E402
+from napari_latent.volumes.phantoms import PhantomFactors, make_phantom
 
 OUT = Path(__file__).resolve().parents[1] / "images" / "phantom_montage.png"
 

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from napari_latent.errors import DataError
-from napari_latent.volumes.phantoms import (FACTOR_NAMES, Phantom, PhantomFactors, make_phantom, make_phantom_cohort,
-                                            sample_factors)
+from napari_latent.volumes.phantoms import (
+    FACTOR_NAMES,
+    Phantom,
+    PhantomFactors,
+    make_phantom,
+    make_phantom_cohort,
+    sample_factors,
+)
 
 SIZE = 40
 VENTRICLES, LESIONS, GREY, WHITE, CSF = 6, 7, 4, 5, 3
@@ -65,7 +71,8 @@ def test_out_of_plane_rotation_pitches_the_brain_in_the_sagittal_plane() -> None
     straight = make_phantom(PhantomFactors(), size=48, seed=1)
     pitched = make_phantom(PhantomFactors(rotation_outofplane=12.0), size=48, seed=1)
     brain = (GREY, WHITE, VENTRICLES)
-    change = _axial_angle(np.isin(pitched.labels, brain), axis=0) - _axial_angle(np.isin(straight.labels, brain), axis=0)
+    before = _axial_angle(np.isin(straight.labels, brain), axis=0)
+    change = _axial_angle(np.isin(pitched.labels, brain), axis=0) - before
     assert abs(abs(change) - 12.0) < 4.0
 
 
