@@ -252,4 +252,4 @@ def _load_builtin_models() -> None:
 
 
 #: Modules (in this package) that define and register the built-in models.
-BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae")
+BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan")

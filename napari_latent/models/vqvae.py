@@ -207,7 +207,7 @@ class VQVAE(GenerativeModel):
         """
         z_e = self._as_map(codes, space)
         z_q = self.quantize(z_e).z_q
-        return self.decode_map(z_e + (z_q - z_e).detach())
+        return self.decode_map(z_q + (z_e - z_e.detach()))  # exactly z_q in value
 
     def decode_continuous(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
         """Decode flat maps without quantising them.

@@ -10,6 +10,7 @@ process group (NCCL on CUDA, gloo on the CPU), wraps the trained modules in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,68 @@ class DistributedContext:
         if self.is_distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def broadcast_module(self, module: nn.Module, src: int = 0) -> None:
+        """Copy the parameters and buffers of rank ``src`` to every process (no-op in one process).
+
+        DistributedDataParallel does this when it wraps a module; objectives that average
+        gradients themselves (:meth:`average_gradients`) call it once before training.
+        """
+        if not self.is_distributed:
+            return
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=src)
+
+    def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Average the gradients of ``parameters`` over processes, in place (no-op in one process).
+
+        What DistributedDataParallel does in its backward hooks, for passes it cannot wrap
+        (double backward for gradient penalties, modules called several times, or called
+        through model methods). Parameters that require gradients but have none count as
+        zero gradients (every process must contribute the same tensors). Gradients are
+        flattened into one buffer per dtype and device, so it is one collective per group.
+        """
+        if not self.is_distributed:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        groups: dict[tuple[torch.dtype, torch.device], list[nn.Parameter]] = {}
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            groups.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+        for members in groups.values():
+            flat = torch.cat([p.grad.reshape(-1) for p in members])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.world_size
+            offset = 0
+            for p in members:
+                count = p.grad.numel()
+                p.grad.copy_(flat[offset:offset + count].view_as(p.grad))
+                offset += count
+
+    def average_buffers(self, module: nn.Module) -> None:
+        """Average a module's floating-point buffers over processes, in place (no-op in one process).
+
+        Keeps running statistics (batch-norm means and variances, StyleGAN's mean ``w``)
+        identical on every process when each process updates them from its own batches.
+        Every process ends with the same values.
+        """
+        if not self.is_distributed:
+            return
+        buffers = [b for b in module.buffers() if b.is_floating_point()]
+        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+        for b in buffers:
+            groups.setdefault((b.dtype, b.device), []).append(b)
+        with torch.no_grad():
+            for members in groups.values():
+                flat = torch.cat([b.reshape(-1) for b in members])
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                flat /= self.world_size
+                offset = 0
+                for b in members:
+                    b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                    offset += b.numel()
 
     def barrier(self) -> None:
         """Wait for every process."""

@@ -117,7 +117,7 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
 
 
 #: Modules in this package that define and register the built-in objectives.
-BUILTIN_OBJECTIVE_MODULES = ("vae", "introvae", "vqvae")
+BUILTIN_OBJECTIVE_MODULES = ("vae", "introvae", "vqvae", "gan")
 
 
 def objective_class(name: str) -> type[Objective]:
