@@ -191,13 +191,23 @@ class OperationRunner:
             self.panel.status.value = f"{self.title}: cancelling at the next step ..."
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Process events until the current run ends (for scripts and tests)."""
-        from qtpy.QtCore import QCoreApplication
+        """Run the Qt event loop until the current run ends (for scripts and tests)."""
+        if not self.running:
+            return
+        from qtpy.QtCore import QEventLoop, QTimer
 
-        deadline = time.monotonic() + timeout
-        while self.running and time.monotonic() < deadline:
-            QCoreApplication.processEvents()
-            time.sleep(0.01)
+        loop = QEventLoop()
+        self.worker.finished.connect(loop.quit)
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(loop.quit)
+        timer.start(int(timeout * 1000))
+        loop.exec_()
+        timer.stop()
+        if self.running:
+            from qtpy.QtCore import QCoreApplication
+
+            QCoreApplication.processEvents()  # deliver the finished signal if it is queued
         if self.running:
             raise TimeoutError(f"{self.title} did not finish within {timeout} s")
 
