@@ -1,9 +1,15 @@
-"""Discovery methods: SeFa's speed, and streaming PCA against sklearn PCA on the full sample matrix.
+"""Discovery methods: SeFa's speed, Voynov's training speed, and streaming PCA against sklearn PCA.
 
     python benchmarks/bench_discovery.py [--samples 100000] [--count 10] [--repeats 5] [--threads 1]
+                                         [--voynov-steps 30]
 
 SeFa: wall time of ``discover(model, "sefa")`` (median of ``--repeats``) on the default
 64-px StyleGAN (``w``, ``w+``, ``z``) and VAE; target "well under a second".
+
+Voynov: training steps per second of ``discover(model, "voynov")`` on the default 64-px
+VAE (``z``) and StyleGAN (``w``, ``w+``) with the official batch of 32 and the CT paper's
+setting (``proj``, batch 128), timed over ``--voynov-steps`` steps after 3 warm-up steps
+(no evaluation); each step decodes ``2 * batch`` images and trains both networks.
 
 PCA on ``--samples`` prior samples of the default 64-px StyleGAN's ``w`` (128 dimensions).
 Ours: ``discover(model, "pca", samples=N)`` (batches of 2048 reduced to a float64 scatter
@@ -114,12 +120,37 @@ def bench_sefa(repeats: int) -> None:
               f"median {statistics.median(times) * 1000:.1f} ms over {repeats} runs (target < 1000 ms)")
 
 
+def bench_voynov(steps: int) -> None:
+    torch.manual_seed(0)
+    vae, gan = build_model("vae", image_size=64), stylegan()
+    cases = [(vae, "z", {"deformator": "orthonormal", "batch_size": 32}),
+             (vae, "z", {"deformator": "proj", "batch_size": 128}),
+             (vae, "z", {"deformator": "orthonormal", "batch_size": 32, "reconstructor": "resnet"}),
+             (gan, "w", {"deformator": "orthonormal", "batch_size": 32}),
+             (gan, "w+", {"deformator": "orthonormal", "batch_size": 32})]
+    warm_up = 3
+    times: list[float] = []
+
+    def record(event: object) -> None:
+        times.append(time.perf_counter())
+
+    for model, space, settings in cases:
+        times.clear()
+        discover(model, "voynov", space=space, count=10, steps=warm_up + steps, eval_samples=0,
+                 progress=record, **settings)
+        rate = steps / (times[-1] - times[warm_up - 1])
+        described = ", ".join(f"{k} {v}" for k, v in settings.items())
+        print(f"voynov {model.name} {model.image_size} px, space {space} ({model.latent_dim(space)} d), {described}: "
+              f"{rate:.2f} steps/s ({rate * 2 * settings['batch_size']:.0f} images/s) over {steps} steps")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--voynov-steps", type=int, default=30, help="timed voynov training steps per case")
     parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -129,6 +160,7 @@ def main() -> None:
         return
     print(f"machine: {machine()}")
     bench_sefa(args.repeats)
+    bench_voynov(args.voynov_steps)
     ours, baseline = run_child("ours", args.samples, args.count), run_child("baseline", args.samples, args.count)
     print(f"pca on {args.samples} samples of StyleGAN 64 px w (128 d), {args.count} components:")
     print(f"  baseline: sampling + sklearn PCA fit {baseline['seconds']:.2f} s "

@@ -9,6 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_latent.training import TrainSettings, train_model
+
 NIBABEL_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
 
 
@@ -51,3 +53,18 @@ def reoriented_copy(image: nib.Nifti1Image, codes: tuple[str, str, str]) -> nib.
     data = nib.orientations.apply_orientation(np.asanyarray(image.dataobj), transform)
     affine = image.affine @ nib.orientations.inv_ornt_aff(transform, image.shape)
     return nib.Nifti1Image(data, affine)
+
+
+TINY_VAE = {"image_size": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tiny_cohort: Path, tmp_path_factory):
+    """A tiny VAE trained for a few epochs on the tiny phantom cohort (saved, then loaded)."""
+    from napari_latent.models.checkpoint import load_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny_vae.safetensors"
+    train_model(tiny_cohort, "vae", out=out, settings=TrainSettings(epochs=10, batch_size=16, device="cpu", lr=2e-3,
+                                                                    augment_rotation=0.0, augment_scale=0.0),
+                **TINY_VAE)
+    return load_model(out, device="cpu")

@@ -36,7 +36,7 @@ from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
 from ...volumes.cohort import Cohort
-from ..cohort_codes import iter_cohort_codes
+from ..cohort_codes import CohortCodes, iter_cohort_codes
 from ..directions import Directions
 from ..inversion import default_space
 from . import check_count, register_method
@@ -92,7 +92,8 @@ class _Moments:
 
 @register_method("pca", "GANSpace: principal components of prior samples or of real codes")
 def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 20000,
-             data: str | os.PathLike[str] | Cohort | None = None, seed: int = 0, batch_size: int = 2048,
+             data: str | os.PathLike[str] | Cohort | CohortCodes | None = None, seed: int = 0,
+             batch_size: int = 2048,
              stop: StopFlag | None = None) -> Operation[Directions]:
     """Principal components of latent codes (a generator; run it with ``discover(model, "pca")``).
 
@@ -105,8 +106,9 @@ def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 1
         Number of components, in order of explained variance.
     samples : int
         Prior samples (ignored with ``data``); memory does not grow with it.
-    data : path-like or Cohort, optional
-        A cohort (folder with ``cohort.csv``): use the codes of its slices instead of prior samples.
+    data : path-like, Cohort or CohortCodes, optional
+        A cohort (folder with ``cohort.csv``), or its codes already computed: use the codes of
+        its slices instead of prior samples.
     seed : int
         Seed of the prior samples.
     batch_size : int
@@ -144,6 +146,10 @@ def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 1
             if stop_requested(stop):
                 break
         info = {"source": "prior samples", "samples": moments.n, "sampled_space": work_space}
+    elif isinstance(data, CohortCodes):
+        if data.space != space:
+            raise UserInputError(f"the given codes are in space {data.space!r}, not {space!r}")
+        cohort_codes = data
     else:
         inner = iter_cohort_codes(model, data, space, stop=stop)
         while True:
@@ -154,6 +160,7 @@ def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 1
                 break
             yield ProgressEvent(event.step, event.total, f"codes of the data: {event.message}", event.metrics,
                                 stage="discover")
+    if data is not None:
         moments.add(cohort_codes.codes)
         info = {"source": "data", "samples": moments.n, "subjects": len(cohort_codes.cohort),
                 "cohort": str(cohort_codes.cohort.root), "cohort_fingerprint": cohort_codes.cohort.fingerprint(),

@@ -1,0 +1,65 @@
+"""The ``napari-latent`` command: a thin shell over the library's public functions.
+
+Exit codes: 0 on success, 2 with a one-line message on bad input (never a traceback for
+a user error), 130 when interrupted. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .. import __version__
+from ..errors import UserInputError
+from . import data_commands, latent_commands, model_commands
+from .common import EXIT_USAGE, PROG, CliError, _Parser
+
+__all__ = ["EXIT_USAGE", "PROG", "CliError", "build_parser", "main", "run"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``napari-latent`` command."""
+    parser = _Parser(prog=PROG, description="Interpret the latent spaces of generative models of medical "
+                     "images: train or load models on slices of 3D volumes, invert volumes, discover latent "
+                     "directions, traverse volumes along them and decompose the change.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in (data_commands, model_commands, latent_commands):
+        module.register(sub)
+    return parser
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except UserInputError as exc:
+        sys.stderr.write(f"{PROG} {args.command}: error: {_one_line(str(exc))}\n")
+        return EXIT_USAGE
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"{PROG} {args.command}: error: {where}{_one_line(exc.strerror or str(exc))}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
+        return 130
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

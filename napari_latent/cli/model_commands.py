@@ -1,0 +1,148 @@
+"""Commands on models: ``train``, ``evaluate`` and ``train-encoder``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import CliError, is_main_process, parse_settings, positive_float, positive_int
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a generative model on a data set."""
+    from ..models.checkpoint import read_checkpoint, save_checkpoint
+    from ..training import TrainSettings, train_model
+    from ..volumes.slicing import SliceSpec
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise CliError(f"{out}: --out must end in .safetensors")
+    if out.exists() and not args.resume and not args.overwrite:
+        raise CliError(f"{out}: exists (use --resume to continue that run, or --overwrite to replace it)")
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             val_fraction=args.val_fraction, device=args.device,
+                             augment_rotation=0.0 if args.no_augment else args.rotation,
+                             augment_scale=0.0 if args.no_augment else args.scale, compile=args.compile,
+                             checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
+    settings.validate()
+    model_settings = parse_settings(args.set)
+    for name in ("latent_dim", "beta"):
+        if getattr(args, name) is not None:
+            model_settings[name] = getattr(args, name)
+    model_settings["image_size"] = args.size
+    spec = None if args.resume else SliceSpec(plane=args.plane, size=args.size)
+    result = train_model(args.data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
+                         progress=True if (is_main_process() and not args.quiet) else None,
+                         **({} if args.resume else model_settings))
+    if not is_main_process():
+        return 0
+    if args.compact and result.path is not None:
+        checkpoint = read_checkpoint(result.path, device="cpu", with_state=False)
+        save_checkpoint(result.path, checkpoint.model, checkpoint.slice_spec, checkpoint.training,
+                        checkpoint.extras, state=None, half_precision=True)
+    numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
+    state = "stopped early" if result.stopped else "done"
+    print(f"{state}: {result.epochs_completed} epochs, {result.steps} steps; saved {result.path}"
+          + (f" ({numbers})" if numbers else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Reconstruction and sample metrics of a model on a data set."""
+    from .._atomic import write_json_atomic
+    from ..analysis.evaluation import evaluate_model
+    from ..models.checkpoint import load_model
+
+    model = load_model(args.model, device=args.device)
+    report = evaluate_model(model, args.data, sample_count=args.samples, progress=None if args.quiet else True)
+    if args.json:
+        write_json_atomic(args.json, report)
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:.5g}"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value[:8]) + (" ..." if len(value) > 8 else "")
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    """Train the inversion encoder of a model and store it in the model file."""
+    from ..models.checkpoint import load_model
+    from ..training.encoder import store_inversion_encoder, train_encoder
+
+    if args.model == "demo":
+        raise CliError("the bundled demo model cannot be changed; copy a model file and train its encoder")
+    model = load_model(args.model, device=args.device)
+    result = train_encoder(model, space=args.space, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, progress=None if args.quiet else True)
+    store_inversion_encoder(args.model, result)
+    print(f"inversion encoder for space {result.space} trained for {result.steps} steps (code error "
+          f"{result.code_error:.4g}, image MSE {result.image_mse:.4g}); stored in {args.model}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands."""
+    from ..models.base import SUPPORTED_IMAGE_SIZES, model_names
+    from ..volumes.slicing import PLANES
+
+    p = sub.add_parser("train", help="train a generative model on slices of volumes",
+                       description="Train a generative model on 2D slices of NIfTI volumes. DATA is a NIfTI file "
+                       "or a folder of them with an optional cohort.csv. Validation subjects are held out by subject. "
+                       "Runs under 'torchrun --nproc_per_node N' train with DistributedDataParallel.")
+    p.add_argument("data", metavar="DATA", help="a NIfTI file or a folder of them")
+    p.add_argument("--model", required=True, choices=model_names(), help="model type")
+    p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="passes over the data (default 20)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's)")
+    p.add_argument("--size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=64, help="image size (default 64)")
+    p.add_argument("--plane", choices=PLANES, default="axial", help="slice plane (default axial)")
+    p.add_argument("--latent-dim", type=positive_int, default=None, help="latent dimension (default 32)")
+    p.add_argument("--beta", type=positive_float, default=None, help="KL weight of VAE-type models (default 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other model setting, e.g. --set margin=8 --set codebook_size=512")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out (default 0.2)")
+    p.add_argument("--rotation", type=float, default=5.0, help="augmentation: max rotation in degrees (default 5)")
+    p.add_argument("--scale", type=float, default=0.05, help="augmentation: max relative scale change (default 0.05)")
+    p.add_argument("--no-augment", action="store_true", help="no augmentation")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--compact", action="store_true",
+                   help="at the end, store float16 weights without optimiser state (smaller; cannot be resumed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="reconstruction and sample metrics of a model",
+                       description="MSE, PSNR, SSIM and MS-SSIM of reconstructions of the validation subjects "
+                       "(all subjects when DATA is not the training data), and the Frechet distance between "
+                       "generated and real slices.")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
+    p.add_argument("data", metavar="DATA", help="a NIfTI file or a folder of them")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="generated images for the Frechet distance (default: as many as real slices)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+
+    p = sub.add_parser("train-encoder", help="train a GAN's inversion encoder on its own samples",
+                       description="Train an encoder that predicts a model's codes from images it generates, and "
+                       "store it in the model file; inversion then starts from its prediction (method hybrid).")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file (changed in place, atomically)")
+    p.add_argument("--space", default=None, help="latent space to predict (default: w for StyleGAN, else z)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="samples per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_encoder)
