@@ -54,3 +54,18 @@ def test_manifest_is_valid() -> None:
     assert manifest.name == "napari-latent"
     assert manifest.contributions.readers
     assert {s.key for s in manifest.contributions.sample_data} >= {"healthy_phantom", "disease_phantom"}
+
+
+def test_the_public_contract_is_importable_without_napari() -> None:
+    import subprocess
+    import sys
+
+    names = ["open_volume", "save_volume", "make_phantom_cohort", "load_model", "train_model", "invert", "discover",
+             "traverse", "eigencomponents", "evaluate_model", "evaluate_directions", "Directions", "LatentCodes",
+             "Traversal", "EigenResult"]
+    code = ("import sys, napari_latent as nl\n"
+            f"missing = [n for n in {names!r} if not callable(getattr(nl, n, None))]\n"
+            "assert not missing, missing\n"
+            "assert 'napari' not in sys.modules and 'qtpy' not in sys.modules, 'the library imported napari'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
