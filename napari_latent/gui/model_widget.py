@@ -11,7 +11,7 @@ from ..device import available_devices
 from ..errors import UserInputError
 from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_names
 from ..models.checkpoint import load_model
-from ..progress import Operation, StopFlag
+from ..progress import Operation, ProgressEvent, StopFlag
 from ..training.loop import TrainResult, iter_train
 from ..training.settings import TrainSettings
 from .runner import OperationRunner, ProgressPanel, format_metrics
@@ -94,7 +94,7 @@ class ModelWidget(Container):
 
     def train(self) -> None:
         """Train a new model from the form's settings in a background thread."""
-        self.runner.start(self._make_training, self._on_trained, "Training")
+        self.runner.start(self._make_training, self._on_trained, "Training", on_event=self._on_training_event)
 
     def _make_training(self, stop: StopFlag) -> Operation[TrainResult]:
         data = str(self.data.value)
@@ -109,6 +109,7 @@ class ModelWidget(Container):
         model_settings = {"image_size": int(self.image_size.value)}
         if self.latent_dim.enabled:
             model_settings["latent_dim"] = int(self.latent_dim.value)
+        self.session.start_training()
         return iter_train(data, str(self.model_type.value), out=output, settings=settings, stop=stop,
                           **model_settings)
 
@@ -121,6 +122,10 @@ class ModelWidget(Container):
             return (f"Training cancelled after {result.steps} steps; the checkpoint is kept at {result.path}"
                     f" and loaded.\n{numbers}")
         return f"Trained {result.model.name} for {result.epochs_completed} epochs; saved to {result.path}.\n{numbers}"
+
+    def _on_training_event(self, event: ProgressEvent) -> None:
+        if event.stage in ("", "train"):
+            self.session.add_training_event(event.step, event.total, dict(event.metrics))
 
     # -- helpers ---------------------------------------------------------------------------
     def _suggest_output(self, value: Any) -> None:

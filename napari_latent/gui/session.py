@@ -28,6 +28,9 @@ class Session:
         Device setting for every step (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
     results : dict
         Later steps' results by name (codes, directions, ...).
+    training_history : list of dict
+        Progress of the current (or last) training run: ``step``, ``total`` and
+        ``metrics`` of each event the Model widget received (for the live loss plot).
     """
 
     changed = Signal(str)
@@ -37,6 +40,7 @@ class Session:
         self.model_source: str = ""
         self.device: str = "auto"
         self.results: dict[str, Any] = {}
+        self.training_history: list[dict[str, Any]] = []
 
     def set_model(self, model: Any, source: str) -> None:
         """Make ``model`` the session's model (results that depend on the old one are dropped)."""
@@ -49,6 +53,17 @@ class Session:
         """Store a step's result and tell the widgets."""
         self.results[name] = value
         self.changed.emit(name)
+
+    def start_training(self) -> None:
+        """Forget the last run's training history (a new run starts)."""
+        self.training_history = []
+        self.changed.emit("training_started")
+
+    def add_training_event(self, step: int, total: int | None, metrics: dict[str, Any]) -> None:
+        """Record one training progress event (numbers only) and tell the widgets."""
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+        self.training_history.append({"step": int(step), "total": total, "metrics": numbers})
+        self.changed.emit("training_progress")
 
     def set_device(self, device: str) -> None:
         """Change the device used by every step."""
