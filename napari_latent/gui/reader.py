@@ -1,4 +1,25 @@
-"""npe2 reader: NIfTI volumes (and 4D series) as correctly oriented napari layers."""
+"""npe2 reader: NIfTI volumes (and 4D series) and napari-latent's own result files.
+
+What each file becomes (see :mod:`napari_latent.analysis.result_files` for how it is
+recognised):
+
+* a NIfTI volume: one correctly oriented image layer (a 4D series: one layer, frame axis
+  first);
+* a traversal (4D NIfTI with its ``.json`` sidecar): one 4D layer, the alpha axis first and
+  labelled ``"alpha"``; alphas and direction in the layer metadata; also stored in the
+  viewer's :class:`~napari_latent.gui.session.Session` as ``results["traversal"]``;
+* an eigen result folder (or its ``eigen.json``): the component and difference maps as
+  diverging overlays (symmetric contrast limits, partial opacity); the result goes to
+  ``results["eigen"]``; a single component or difference NIfTI of such a folder opens as one
+  overlay;
+* codes, directions and model ``.safetensors`` files make no layer: they attach to the
+  session of the current viewer (``results["codes"]``/``["last_codes"]``,
+  ``results["directions"]``, the session's model), and the reader returns napari's
+  null-layer sentinel ``[(None,)]``.
+
+A bad file never raises into napari: the reader shows a notification that says what is
+wrong and opens the other files.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +30,53 @@ from typing import Any
 
 import numpy as np
 
-from ..volumes.io import is_nifti_path, open_series, volume_name
+from ..analysis.eigen import EigenResult
+from ..analysis.result_files import ResultFile, eigen_map_info, identify, load_result
+from ..errors import UserInputError
+from ..latent.codes import LatentCodes
+from ..latent.traversal import Traversal
+from ..volumes.io import is_nifti_path, open_series, open_volume, volume_name
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
+from .result_layers import eigen_layer_data, map_layer_data, traversal_layer_data
 
 PathOrPaths = str | os.PathLike[str] | list[str | os.PathLike[str]]
 
+#: napari's "read fine, no layers" value (see ``napari.plugins.io._is_null_layer_sentinel``).
+NULL_LAYERS: list[Any] = [(None,)]
 
-def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDataTuple]] | None:
-    """Return :func:`read_nifti` if every path is a NIfTI file name, else None."""
+#: Order in which files of one call are taken: a model first (it resets the session's
+#: results), then codes and directions, then layers.
+_ORDER = {"model": 0, "codes": 1, "directions": 2}
+
+
+def _claims(path: str | os.PathLike[str]) -> bool:
+    """Whether a path is one of ours, judged cheaply (names; small JSON files; eigen folders)."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / "eigen.json").is_file()
+    name = p.name.lower()
+    if is_nifti_path(p) or name.endswith(".safetensors"):
+        return True
+    if name.endswith(".json"):
+        try:
+            identify(p)
+        except UserInputError:
+            return False
+        return True
+    return False
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[Any]] | None:
+    """Return :func:`read_files` if every path is one napari-latent opens, else None.
+
+    NIfTI and ``.safetensors`` names are claimed by their extension (so a broken one gets
+    our specific notification); a folder only when it holds ``eigen.json``; a ``.json`` file
+    only when it is an ``eigen.json`` or a traversal sidecar.
+    """
     paths = path if isinstance(path, list) else [path]
-    if not paths or not all(is_nifti_path(p) for p in paths):
+    if not paths or not all(_claims(p) for p in paths):
         return None
-    return read_nifti
+    return read_files
 
 
 def _contrast_limits(data: np.ndarray) -> list[float]:
@@ -36,7 +92,8 @@ def read_nifti(path: PathOrPaths) -> list[LayerDataTuple]:
 
     A 3D file gives one image layer; a 4D series gives one layer with the frame axis first.
     Errors (bad files) propagate as :class:`~napari_latent.errors.VolumeError` with a
-    specific message, which napari shows as a notification.
+    specific message (:func:`read_files`, the function napari calls, turns them into
+    notifications).
     """
     paths = path if isinstance(path, list) else [path]
     layers: list[LayerDataTuple] = []
@@ -50,3 +107,139 @@ def read_nifti(path: PathOrPaths) -> list[LayerDataTuple]:
             layers.append(grid_layer_data(frames, first.grid, volume_name(item), leading=1, extra=extra,
                                           axis_labels=("frame", "S", "P", "L"), **kwargs))
     return layers
+
+
+def eigen_map_layer_data(path: str | os.PathLike[str]) -> LayerDataTuple:
+    """One map of an eigen folder (a component, difference or mask NIfTI) as an overlay."""
+    info = eigen_map_info(path)
+    volume = open_volume(path)
+    folder = Path(info["folder"]).name
+    if info["role"] == "mask":
+        return grid_layer_data((volume.data > 0.5).astype(np.uint8), volume.grid, f"{folder} mask",
+                               layer_type="labels", extra={"kind": "eigen_mask", "path": str(path)}, opacity=0.3)
+    if info["role"] == "component":
+        name = f"{folder} component {info['component']}"
+        extra = {"kind": "eigen_component", "path": str(path), **{k: v for k, v in info.items() if k != "file"}}
+    else:
+        name = f"{folder} difference alpha {float(info['alpha']):g}"
+        extra = {"kind": "eigen_difference", "path": str(path), **{k: v for k, v in info.items() if k != "file"}}
+    return map_layer_data(volume.data, volume.grid, name, extra)
+
+
+def codes_layer_name(codes: LatentCodes, path: str | os.PathLike[str] | None = None) -> str:
+    """The name of the layer codes belong to: their source volume's name (else the file's)."""
+    if codes.source:
+        return volume_name(codes.source)
+    return volume_name(path) if path is not None else "volume"
+
+
+def _current_viewer() -> Any:
+    import napari
+
+    return napari.current_viewer()
+
+
+def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[str] | None = None) -> str:
+    """Store a loaded result in a viewer's session; returns a one-line description.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    kind : {"model", "codes", "directions", "traversal", "eigen"}
+    obj : object
+        The loaded model or result.
+    path : path-like, optional
+        Where it came from (for messages and the model's source).
+    """
+    from .session import get_session
+
+    session = get_session(viewer)
+    where = f" from {Path(path).name}" if path is not None else ""
+    if kind == "model":
+        session.set_model(obj, str(path) if path is not None else "script")
+        return f"model {obj.name} ({obj.image_size} px){where} is the session's model"
+    if kind == "codes":
+        name = codes_layer_name(obj, path)
+        store = dict(session.results.get("codes") or {})
+        store[name] = obj
+        session.set_result("codes", store)
+        session.set_result("last_codes", (name, obj))
+        return f"codes of {name} ({len(obj)} slices, space {obj.space}){where} attached to the session"
+    if kind == "directions":
+        session.set_result("directions", obj)
+        return f"{len(obj)} {obj.method} directions{where} attached to the session"
+    if kind in ("traversal", "eigen"):
+        session.set_result(kind, obj)
+        return f"{kind}{where} attached to the session"
+    raise ValueError(f"unknown result kind {kind!r}")
+
+
+def layers_for(found: ResultFile, obj: Any) -> list[LayerDataTuple]:
+    """Layer data for an identified, loaded file (empty for session-only kinds)."""
+    if found.kind == "volume":
+        return read_nifti(str(found.path))
+    if found.kind == "traversal":
+        assert isinstance(obj, Traversal)
+        return [traversal_layer_data(obj, name=volume_name(found.path), path=str(found.path))]
+    if found.kind == "eigen":
+        assert isinstance(obj, EigenResult)
+        return eigen_layer_data(obj, prefix=found.path.name, path=str(found.path))
+    if found.kind == "eigen_map":
+        return [eigen_map_layer_data(found.path)]
+    return []
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def _notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def read_files(path: PathOrPaths) -> list[Any]:
+    """The reader napari calls: layers for volumes and results; codes, directions, models to the session.
+
+    Returns
+    -------
+    list
+        Layer data tuples, or ``[(None,)]`` (napari's "no layers" sentinel) when every file
+        attached to the session or failed. A file that fails gives an error notification
+        naming the file and the problem; the others are still opened.
+    """
+    paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+    found: list[ResultFile] = []
+    for item in paths:
+        try:
+            found.append(identify(item))
+        except UserInputError as exc:
+            _notify_error(f"napari-latent could not open {item.name}: {exc}")
+    found.sort(key=lambda f: _ORDER.get(f.kind, 9))
+    layers: list[Any] = []
+    viewer = None
+    for item in found:
+        try:
+            _, obj = load_result(item)
+            new_layers = layers_for(item, obj)
+        except (UserInputError, OSError, EOFError) as exc:
+            _notify_error(f"napari-latent could not open {item.path.name}: {exc}")
+            continue
+        layers.extend(new_layers)
+        if item.kind in ("model", "codes", "directions", "traversal", "eigen"):
+            viewer = viewer or _current_viewer()
+            if viewer is None:
+                if not new_layers:
+                    _notify_error(f"napari-latent: no viewer to attach {item.path.name} to")
+                continue
+            message = attach_to_session(viewer, item.kind, obj, item.path)
+            if not new_layers:
+                _notify_info(message)
+    return layers or NULL_LAYERS
+
+
+__all__ = ["NULL_LAYERS", "attach_to_session", "codes_layer_name", "eigen_map_layer_data",
+           "get_reader", "layers_for", "read_files", "read_nifti"]

@@ -10,14 +10,14 @@ import pytest
 
 from napari_latent.errors import VolumeError
 from napari_latent.gui.layers import META_KEY, grid_layer_data, volume_from_layer
-from napari_latent.gui.reader import get_reader, read_nifti
+from napari_latent.gui.reader import NULL_LAYERS, get_reader, layers_for, read_files, read_nifti
 from napari_latent.volumes import open_volume, save_volume
 from tests.conftest import reoriented_copy
 
 
 def test_get_reader_claims_only_nifti(anatomical_path: Path) -> None:
-    assert get_reader(str(anatomical_path)) is read_nifti
-    assert get_reader("scan.nii.gz") is read_nifti
+    assert get_reader(str(anatomical_path)) is read_files
+    assert get_reader("scan.nii.gz") is read_files
     assert get_reader("picture.png") is None
     assert get_reader(["a.nii", "b.tif"]) is None
 
@@ -100,3 +100,187 @@ def test_saved_map_reopens_on_the_source_grid(anatomical_path: Path, tmp_path: P
     assert kwargs["scale"] == pytest.approx(ref_kwargs["scale"])
     assert kwargs["translate"] == pytest.approx(ref_kwargs["translate"])
     np.testing.assert_allclose(data, ref * 0.5)
+
+
+# -- napari-latent's own result files -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    from tests.gui._results import make_results
+
+    return make_results(tmp_path_factory.mktemp("results"))
+
+
+def test_get_reader_claims_result_files_and_eigen_folders(results, tmp_path: Path) -> None:
+    for path in (results.traversal_path, results.codes_path, results.directions_path, results.model_path,
+                 results.eigen_dir, results.eigen_dir / "eigen.json", results.eigen_dir / "component_2.nii.gz",
+                 sidecar_of(results.traversal_path)):
+        assert get_reader(str(path)) is read_files, path
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    assert get_reader(str(tmp_path / "other.json")) is None  # somebody else's JSON
+    assert get_reader(str(tmp_path)) is None  # a folder without eigen.json
+
+
+def sidecar_of(path: Path) -> Path:
+    from napari_latent.latent.traversal import sidecar_path
+
+    return sidecar_path(path)
+
+
+def test_traversal_reads_as_one_4d_layer_with_a_labelled_alpha_axis(results) -> None:
+    from tests.gui._results import assert_on_grid
+
+    [layer] = read_files(str(results.traversal_path))
+    [source] = read_nifti(str(results.volume_path))
+    data, kwargs, kind = layer
+    assert kind == "image" and data.shape == (5, *source[0].shape)
+    assert_on_grid(layer, source)
+    assert kwargs["axis_labels"][0] == "alpha"
+    # evenly spaced alphas -2..2: napari's slider runs over alpha values
+    assert kwargs["scale"][0] == pytest.approx(1.0) and kwargs["translate"][0] == pytest.approx(-2.0)
+    entry = kwargs["metadata"][META_KEY]
+    assert entry["kind"] == "traversal" and entry["axis_labels"][0] == "alpha"
+    np.testing.assert_allclose(entry["alphas"], [-2, -1, 0, 1, 2])
+    assert entry["direction"]["name"] == results.directions.names[0]
+    # the frames are the traversal's volumes, display-oriented like the source
+    expected = np.stack([read_nifti_data(frame, results) for frame in results.traversal.images])
+    np.testing.assert_allclose(data, expected, atol=1e-6)
+
+
+def read_nifti_data(frame: np.ndarray, results) -> np.ndarray:
+    return grid_layer_data(frame, results.volume.grid, "x")[0]
+
+
+def test_eigen_folder_reads_as_diverging_overlays(results) -> None:
+    from tests.gui._results import assert_on_grid
+
+    layers = read_files(str(results.eigen_dir))
+    [source] = read_nifti(str(results.volume_path))
+    components = [item for item in layers if item[1]["metadata"][META_KEY]["kind"] == "eigen_component"]
+    assert len(components) == 3
+    for k, (data, kwargs, kind) in enumerate(components):
+        assert kind == "image"
+        assert_on_grid((data, kwargs, kind), source)
+        lo, hi = kwargs["contrast_limits"]
+        assert lo == pytest.approx(-hi) and hi > 0
+        assert 0 < kwargs["opacity"] < 1
+        np.testing.assert_allclose(data, read_nifti_data(results.eigen.maps[k], results), atol=1e-6)
+        entry = kwargs["metadata"][META_KEY]
+        assert entry["component"] == k + 1 and len(entry["eigenvector"]) == 5
+    assert sum(bool(item[1]["visible"]) for item in components) == 1
+    # a colormap that is transparent at zero and opaque at both ends
+    colormap = components[0][1]["colormap"]
+    assert colormap.map(np.array([0.5]))[0, 3] == pytest.approx(0.0)
+    assert colormap.map(np.array([0.0]))[0, 3] == pytest.approx(1.0)
+    # eigen.json itself, and one component file alone
+    assert len(read_files(str(results.eigen_dir / "eigen.json"))) == len(layers)
+    [(data, kwargs, _)] = read_files(str(results.eigen_dir / "component_2.nii.gz"))
+    assert kwargs["metadata"][META_KEY]["component"] == 2
+    np.testing.assert_allclose(data, components[1][0], atol=1e-6)
+
+
+def test_session_files_make_no_layers_without_a_viewer(results, monkeypatch) -> None:
+    import napari_latent.gui.reader as reader
+
+    monkeypatch.setattr(reader, "_current_viewer", lambda: None)
+    errors: list[str] = []
+    monkeypatch.setattr(reader, "_notify_error", errors.append)
+    from napari_latent.analysis.result_files import load_result
+
+    for path in (results.codes_path, results.directions_path):
+        found, obj = load_result(path)
+        assert layers_for(found, obj) == []
+    assert read_files(str(results.codes_path)) == NULL_LAYERS
+    assert "no viewer" in errors[0]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an image", "not a valid NIfTI"),
+    (b"", "not a valid NIfTI"),
+])
+def test_bad_nifti_gives_a_notification_not_an_exception(tmp_path: Path, monkeypatch, content, message) -> None:
+    import napari_latent.gui.reader as reader
+
+    errors: list[str] = []
+    monkeypatch.setattr(reader, "_notify_error", errors.append)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(content)
+    assert read_files(str(bad)) == NULL_LAYERS
+    assert len(errors) == 1 and "broken.nii.gz" in errors[0] and message in errors[0]
+
+
+def test_bad_result_files_say_what_is_wrong(results, tmp_path: Path, monkeypatch) -> None:
+    import napari_latent.gui.reader as reader
+
+    errors: list[str] = []
+    monkeypatch.setattr(reader, "_notify_error", errors.append)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04 a pickle, not safetensors")
+    assert read_files(str(junk)) == NULL_LAYERS
+    assert "not a valid safetensors" in errors[-1]
+    # a traversal whose sidecar lists the wrong number of alphas
+    import json
+    import shutil
+
+    shutil.copy(results.traversal_path, tmp_path / "t.nii.gz")
+    meta = json.loads(sidecar_of(results.traversal_path).read_text())
+    meta["alphas"] = meta["alphas"][:2]
+    (tmp_path / "t.json").write_text(json.dumps(meta))
+    assert read_files(str(tmp_path / "t.nii.gz")) == NULL_LAYERS
+    assert "5 frames but the sidecar lists 2 alphas" in errors[-1]
+    # an eigen folder with a missing component file; the good file of the same call still opens
+    shutil.copytree(results.eigen_dir, tmp_path / "eigen")
+    (tmp_path / "eigen" / "component_3.nii.gz").unlink()
+    layers = read_files([str(tmp_path / "eigen"), str(results.volume_path)])
+    assert len(layers) == 1 and layers[0][1]["name"] == "subject"
+    assert "component_3.nii.gz" in errors[-1]
+
+
+@pytest.mark.gui
+def test_result_files_open_in_napari_on_the_source_grid(make_napari_viewer, results) -> None:
+    from napari_latent.gui.session import get_session
+    from tests.gui._results import assert_on_grid
+
+    viewer = make_napari_viewer()
+    [source] = viewer.open(str(results.volume_path), plugin="napari-latent")
+    [traversal] = viewer.open(str(results.traversal_path), plugin="napari-latent")
+    assert traversal.data.shape == (5, *source.data.shape)
+    assert_on_grid(traversal, source)
+    assert viewer.dims.axis_labels[0] == "alpha"
+    overlays = viewer.open(str(results.eigen_dir), plugin="napari-latent")
+    assert len(overlays) == 4  # 3 components and one difference map
+    for layer in overlays:
+        assert_on_grid(layer, source)
+        lo, hi = layer.contrast_limits
+        assert lo == pytest.approx(-hi)
+    # codes, directions and a model attach to the session; no layers
+    count = len(viewer.layers)
+    assert viewer.open(str(results.model_path), plugin="napari-latent") == []
+    assert viewer.open(str(results.codes_path), plugin="napari-latent") == []
+    assert viewer.open(str(results.directions_path), plugin="napari-latent") == []
+    assert len(viewer.layers) == count
+    session = get_session(viewer)
+    assert session.model is not None and session.model.fingerprint == results.model.fingerprint
+    name, codes = session.results["last_codes"]
+    assert name == source.name == "subject"
+    np.testing.assert_array_equal(codes.codes.numpy(), results.codes.codes.numpy())
+    assert session.results["directions"].names == results.directions.names
+
+
+@pytest.mark.gui
+def test_bad_file_in_napari_gives_an_error_notification(make_napari_viewer, tmp_path: Path) -> None:
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    seen: list = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        bad = tmp_path / "broken.nii"
+        bad.write_text("not an image")
+        assert viewer.open(str(bad), plugin="napari-latent") == []
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+    assert len(viewer.layers) == 0
+    messages = [str(n.message) for n in seen]
+    assert any("broken.nii" in m and "not a valid NIfTI" in m for m in messages), messages
+    assert any(n.severity == "error" for n in seen)
