@@ -1,0 +1,246 @@
+"""Analysis commands: ``traverse``, ``eigen`` and ``demo``.
+
+Every input is checked before anything slow runs or anything is written: bad alphas, a
+direction index out of range, codes of another model, a mask on another grid, a 3D file
+given as a traversal all end in one line on standard error and exit code 2, with no
+output file left behind (every file is written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import EXIT_USAGE, PROG, CliError, positive_int
+
+#: Accepted ``--units`` values; ``sd`` is short for ``std``.
+UNIT_CHOICES = ("latent", "std", "sd", "direction_std")
+
+
+def _units(text: str) -> str:
+    return "std" if text == "sd" else text
+
+
+def parse_index(text: str) -> int | str | dict[int | str, float]:
+    """``--index``: a direction number, a name, or weights ``K=W,K=W`` for a weighted sum.
+
+    Raises
+    ------
+    CliError
+        For an empty text or a weight that is not a number.
+    """
+    raw = text.strip()
+    if not raw:
+        raise CliError("--index is empty; give a direction number (0, 1, ...), a name, or weights like 0=1,2=0.5")
+    if "=" not in raw:
+        return int(raw) if raw.lstrip("-").isdigit() else raw
+    weights: dict[int | str, float] = {}
+    for part in raw.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--index {raw!r}: expected weights like 0=1,2=0.5, got {part.strip()!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise CliError(f"--index {raw!r}: weight {value.strip()!r} is not a number") from None
+        weights[int(key) if key.lstrip("-").isdigit() else key] = weight
+    return weights
+
+
+def _nifti_out(path: str, option: str) -> Path:
+    out = Path(path)
+    if not out.name.lower().endswith((".nii.gz", ".nii")):
+        raise CliError(f"{out}: {option} must end in .nii.gz or .nii")
+    return out
+
+
+def gui_show() -> Any:
+    """``napari_latent.gui.show``, or None when it (or napari) is not installed.
+
+    Imported by name at run time: the command line and the GUI are independent shells over
+    the library (an import-linter contract), and napari is needed only for ``--view``.
+    """
+    import importlib
+
+    try:
+        gui = importlib.import_module("napari_latent.gui")
+        show = getattr(gui, "show", None)
+        if show is None:
+            show = getattr(importlib.import_module("napari_latent.gui.launcher"), "show", None)
+    except ImportError:
+        return None
+    return show if callable(show) else None
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    """Traverse a volume along a latent direction and save the 4D result."""
+    from ..latent.codes import LatentCodes
+    from ..latent.directions import Directions
+    from ..latent.inversion import iter_invert
+    from ..latent.traversal import LazyTraversal, parse_alphas, resolve_direction
+    from ..models.checkpoint import load_model
+    from ..progress import run_operation
+    from ..volumes import open_volume
+
+    out = _nifti_out(args.out, "--out")
+    alphas = parse_alphas(args.alphas)  # bad syntax fails before anything is loaded
+    index = parse_index(args.index) if args.index is not None else None
+    units = _units(args.units)
+    directions = Directions.load(args.directions)
+    resolve_direction(directions, index)  # an index out of range fails before the inversion
+    model = load_model(args.model, device=args.device)
+    directions.check_model(model)
+    volume = open_volume(args.volume)
+    progress = None if args.quiet else True
+    if args.codes:
+        codes = LatentCodes.load(args.codes)
+        codes.check_model(model)
+        codes.geometry.grid.check_same(volume.grid, f"the volume {Path(args.volume).name}")
+    else:
+        codes = run_operation(iter_invert(model, volume, method=args.method, steps=args.steps), progress)
+    lazy = LazyTraversal(model, codes, directions, alphas, index=index, units=units, source=volume,  # type: ignore[arg-type]
+                         batch_size=args.batch_size, bf16=args.bf16)
+    traversal = run_operation(lazy.iter_compute(), progress)
+    path = traversal.save(out)
+    direction = traversal.direction
+    print(f"traversed {len(codes)} slices of {volume.name} along {direction.name!r} for {len(traversal)} alphas "
+          f"from {traversal.alphas[0]:g} to {traversal.alphas[-1]:g} ({traversal.units} units, "
+          f"{traversal.alpha_scale:.4g} latent units each); saved to {path} (sidecar "
+          f"{path.name.rsplit('.nii', 1)[0]}.json)")
+    return 0
+
+
+def cmd_eigen(args: argparse.Namespace) -> int:
+    """Eigencomponents and difference maps of a saved traversal, with a report."""
+    from ..analysis.eigen import iter_eigencomponents
+    from ..analysis.plots import write_report
+    from ..latent.traversal import Traversal
+    from ..progress import run_operation
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out}: --out must be a folder")
+    traversal = Traversal.load(args.traversal)
+    n_components = min(args.components, len(traversal))
+    center: Any = {"paper": True, "none": False, "baseline": "baseline"}[args.center]
+    progress = None if args.quiet else True
+    eigen = run_operation(iter_eigencomponents(traversal, mask=args.mask, n_components=n_components,
+                                               center=center, differences=args.differences), progress)
+    if eigen is None:  # pragma: no cover - only when stopped
+        raise CliError("the eigen analysis was stopped")
+    eigen.save(out)
+    report = None if args.no_report else write_report(out / "report", traversal, eigen)
+    ratio = eigen.explained_variance_ratio
+    corr = eigen.alpha_correlation()
+    print(f"{eigen.n_components} eigencomponents of {len(traversal)} alphas over {eigen.n_voxels:,} voxels "
+          f"({eigen.mask_info.get('kind', 'mask')}) saved to {out} (eigen.json, component_*.nii.gz, "
+          f"{len(eigen.difference_indices)} difference maps)")
+    for k in range(eigen.n_components):
+        constant = float(eigen.eigenvectors[:, k].sum() ** 2 / len(eigen.alphas))
+        r = "n/a" if corr[k] != corr[k] else f"{corr[k]:+.3f}"
+        print(f"  component {k + 1}: {100 * ratio[k]:.4g}% of the variance, eigenvector vs alpha r = {r}, "
+              f"{100 * constant:.1f}% on the constant vector")
+    if report is not None:
+        print(f"report: {report}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The MS paper's pipeline end to end on a phantom cohort with the bundled model."""
+    show = None
+    if args.view:  # fail before the run, not after it
+        show = gui_show()
+        if show is None:
+            sys.stderr.write(f"{PROG} demo: error: --view needs napari_latent.gui.show, which this installation "
+                             "does not have yet; run without --view and open the files with 'napari-latent "
+                             "view'\n")
+            return EXIT_USAGE
+    from ..analysis.demo import run_demo
+
+    result = run_demo(args.out, progress=None if args.quiet else True, subjects=args.subjects, size=args.size,
+                      seed=args.seed, alphas=args.alphas, units=_units(args.units), unsupervised=args.unsupervised,
+                      n_components=args.components, device=args.device)
+    summary = result.summary
+    supervised = summary["supervised_run"]
+    print(f"demo finished in {summary['timings_s']['total']:.1f} s: {summary['cohort']['subjects']} phantoms, "
+          f"{result.model.name if result.model else 'model'}, subject {summary['traversed_subject']} traversed "
+          f"along {summary['supervised']['name']!r} (held-out accuracy "
+          f"{summary['supervised']['held_out_accuracy']:.2f}) and {summary['unsupervised']['most_aligned_name']!r}")
+    print(f"eigenvector 1: {100 * supervised['eigenvector_1_constant_fraction']:.1f}% constant; eigenvector 2 vs "
+          f"alpha: r = {supervised.get('eigenvector_2_alpha_correlation', float('nan')):.4f}")
+    print(f"report: {result.report}")
+    if show is not None:
+        show(volume=result.volume, model=result.model, traversal=result.traversal, eigen=result.eigen)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands."""
+    from ..latent.inversion import METHODS
+
+    p = sub.add_parser("traverse", help="traverse a volume along a latent direction (4D NIfTI)",
+                       description="Shift every slice code of a volume by alpha times a direction, decode, and map "
+                       "the slices back onto the volume: one 3D volume per alpha, saved as a 4D NIfTI with the "
+                       "source affine and a JSON sidecar (alphas, direction, model fingerprint).")
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
+    p.add_argument("volume", metavar="VOLUME", help="the source .nii or .nii.gz volume")
+    p.add_argument("--directions", required=True, metavar="DIRS", help="a directions .safetensors file")
+    p.add_argument("--index", default=None, metavar="K",
+                   help="direction number (from 0) or name, or weights K=W,K=W for a weighted sum (default: the "
+                   "only direction)")
+    p.add_argument("--alphas", required=True, metavar="START:STOP:N",
+                   help="N evenly spaced alphas, both ends included (e.g. 0:50:15), or a comma list; write "
+                   "--alphas=-2:2:5 when the first alpha is negative")
+    p.add_argument("--units", choices=UNIT_CHOICES, default="latent",
+                   help="alpha units: latent distance (default), std/sd of this volume's codes along the "
+                   "direction, or direction_std (the spread the discovery method measured)")
+    p.add_argument("--out", required=True, metavar="OUT.nii.gz", help="4D traversal to write (plus OUT.json)")
+    p.add_argument("--codes", metavar="CODES", help="the volume's codes from 'napari-latent invert' (else the "
+                   "volume is inverted first)")
+    p.add_argument("--method", choices=METHODS, default="auto", help="inversion method without --codes")
+    p.add_argument("--steps", type=positive_int, default=200, help="inversion steps without --codes (default 200)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per decoder call")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster, ~1%% less accurate)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_traverse)
+
+    p = sub.add_parser("eigen", help="eigencomponents and difference maps of a traversal",
+                       description="The MS paper's analysis: the foreground voxels of every alpha image form M "
+                       "(voxels x alphas); the covariance of M is eigendecomposed; component map k = M v_k on the "
+                       "volume. Writes component_K.nii.gz, difference maps and mask.nii.gz with the source affine, "
+                       "eigen.json, and a report folder (report.html, report.json, figures).")
+    p.add_argument("traversal", metavar="TRAVERSAL", help="a 4D traversal .nii.gz with its .json sidecar")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--mask", metavar="MASK", help="a mask on the traversal's grid (default: the baseline's "
+                   "foreground)")
+    p.add_argument("--components", type=positive_int, default=5, metavar="K", help="components kept (default 5)")
+    p.add_argument("--center", choices=("paper", "none", "baseline"), default="paper",
+                   help="paper: the covariance (default); none: uncentred; baseline: the baseline frame "
+                   "subtracted per voxel (no anatomy leak; the change becomes component 1)")
+    p.add_argument("--differences", default="all", help="difference maps: all (default), extreme or none")
+    p.add_argument("--no-report", action="store_true", help="skip the report folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eigen)
+
+    p = sub.add_parser("demo", help="the MS paper's pipeline end to end on phantoms (about a minute)",
+                       description="Phantom cohort, the bundled demo model, inversion of a healthy subject, the "
+                       "supervised healthy-to-disease direction plus one unsupervised method, traversals, "
+                       "eigencomponents, difference maps and a report. Alphas default to 0:3:15 in direction_std "
+                       "units (SDs of the cohort's codes along the direction).")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--view", action="store_true", help="open napari with the results afterwards")
+    p.add_argument("--subjects", type=positive_int, default=20, help="phantom subjects (default 20)")
+    p.add_argument("--size", type=positive_int, default=64, help="phantom voxels per axis (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--alphas", default="0:3:15", metavar="START:STOP:N", help="alphas (default 0:3:15)")
+    p.add_argument("--units", choices=UNIT_CHOICES, default="direction_std", help="alpha units (default "
+                   "direction_std)")
+    p.add_argument("--unsupervised", choices=("sefa", "pca"), default="sefa", help="unsupervised method")
+    p.add_argument("--components", type=positive_int, default=5, help="eigencomponents (default 5)")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
