@@ -1,0 +1,132 @@
+"""The Discover widget in a real napari viewer under Xvfb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_latent.gui.discover_widget import NEEDS_DATA, NO_MODEL, DiscoverWidget
+from napari_latent.gui.session import get_session
+from napari_latent.latent.directions import Directions
+from napari_latent.models.base import build_model, model_fingerprint
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer) -> DiscoverWidget:
+    viewer = make_napari_viewer()
+    widget = DiscoverWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Discover")
+    return widget
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    model = build_model("vae", image_size=32, latent_dim=8, base_channels=8, max_channels=32).eval()
+    model.fingerprint = model_fingerprint(model)
+    return model
+
+
+def shown(field) -> bool:
+    """Not hidden by the widget (the viewer itself is not shown in tests)."""
+    return not field.native.isHidden()
+
+
+def cells(widget: DiscoverWidget, column: str) -> list:
+    return list(widget.table[column])
+
+
+def test_sefa_fills_the_table_and_the_session_and_names_are_editable(widget: DiscoverWidget, qtbot) -> None:
+    session = get_session(widget.viewer)
+    model = tiny_model()
+    session.set_model(model, "test")
+    assert widget.space.value == "z" and "vae" in widget.status.value
+    widget.method.value = "sefa"
+    assert shown(widget.count) and not shown(widget.steps) and not shown(widget.data)
+    widget.count.value = 5
+    widget.run()
+    widget.runner.wait(60)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    found = session.results["directions"]
+    assert isinstance(found, Directions) and len(found) == 5 and found.method == "sefa"
+    assert session.results["selected_direction"] == 0
+    assert widget.table.shape == (5, len(found.table()[0]))
+    assert cells(widget, "name") == ["sefa 1", "sefa 2", "sefa 3", "sefa 4", "sefa 5"]
+    eigen = cells(widget, "eigenvalue")
+    assert eigen == sorted(eigen, reverse=True) and eigen[0] == pytest.approx(found.scores["eigenvalue"][0], rel=1e-3)
+    assert "Found 5 sefa directions" in widget.panel.status.value
+    # renaming in the table renames the Directions object the session holds
+    widget.rename(2, "ventricles")
+    assert found.names[2] == "ventricles" and session.results["directions"] is found
+    # a duplicate name is refused and the cell goes back
+    widget.rename(3, "ventricles")
+    assert found.names[3] == "sefa 4" and cells(widget, "name")[3] == "sefa 4"
+    assert "already named" in widget.panel.status.value
+    # selecting a row is what the Traverse step reads
+    widget.table.native.selectRow(2)
+    assert session.results["selected_direction"] == 2
+    assert "2 ventricles" in widget.selected.value
+    # score columns are read-only
+    from qtpy.QtCore import Qt
+
+    item = widget.table.native.item(0, widget.table.column_headers.index("eigenvalue"))
+    assert not item.flags() & Qt.ItemFlag.ItemIsEditable
+
+
+def test_pca_run_and_save(widget: DiscoverWidget, tmp_path: Path) -> None:
+    session = get_session(widget.viewer)
+    session.set_model(tiny_model(), "test")
+    widget.method.value = "pca"
+    widget.count.value = 3
+    widget.run()
+    widget.runner.wait(60)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    found = session.results["directions"]
+    assert found.method == "pca" and len(found) == 3
+    ratios = cells(widget, "explained_variance_ratio")
+    assert len(ratios) == 3 and ratios == sorted(ratios, reverse=True) and 0 < sum(ratios) <= 1.0
+    widget.rename(0, "first")
+    path = widget.save(tmp_path / "dirs.safetensors")
+    assert path is not None and Directions.load(path).names[0] == "first"
+
+
+def test_missing_model_and_missing_data_are_said_plainly(widget: DiscoverWidget, tmp_path: Path) -> None:
+    widget.method.value = "sefa"
+    assert widget.missing() == NO_MODEL
+    widget.run()
+    assert not widget.runner.running and "No model yet" in widget.panel.status.value
+    get_session(widget.viewer).set_model(tiny_model(), "test")
+    widget.method.value = "supervised"
+    assert shown(widget.data) and shown(widget.column) and shown(widget.positive) and not shown(widget.count)
+    assert widget.missing() == NEEDS_DATA
+    widget.run()
+    assert not widget.runner.running
+    assert "needs labelled data" in widget.panel.status.value
+    assert "directions" not in get_session(widget.viewer).results
+    widget.data.value = tmp_path  # a folder without cohort.csv
+    widget.run()
+    assert not widget.runner.running and "no cohort.csv" in widget.panel.status.value
+
+
+def test_cancel_stops_a_voynov_run_and_keeps_its_directions(widget: DiscoverWidget, qtbot) -> None:
+    session = get_session(widget.viewer)
+    session.set_model(tiny_model(), "test")
+    widget.method.value = "voynov"
+    assert shown(widget.steps) and not shown(widget.data)
+    widget.count.value = 3
+    widget.steps.value = 100_000
+    widget.run()
+    assert widget.runner.running
+    qtbot.waitUntil(lambda: widget.runner.last_event is not None and widget.runner.last_event.stage == "discover",
+                    timeout=60_000)
+    widget.panel.cancel_button.changed.emit(True)  # the user presses Cancel
+    widget.runner.wait(120)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    found = session.results["directions"]
+    assert found.method == "voynov" and len(found) == 3
+    assert 0 < found.info["steps_done"] < 1000
+    assert "stopped after" in widget.panel.status.value
+    assert widget.table.shape[0] == 3
