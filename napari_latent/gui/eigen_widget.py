@@ -1,0 +1,188 @@
+"""The Eigen widget: eigencomponents of a traversal (the MS paper's analysis) as overlays on the anatomy.
+
+The traversal is the session's (``results["traversal"]``, from the Traverse widget) or any
+4D traversal layer (one the Traverse widget added, or a saved traversal opened with the
+reader). Component maps and the difference map of the farthest alpha are added as diverging
+overlays (blue negative, transparent at zero, red positive; symmetric contrast limits;
+partial opacity) on the traversal's grid, so they sit on the anatomy; the
+:class:`~napari_latent.analysis.eigen.EigenResult` goes to ``session.results["eigen"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
+
+from ..analysis.eigen import EigenResult, iter_eigencomponents
+from ..errors import UserInputError
+from ..latent.traversal import Traversal, TraversalDirection
+from ..progress import Operation, StopFlag
+from ..volumes.slicing import SliceGeometry
+from .invert_widget import add_or_update_layer
+from .layers import META_KEY, array_from_layer
+from .result_layers import eigen_layer_data
+from .session import get_session
+
+SESSION_TRAVERSAL = "(session traversal)"
+DEFAULT_MASK = "(baseline foreground)"
+NO_TRAVERSAL = ("No traversal yet: traverse a volume in the Traverse widget first, or open a saved traversal "
+                "(.nii.gz with its .json sidecar).")
+CENTERS = {"paper (covariance)": True, "baseline subtracted": "baseline", "uncentred": False}
+
+
+def traversal_layers(viewer: Any) -> list[Any]:
+    """The 4D traversal layers of a viewer (those carrying a traversal sidecar in their metadata)."""
+    out = []
+    for layer in viewer.layers:
+        entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+        if entry.get("kind") == "traversal" and isinstance(entry.get("sidecar"), dict) and layer.ndim == 4:
+            out.append(layer)
+    return out
+
+
+def traversal_from_layer(layer: Any) -> Traversal:
+    """Rebuild a :class:`Traversal` (file order, true affine) from a traversal layer.
+
+    Raises
+    ------
+    UserInputError
+        When the layer's data no longer matches its recorded grid or alphas.
+    """
+    entry = layer.metadata.get(META_KEY, {})
+    sidecar = entry.get("sidecar") or {}
+    spatial_scale, spatial_translate = tuple(layer.scale)[1:], tuple(layer.translate)[1:]
+    try:
+        images, grid = array_from_layer(np.asarray(layer.data), layer.metadata, spatial_scale, spatial_translate)
+    except ValueError as exc:
+        raise UserInputError(f"layer {layer.name!r}: {exc}") from None
+    alphas = np.asarray(sidecar.get("alphas", []), dtype=np.float64)
+    if images.ndim != 4 or len(alphas) != images.shape[0]:
+        raise UserInputError(f"layer {layer.name!r} has {images.shape[0]} frames but {len(alphas)} alphas recorded")
+    geometry = SliceGeometry.from_json(sidecar["geometry"]) if sidecar.get("geometry") else None
+    direction = TraversalDirection.from_json(sidecar["direction"]) if sidecar.get("direction") else None
+    return Traversal(images, alphas, grid, direction, sidecar.get("units", "latent"),
+                     float(sidecar.get("alpha_scale", 1.0)), int(sidecar.get("baseline_index", -1)),
+                     sidecar.get("model", ""), sidecar.get("model_fingerprint", ""), sidecar.get("space", ""),
+                     geometry, sidecar.get("fill", "window"), sidecar.get("source", ""),
+                     {**dict(sidecar.get("info") or {}), "layer": layer.name})
+
+
+class EigenWidget(Container):
+    """Eigencomponents of a traversal; adds component and difference overlays on the anatomy.
+
+    Scriptable: ``widget.traversal.value = "(session traversal)"`` (or a layer name),
+    ``widget.components.value = 5``, ``widget.center.value = "paper (covariance)"``,
+    ``widget.run()``, ``widget.runner.wait()``; the result is in
+    ``widget.session.results["eigen"]``.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        from .runner import OperationRunner, ProgressPanel
+
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.status = Label(value="")
+        self.traversal = ComboBox(label="traversal", choices=self._traversal_choices)
+        self.mask = ComboBox(label="mask", choices=self._mask_choices)
+        self.components = SpinBox(label="components", min=1, max=50, value=5)
+        self.center = ComboBox(label="centring", choices=list(CENTERS), value="paper (covariance)")
+        self.run_button = PushButton(text="Analyse")
+        self.panel = ProgressPanel()
+        self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
+        super().__init__(widgets=[self.status, self.traversal, self.mask, self.components, self.center,
+                                  self.run_button, self.panel])
+        self.run_button.changed.connect(lambda: self.run())
+        self.session.changed.connect(self._on_session_changed)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda _event: self._refresh())
+        self._refresh()
+
+    def _traversal_choices(self, _widget: Any = None) -> list[str]:
+        names = [SESSION_TRAVERSAL] if isinstance(self.session.results.get("traversal"), Traversal) else []
+        return names + [layer.name for layer in traversal_layers(self.viewer)]
+
+    def _mask_choices(self, _widget: Any = None) -> list[str]:
+        from napari.layers import Image, Labels
+
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Image | Labels) and layer.ndim == 3 and not getattr(layer, "rgb", False)]
+        return [DEFAULT_MASK, *names]
+
+    def _refresh(self) -> None:
+        self.traversal.reset_choices()
+        self.mask.reset_choices()
+        if not self.traversal.choices:
+            self.status.value = NO_TRAVERSAL
+        else:
+            self.status.value = "Choose a traversal and the number of components, then analyse."
+
+    def _on_session_changed(self, what: str) -> None:
+        if what in ("traversal", "model"):
+            self._refresh()
+            if what == "traversal" and SESSION_TRAVERSAL in self.traversal.choices:
+                self.traversal.value = SESSION_TRAVERSAL
+
+    def chosen_traversal(self) -> Traversal:
+        """The traversal to analyse (the session's, or rebuilt from the chosen layer)."""
+        choice = self.traversal.value
+        if not choice:
+            raise UserInputError(NO_TRAVERSAL)
+        if choice == SESSION_TRAVERSAL:
+            traversal = self.session.results.get("traversal")
+            if not isinstance(traversal, Traversal):
+                raise UserInputError(NO_TRAVERSAL)
+            return traversal
+        layers = [layer for layer in traversal_layers(self.viewer) if layer.name == choice]
+        if not layers:
+            raise UserInputError(f"the traversal layer {choice!r} is gone; choose another")
+        return traversal_from_layer(layers[0])
+
+    def _chosen_mask(self, traversal: Traversal) -> np.ndarray | None:
+        choice = self.mask.value
+        if not choice or choice == DEFAULT_MASK:
+            return None
+        layer = next((item for item in self.viewer.layers if item.name == choice), None)
+        if layer is None:
+            raise UserInputError(f"the mask layer {choice!r} is gone; choose another")
+        try:
+            array, grid = array_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate)
+        except ValueError as exc:
+            raise UserInputError(f"mask layer {choice!r}: {exc}") from None
+        traversal.grid.check_same(grid, f"the mask layer {choice!r}")
+        return array > 0.5
+
+    def run(self) -> None:
+        """Run the eigen analysis in a background thread."""
+        self.runner.start(self._make_operation, self._on_result, "Eigen analysis")
+
+    def _make_operation(self, stop: StopFlag) -> Operation[EigenResult | None]:
+        traversal = self.chosen_traversal()
+        mask = self._chosen_mask(traversal)
+        self._traversal = traversal
+        self._anatomy = self._anatomy_layer(traversal)
+        return iter_eigencomponents(traversal, mask=mask, n_components=int(self.components.value),
+                                    center=CENTERS[str(self.center.value)], differences="extreme", stop=stop)
+
+    def _anatomy_layer(self, traversal: Traversal) -> Any:
+        """The traversal's layer (when it came from one) or the session traversal's layer, to sit on."""
+        name = traversal.info.get("layer")
+        for layer in traversal_layers(self.viewer):
+            if name is None or layer.name == name:
+                return layer
+        return None
+
+    def _on_result(self, result: EigenResult | None) -> str:
+        if result is None:
+            return "Eigen analysis cancelled"
+        anatomy = self._anatomy
+        prefix = f"{anatomy.name} eigen" if anatomy is not None else "eigen"
+        for data, kwargs, kind in eigen_layer_data(result, prefix=prefix):
+            add_or_update_layer(self.viewer, (data, kwargs, kind))
+        self.session.set_result("eigen", result)
+        corr = result.alpha_correlation()
+        ratio = result.explained_variance_ratio
+        parts = [f"{k + 1}: {100 * ratio[k]:.3g}%" + ("" if corr[k] != corr[k] else f" (r {corr[k]:+.2f})")
+                 for k in range(min(3, result.n_components))]
+        return f"{result.n_components} components over {result.n_voxels:,} voxels; " + ", ".join(parts)

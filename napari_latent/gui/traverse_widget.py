@@ -1,0 +1,199 @@
+"""The Traverse widget: move an inverted volume along a latent direction; a 4D layer over the source.
+
+The session provides the codes (``results["codes"]``, layer name -> LatentCodes, and
+``results["last_codes"]``) and the directions (``results["directions"]`` with
+``results["selected_direction"]``); a directions file may be chosen instead. The result is a
+4D traversal layer (the alpha axis first, labelled ``alpha``) on the source layer's grid,
+a 4D difference overlay (each alpha minus the baseline, diverging colours, transparent at
+zero), and the :class:`~napari_latent.latent.traversal.Traversal` in
+``session.results["traversal"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
+
+from ..errors import UserInputError
+from ..latent.codes import LatentCodes
+from ..latent.directions import Directions
+from ..latent.traversal import UNITS, LazyTraversal, Traversal, parse_alphas
+from ..progress import Operation, StopFlag
+from .invert_widget import add_or_update_layer
+from .layers import grid_layer_data, volume_from_layer
+from .result_layers import OVERLAY_OPACITY, diverging_colormap, symmetric_limits, traversal_layer_data
+from .session import get_session
+
+NO_MODEL = "No model yet: load or train one in the Model widget first."
+NO_CODES = "No codes yet: invert a volume in the Invert widget first."
+NO_DIRECTIONS = "No directions yet: discover some in the Discover widget, or choose a directions file."
+SESSION_DIRECTIONS = "(session directions)"
+
+
+def _codes_store(session: Any) -> dict[str, LatentCodes]:
+    store = session.results.get("codes")
+    return dict(store) if isinstance(store, dict) else {}
+
+
+class TraverseWidget(Container):
+    """Traverse the codes of an inverted layer along a direction; adds the traversal and difference layers.
+
+    Scriptable: ``widget.codes.value = "sub-001"``, ``widget.direction.value = 0`` (an index),
+    ``widget.alphas.value = "0:3:15"``, ``widget.units.value = "direction_std"``, ``widget.run()``,
+    ``widget.runner.wait()``; the Traversal is in ``widget.session.results["traversal"]``.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        from .runner import OperationRunner, ProgressPanel
+
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self._file_directions: Directions | None = None
+        self._file_error = ""
+        self._source_name = ""
+        self.status = Label(value="")
+        self.codes = ComboBox(label="codes of", choices=self._codes_names)
+        self.directions_file = FileEdit(label="directions file", mode="r", filter="*.safetensors", value="")
+        self.direction = ComboBox(label="direction", choices=self._direction_choices)
+        self.alphas = LineEdit(label="alphas", value="0:3:15")
+        self.units = ComboBox(label="units", choices=list(UNITS), value="direction_std")
+        self.run_button = PushButton(text="Traverse")
+        self.panel = ProgressPanel()
+        self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
+        super().__init__(widgets=[self.status, self.codes, self.directions_file, self.direction, self.alphas,
+                                  self.units, self.run_button, self.panel])
+        self.run_button.changed.connect(lambda: self.run())
+        self.directions_file.changed.connect(self._on_file_changed)
+        self.session.changed.connect(self._on_session_changed)
+        self._on_session_changed("model")
+
+    # -- choices ----------------------------------------------------------------------------
+    def _codes_names(self, _widget: Any = None) -> list[str]:
+        return list(_codes_store(self.session))
+
+    def current_directions(self) -> Directions | None:
+        """The directions file's directions when one is chosen, else the session's."""
+        if self._file_directions is not None:
+            return self._file_directions
+        directions = self.session.results.get("directions")
+        return directions if isinstance(directions, Directions) else None
+
+    def _direction_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        directions = self.current_directions()
+        if directions is None:
+            return []
+        return [(f"{i}: {name}", i) for i, name in enumerate(directions.names)]
+
+    def _on_file_changed(self, _value: Any = None) -> None:
+        text = str(self.directions_file.value or "").strip()
+        self._file_directions, self._file_error = None, ""
+        if text and text != "." and Path(text).is_file():
+            try:
+                self._file_directions = Directions.load(text)
+            except UserInputError as exc:
+                self._file_error = str(exc)
+        self.direction.reset_choices()
+        self._update_status()
+
+    def _on_session_changed(self, what: str) -> None:
+        if what in ("model", "codes", "last_codes"):
+            self.codes.reset_choices()
+            last = self.session.results.get("last_codes")
+            if isinstance(last, tuple) and last and last[0] in self._codes_names():
+                self.codes.value = last[0]
+        if what in ("model", "directions", "selected_direction"):
+            self.direction.reset_choices()
+            selected = self.session.results.get("selected_direction")
+            if self._file_directions is None and isinstance(selected, int | np.integer) \
+                    and 0 <= int(selected) < len(self.direction.choices):
+                self.direction.value = int(selected)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        model = self.session.model
+        if model is None:
+            self.status.value = NO_MODEL
+        elif not self._codes_names():
+            self.status.value = NO_CODES
+        elif self._file_error:
+            self.status.value = f"Directions file: {self._file_error}"
+        elif self.current_directions() is None:
+            self.status.value = NO_DIRECTIONS
+        else:
+            self.status.value = f"Model: {model.name}. Choose codes, a direction and alphas, then traverse."
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Traverse in a background thread."""
+        self.runner.start(self._make_operation, self._on_traversed, "Traversal")
+
+    def _make_operation(self, stop: StopFlag) -> Operation[Traversal]:
+        model = self.session.model
+        if model is None:
+            raise UserInputError(NO_MODEL)
+        store = _codes_store(self.session)
+        if not store:
+            raise UserInputError(NO_CODES)
+        name = self.codes.value
+        if name not in store:
+            raise UserInputError("choose the codes of an inverted layer")
+        if self._file_error:
+            raise UserInputError(f"directions file: {self._file_error}")
+        directions = self.current_directions()
+        if directions is None:
+            raise UserInputError(NO_DIRECTIONS)
+        index = self.direction.value
+        if index is None:
+            raise UserInputError("choose a direction")
+        codes = store[name]
+        source = None
+        if name in self.viewer.layers:  # the inverted layer: real intensities outside the modelled voxels
+            layer = self.viewer.layers[name]
+            try:
+                volume = volume_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate, name)
+            except ValueError:
+                volume = None
+            if volume is not None and volume.grid.shape == codes.geometry.grid.shape:
+                source = volume
+        self._source_name = name
+        lazy = LazyTraversal(model, codes, directions, parse_alphas(str(self.alphas.value)), index=int(index),
+                             units=str(self.units.value), source=source,  # type: ignore[arg-type]
+                             device=self.session.device)
+        return lazy.iter_compute(stop)
+
+    def _on_traversed(self, traversal: Traversal) -> str:
+        if len(traversal) == 0:
+            return "Traversal cancelled before the first alpha"
+        source = next((layer for layer in self.viewer.layers if layer.name == self._source_name), None)
+        direction = traversal.direction.name if traversal.direction is not None else "direction"
+        name = f"{self._source_name} traversal"
+        layer_data = traversal_layer_data(traversal, name)
+        if source is not None:
+            layer_data[1]["contrast_limits"] = list(source.contrast_limits)
+        layer = add_or_update_layer(self.viewer, layer_data)
+        differences = traversal.images - traversal.baseline[None]
+        extra = {"kind": "traversal_difference", "source_layer": self._source_name, "direction": direction,
+                 "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index)}
+        limits = symmetric_limits(differences, np.broadcast_to(traversal.modelled_mask(), differences.shape))
+        data, kwargs, kind = grid_layer_data(differences, traversal.grid, f"{name} difference", leading=1,
+                                             extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
+                                             opacity=OVERLAY_OPACITY, blending="translucent")
+        kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
+        kwargs["axis_labels"] = layer_data[1].get("axis_labels")
+        add_or_update_layer(self.viewer, (data, kwargs, kind))
+        self._label_alpha_axis()
+        self.viewer.dims.set_current_step(0, traversal.baseline_index)
+        self.session.set_result("traversal", traversal)
+        stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""
+        return (f"Traversed {self._source_name} along {direction!r}: {len(traversal)} alphas from "
+                f"{traversal.alphas[0]:g} to {traversal.alphas[-1]:g} {traversal.units}{stopped}")
+
+    def _label_alpha_axis(self) -> None:
+        dims = self.viewer.dims
+        if dims.ndim == 4:
+            labels = list(dims.axis_labels)
+            labels[0] = "alpha"
+            dims.axis_labels = labels
