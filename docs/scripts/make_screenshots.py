@@ -27,5 +27,79 @@ def sample_data_screenshot() -> Path:
     return path
 
 
+def model_widget_screenshot() -> Path:
+    """The Model widget docked next to a phantom, with the demo model loaded."""
+    from napari_latent.gui.model_widget import ModelWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-latent", "healthy_phantom")
+    viewer.layers["healthy phantom tissue labels"].visible = False
+    viewer.layers.selection.active = viewer.layers["healthy phantom"]
+    widget = ModelWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Model (napari-latent)", area="right")
+    widget.load_demo()
+    widget.data.value = Path("cohort")
+    widget.output.value = Path("cohort_vae.safetensors")
+    widget.epochs.value = 30
+    viewer.dims.current_step = (64, 64, 64)
+    viewer.reset_view()
+    path = IMAGES / "napari_model_widget.png"
+    _process_events()
+    viewer.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def invert_widget_screenshot() -> Path:
+    """The Invert widget after inverting the disease phantom with the demo model (grid view)."""
+    from napari_latent.gui.invert_widget import InvertWidget
+    from napari_latent.gui.session import get_session
+    from napari_latent.models.checkpoint import load_model
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-latent", "disease_phantom")
+    viewer.layers["disease phantom tissue labels"].visible = False
+    viewer.layers.selection.active = viewer.layers["disease phantom"]
+    get_session(viewer).set_model(load_model("demo", device="cpu"), "demo")
+    widget = InvertWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Invert (napari-latent)", area="right")
+    widget.layer.value = "disease phantom"
+    widget.method.value = "hybrid"
+    widget.steps.value = 20
+    widget.run()
+    widget.runner.wait(timeout=1800)
+    viewer.grid.enabled = True
+    viewer.dims.current_step = (70, 64, 64)
+    viewer.reset_view()
+    path = IMAGES / "napari_invert_widget.png"
+    _process_events()
+    viewer.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def _process_events() -> None:
+    """Let Qt draw the docked widgets and close notification toasts before a screenshot."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    for toast in QApplication.allWidgets():
+        if isinstance(toast, NapariQtNotification):
+            toast.close()
+
+    for _ in range(5):
+        QApplication.processEvents()
+
+
 if __name__ == "__main__":
-    print(sample_data_screenshot())
+    import sys
+    import warnings
+
+    # keep napari's PyQt5 deprecation toast out of the pictures
+    warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")
+
+    shots = {"sample": sample_data_screenshot, "model": model_widget_screenshot, "invert": invert_widget_screenshot}
+    for name in sys.argv[1:] or list(shots):
+        print(shots[name]())
