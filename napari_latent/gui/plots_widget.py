@@ -4,7 +4,7 @@ Three views, each fed by what the session's other widgets produce:
 
 * **training losses**: the losses of the running (or last) training run, live, from the
   Model widget's progress events (the session's ``training_history``), redrawn at most
-  twice a second so that the plot never slows training down;
+  once a second, into one persistent figure whose lines get new data (cheap to redraw);
 * **eigenvectors**: the eigenvectors of the session's eigen result against alpha (the MS
   paper's "polynomial series" figure);
 * **spectrum**: the eigenvalue spectrum.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
@@ -31,7 +32,7 @@ VIEWS = ("training losses", "eigenvectors", "spectrum")
 #: Keys of training events that are not losses.
 NOT_LOSSES = {"epoch", "step", "images_per_s", "eta_s", "lr"}
 #: Shortest time between two redraws of the live training plot (ms).
-REDRAW_MS = 500
+REDRAW_MS = 1000
 
 
 def component_layer(viewer: Any, component: int) -> Any:
@@ -62,6 +63,8 @@ class PlotsWidget(QWidget):
         self._layout.addWidget(self.view)
         self._layout.addWidget(self.status)
         self.canvas: FigureCanvasQTAgg | None = None
+        self._training_figure = self._new_training_figure()
+        self._training_canvas: FigureCanvasQTAgg | None = None
         self._line_component: dict[Any, int] = {}
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
@@ -81,46 +84,79 @@ class PlotsWidget(QWidget):
         """Redraw the chosen view from the session's current results."""
         view = self.view.currentText()
         if view == "training losses":
-            figure, message = self._training_figure()
+            self._show_training()
         else:
             figure, message = self._eigen_figure(view)
-        self.status.setText(message)
-        self._show(figure)
+            self.status.setText(message)
+            self._show(figure)
 
     def _show(self, figure: Figure | None) -> None:
+        if self.canvas is not None and self.canvas.figure is figure:
+            self.canvas.draw_idle()
+            return
         if self.canvas is not None:
             self._layout.removeWidget(self.canvas)
             self.canvas.setParent(None)
-            self.canvas.deleteLater()
+            if self.canvas is not self._training_canvas:
+                self.canvas.deleteLater()
             self.canvas = None
         if figure is None:
             return
-        self.canvas = FigureCanvasQTAgg(figure)
-        self.canvas.setMinimumHeight(260)
-        self.canvas.mpl_connect("pick_event", self._on_pick)
+        if figure is self._training_figure:
+            if self._training_canvas is None:
+                self._training_canvas = self._new_canvas(figure)
+            self.canvas = self._training_canvas
+        else:
+            self.canvas = self._new_canvas(figure)
         self._layout.addWidget(self.canvas)
+        self.canvas.show()
         self.canvas.draw_idle()
 
-    def _training_figure(self) -> tuple[Figure | None, str]:
+    def _new_canvas(self, figure: Figure) -> FigureCanvasQTAgg:
+        canvas = FigureCanvasQTAgg(figure)
+        canvas.setMinimumHeight(260)
+        canvas.mpl_connect("pick_event", self._on_pick)
+        return canvas
+
+    def _show_training(self) -> None:
+        """The live loss plot: one persistent figure whose lines get new data (cheap to redraw)."""
         history = self.session.training_history
         if not history:
-            return None, "No training yet: train a model in the Model widget to see its losses here."
-        figure = Figure(figsize=(5.0, 3.2), layout="constrained")
-        ax = figure.add_subplot()
+            self.status.setText("No training yet: train a model in the Model widget to see its losses here.")
+            self._show(None)
+            return
+        figure = self._training_figure
+        ax = figure.axes[0]
         keys = [k for k in history[-1]["metrics"] if k not in NOT_LOSSES and not k.startswith("val_")]
+        lines = {line.get_label(): line for line in ax.get_lines()}
         for key in keys:
-            points = [(row["step"], row["metrics"][key]) for row in history if key in row["metrics"]]
-            ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1.2, label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        if keys and all(row["metrics"].get(k, 1.0) > 0 for row in history for k in keys):
-            ax.set_yscale("log")
-        ax.grid(True, color="0.92")
-        ax.legend(fontsize=7, frameon=False)
+            points = np.array([(row["step"], row["metrics"][key]) for row in history if key in row["metrics"]])
+            line = lines.get(key)
+            if line is None:
+                (line,) = ax.plot([], [], linewidth=1.2, label=key)
+                ax.legend(fontsize=7, frameon=False, loc="upper right")
+            line.set_data(points[:, 0], points[:, 1])
+        for label, line in lines.items():
+            if label not in keys:
+                line.remove()
+        positive = all(row["metrics"].get(k, 1.0) > 0 for row in history for k in keys)
+        ax.set_yscale("log" if keys and positive else "linear")
+        ax.relim()
+        ax.autoscale_view()
         last = history[-1]
         ax.set_title(f"training: step {last['step']}" + (f" of {last['total']}" if last.get("total") else ""),
                      fontsize=9)
-        return figure, ""
+        self.status.setText("")
+        self._show(figure)
+
+    def _new_training_figure(self) -> Figure:
+        figure = Figure(figsize=(5.0, 3.2))
+        figure.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
+        ax = figure.add_subplot()
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(True, color="0.92")
+        return figure
 
     def _eigen_figure(self, view: str) -> tuple[Figure | None, str]:
         eigen = self.session.results.get("eigen")
@@ -167,6 +203,10 @@ class PlotsWidget(QWidget):
             if self.view.currentText() == "training losses" and not self._redraw_timer.isActive():
                 self._redraw_timer.start()
         elif what == "training_started":
+            self._training_figure = self._new_training_figure()
+            if self._training_canvas is not None:
+                self._training_canvas.figure = self._training_figure
+                self._training_figure.set_canvas(self._training_canvas)
             self.view.setCurrentText("training losses")
             self.refresh()
         elif what in ("eigen", "model"):
