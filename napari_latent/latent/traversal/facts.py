@@ -1,0 +1,152 @@
+"""What eager and lazy traversals share, and the 4D NIfTI + JSON sidecar writer."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import nibabel as nib
+import numpy as np
+
+from ..._atomic import atomic_path, write_json_atomic
+from ...errors import MismatchError, UserInputError, VolumeError
+from ...volumes.grid import Grid
+from ...volumes.io import is_nifti_path
+from ...volumes.slicing import SliceGeometry
+from .direction import TraversalDirection
+
+TRAVERSAL_FORMAT = "napari-latent-traversal"
+TRAVERSAL_VERSION = 1
+
+
+# -- shared facts -------------------------------------------------------------------------------
+
+class _TraversalFacts:
+    """What :class:`Traversal` and :class:`LazyTraversal` share (the eigen analysis uses this)."""
+
+    alphas: np.ndarray
+    grid: Grid
+    direction: TraversalDirection | None
+    units: str
+    alpha_scale: float
+    baseline_index: int
+    model_name: str
+    model_fingerprint: str
+    space: str
+    geometry: SliceGeometry | None
+    fill: str
+    source: str
+    info: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.alphas)
+
+    @property
+    def latent_alphas(self) -> np.ndarray:
+        """Alphas in latent units (``alphas * alpha_scale``)."""
+        return np.asarray(self.alphas, dtype=np.float64) * float(self.alpha_scale)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(A, i, j, k)``: alphas, then the source grid's shape."""
+        return (len(self), *self.grid.shape)
+
+    def modelled_mask(self) -> np.ndarray:
+        """Boolean mask on the source grid of the voxels the model produced (all when unknown)."""
+        if self.geometry is None:
+            return np.ones(self.grid.shape, dtype=bool)
+        return self.geometry.slice_mask()
+
+    def frame(self, index: int) -> np.ndarray:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def difference(self, index: int) -> np.ndarray:
+        """``frame(index) - frame(baseline)`` on the source grid."""
+        return self.frame(index) - self.frame(self.baseline_index)
+
+    def _index(self, index: int) -> int:
+        count = len(self)
+        if not -count <= int(index) < count:
+            raise UserInputError(f"alpha index {index} is out of range; the traversal has {count} alphas "
+                                 f"(0 to {count - 1})")
+        return int(index) % count
+
+    def to_json(self) -> dict[str, Any]:
+        """The sidecar: everything but the voxels, JSON-serialisable."""
+        return {"format": TRAVERSAL_FORMAT, "format_version": TRAVERSAL_VERSION,
+                "alphas": [float(a) for a in self.alphas], "units": self.units, "alpha_scale": float(self.alpha_scale),
+                "latent_alphas": [float(a) for a in self.latent_alphas], "baseline_index": int(self.baseline_index),
+                "direction": None if self.direction is None else self.direction.to_json(),
+                "model": self.model_name, "model_fingerprint": self.model_fingerprint, "space": self.space,
+                "shape": list(self.shape), "grid": self.grid.to_json(),
+                "geometry": None if self.geometry is None else self.geometry.to_json(),
+                "fill": self.fill, "source": self.source, "info": self.info}
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """``OUT.json`` beside ``OUT.nii.gz`` (or ``OUT.nii``)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_name(name + ".json")
+
+
+def _write_frames(path: Path, frames: Iterator[np.ndarray], count: int, grid: Grid, description: str) -> Path:
+    """Write a 4D float32 NIfTI ``(i, j, k, count)`` frame by frame, atomically.
+
+    The header is set up like :func:`~napari_latent.volumes.save_volume` with a grid as
+    reference (sform and qform code 1, mm and seconds); each frame is streamed to the
+    (gzip) file as soon as it is produced, so memory holds one frame at a time.
+    """
+    if not is_nifti_path(path):
+        raise VolumeError(f"{path}: a traversal must be saved as .nii.gz or .nii")
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((*grid.shape, count))
+    header.set_sform(np.asarray(grid.affine), code=1)
+    header.set_qform(np.asarray(grid.affine), code=1)
+    header.set_xyzt_units("mm", "sec")
+    header["descrip"] = description.encode("latin-1", "replace")[:79]
+    header.set_data_offset(352)
+    header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) \
+            if str(path).lower().endswith(".gz") else raw
+        try:
+            stream.write(header.binaryblock)
+            stream.write(b"\x00" * (352 - len(header.binaryblock)))
+            written = 0
+            for frame in frames:
+                data = np.asarray(frame, dtype=np.float32)
+                if data.shape != grid.shape:
+                    raise MismatchError(f"frame of shape {data.shape} is not on the grid {grid.shape}")
+                if not np.all(np.isfinite(data)):
+                    raise VolumeError("refusing to write NaN or infinite voxels")
+                stream.write(np.asfortranarray(data).astype("<f4", copy=False).tobytes(order="F"))
+                written += 1
+            if written != count:
+                raise MismatchError(f"{written} frames written, {count} announced")
+        finally:
+            if stream is not raw:
+                stream.close()
+    return path
+
+
+def _save(facts: _TraversalFacts, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise VolumeError(f"{path}: a traversal must be saved as .nii.gz or .nii")
+    if len(facts) == 0:
+        raise UserInputError("the traversal has no frames to save")
+    name = facts.direction.name if facts.direction is not None else "traversal"
+    _write_frames(path, (facts.frame(i) for i in range(len(facts))), len(facts), facts.grid,
+                  f"napari-latent traversal {name}")
+    write_json_atomic(sidecar_path(path), facts.to_json())
+    return path
+
+

@@ -1,0 +1,248 @@
+"""The lazy traversal: decodes one alpha volume or one slab of every alpha at a time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import MismatchError, UserInputError
+from ...models.base import GenerativeModel
+from ...progress import Operation, ProgressArg, ProgressEvent, RateMeter, StopFlag, run_operation, stop_requested
+from ...volumes.io import Volume
+from ..codes import LatentCodes
+from ..directions import Directions
+from .alphas import baseline_index, parse_alphas
+from .decoding import _blocked_copy, _Decoder, _Painter
+from .direction import UNITS, DirectionArg, IndexArg, Units, alpha_scale, resolve_direction
+from .eager import Traversal
+from .facts import _save, _TraversalFacts
+
+# -- the lazy producer --------------------------------------------------------------------------
+
+class LazyTraversal(_TraversalFacts):
+    """A traversal computed on demand: one alpha volume, or one slab of slices, at a time.
+
+    Nothing is decoded at construction. :meth:`frame` decodes the kept slices of one alpha
+    and maps them onto the source grid; :meth:`iter_blocks` decodes slabs of slices for
+    every alpha (the eigen analysis streams these); :meth:`save` writes frame by frame;
+    :meth:`compute` produces the eager :class:`Traversal` (batching across alphas).
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The model the codes belong to.
+    codes : LatentCodes
+        The inverted volume (invert a volume first with :func:`~napari_latent.latent.invert`).
+    direction : Directions, TraversalDirection, torch.Tensor or numpy.ndarray
+        See :func:`resolve_direction`.
+    alphas : str or sequence of float
+        ``"START:STOP:N"``, a comma list, or numbers (sorted ascending).
+    index : int, str or mapping, optional
+        Direction index or name, or weights of several directions.
+    units : {"latent", "std", "direction_std"}
+        Units of the alphas (module docstring).
+    source : Volume, optional
+        The source volume (same grid as the codes): fills the voxels the model does not
+        produce with the real intensities.
+    batch_size : int, optional
+        Images per decoder call (default 16 on the CPU, 64 on accelerators).
+    bf16 : bool
+        bfloat16 autocast on the CPU (faster, ~1% less accurate).
+    channels_last : bool
+        Decode with a channels-last copy of the model (faster on the CPU, same output).
+    device : str or torch.device, optional
+        Where to decode (``"auto"``, ``"cpu"``, ``"cuda"``, ...): a private copy of the model
+        is moved there; the model's own device by default.
+    """
+
+    def __init__(self, model: GenerativeModel, codes: LatentCodes, direction: DirectionArg,
+                 alphas: str | Sequence[float] | np.ndarray, *, index: IndexArg = None,
+                 units: Units = "latent", source: Volume | None = None, batch_size: int | None = None,
+                 bf16: bool = False, channels_last: bool = True, device: str | torch.device | None = None) -> None:
+        if not isinstance(codes, LatentCodes):
+            raise UserInputError(f"a traversal needs LatentCodes (or a Volume to invert), got {type(codes).__name__}")
+        codes.check_model(model)
+        resolved = resolve_direction(direction, index)
+        if isinstance(direction, Directions):
+            direction.check_model(model)
+            direction.check_codes(codes)
+        elif resolved.space and resolved.space != codes.space:
+            raise MismatchError(f"the direction is in space {resolved.space!r}, the codes in {codes.space!r}")
+        if len(resolved.vector) != codes.codes.shape[1]:
+            raise MismatchError(f"a direction of dimension {len(resolved.vector)} does not fit codes of dimension "
+                                f"{codes.codes.shape[1]}")
+        if units not in UNITS:
+            raise UserInputError(f"unknown alpha units {units!r}; use one of {', '.join(UNITS)}")
+        if source is not None:
+            codes.geometry.grid.check_same(source.grid, "the source volume")
+        if len(codes) == 0:
+            raise UserInputError("the codes hold no slices")
+        if batch_size is not None and int(batch_size) < 1:
+            raise UserInputError(f"batch size must be positive, got {batch_size}")
+        self.model = model
+        self.codes = codes
+        self.direction = resolved
+        self.alphas = np.sort(parse_alphas(alphas))
+        self.units = str(units)
+        self.alpha_scale = alpha_scale(units, resolved, codes)
+        self.baseline_index = baseline_index(self.latent_alphas)
+        self.grid = codes.geometry.grid
+        self.geometry = codes.geometry
+        self.model_name = model.name
+        self.model_fingerprint = model.fingerprint or codes.model_fingerprint
+        self.space = codes.space
+        self.fill = "window" if source is None else "source"
+        self.source = codes.source or (source.name if source is not None else "")
+        self.batch_size = batch_size
+        self.bf16 = bool(bf16)
+        self.channels_last = bool(channels_last)
+        self.device = device
+        self.info: dict[str, Any] = {
+            "codes_method": codes.method,
+            "codes_mean_mse": float(codes.errors.mean()) if len(codes.errors) else float("nan"),
+            "slices": len(codes), "batch_size": self.batch_size, "bf16": self.bf16}
+        self._painter = _Painter(codes.geometry, source)
+        self._decoder: _Decoder | None = None
+
+    # -- decoding -------------------------------------------------------------------------------
+    @property
+    def decoder(self) -> _Decoder:
+        """The prepared decoder (made on first use)."""
+        if self._decoder is None:
+            self._decoder = _Decoder(self.model, self.space, self.batch_size, self.bf16, self.channels_last,
+                                     self.codes.codes, self.device)
+        return self._decoder
+
+    def shifted_codes(self, alpha_indices: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """Codes of slice ``rows[j]`` shifted to alpha ``alpha_indices[j]`` (pairs), ``(m, d)``."""
+        vector = torch.from_numpy(self.direction.vector)  # type: ignore[union-attr]
+        shifts = torch.from_numpy(self.latent_alphas[np.asarray(alpha_indices)]).float()
+        return self.codes.codes[torch.from_numpy(np.asarray(rows, dtype=np.int64))] + shifts[:, None] * vector
+
+    def decode_alpha(self, index: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Model images ``(n, 1, S, S)`` of alpha number ``index`` (all kept slices by default)."""
+        index = self._index(index)
+        rows = np.arange(len(self.codes)) if rows is None else np.asarray(rows)
+        return self.decoder(self.shifted_codes(np.full(len(rows), index), rows))
+
+    def frame(self, index: int) -> np.ndarray:
+        """Compute the volume at alpha number ``index`` on the source grid ``(i, j, k)``."""
+        index = self._index(index)
+        painter = self._painter
+        planes = painter.blank(0, painter.plane_shape[0])
+        rows = np.arange(len(self.codes))
+        painter.paint(planes, self.decode_alpha(index, rows), rows, 0)
+        return np.ascontiguousarray(painter.reorientation.invert(planes))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(len(self)):
+            yield self.frame(index)
+
+    @property
+    def baseline(self) -> np.ndarray:
+        """The baseline frame (computed)."""
+        return self.frame(self.baseline_index)
+
+    # -- chunked access ---------------------------------------------------------------------------
+    @property
+    def working_shape(self) -> tuple[int, int, int]:
+        """Shape of the blocks' voxel grid: the model's plane orientation of the source grid."""
+        return self._painter.plane_shape
+
+    def to_working(self, array: np.ndarray) -> np.ndarray:
+        """Source-ordered array (leading axes allowed) to the plane orientation (a view)."""
+        return self._painter.reorientation.apply(array)
+
+    def from_working(self, array: np.ndarray) -> np.ndarray:
+        """Plane-oriented array back to the source's array order (a view)."""
+        return self._painter.reorientation.invert(array)
+
+    def default_chunk(self, budget_bytes: int = 64 << 20) -> int:
+        """Planes per block so that a block of every alpha takes about ``budget_bytes``."""
+        plane = int(np.prod(self.working_shape[1:])) * 4 * max(len(self), 1)
+        return max(1, budget_bytes // max(plane, 1))
+
+    def iter_blocks(self, chunk: int | None = None, start: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(first, last, block)`` with ``block`` ``(A, last - first, rows, cols)``.
+
+        Blocks are slabs of planes of the model's slicing orientation (see
+        :meth:`to_working`), each holding every alpha; the decoder is called once per slab
+        on all its slices and alphas (only for planes ``[start, stop)``, all by default).
+        Memory: one block (``A`` x slab) at a time.
+        """
+        painter = self._painter
+        total = painter.plane_shape[0]
+        stop = total if stop is None else min(int(stop), total)
+        step = self.default_chunk() if chunk is None else max(1, int(chunk))
+        count = len(self)
+        for first in range(max(0, int(start)), stop, step):
+            last = min(stop, first + step)
+            block = painter.blank(first, last, count)
+            rows = painter.rows(first, last)
+            if len(rows):
+                pairs_alpha = np.repeat(np.arange(count), len(rows))
+                pairs_rows = np.tile(rows, count)
+                images = self.decoder(self.shifted_codes(pairs_alpha, pairs_rows))
+                for a in range(count):
+                    painter.paint(block[a], images[a * len(rows):(a + 1) * len(rows)], rows, first)
+            yield first, last, block
+
+    # -- the eager result -------------------------------------------------------------------------
+    def iter_compute(self, stop: StopFlag | None = None) -> Operation[Traversal]:
+        """Decode every alpha (batches across slices and alphas); yields progress, returns a Traversal.
+
+        When ``stop`` is requested the frames finished so far are returned (with their alphas).
+        """
+        count, n = len(self), len(self.codes)
+        painter = self._painter
+        out = np.empty((count, *self.grid.shape), dtype=np.float32)
+        total = count * n
+        meter = RateMeter()
+        pending: list[torch.Tensor] = []
+        planes: np.ndarray | None = None  # one reused plane-oriented frame
+        pending_size, completed, position = 0, 0, 0
+        yield ProgressEvent(0, total, f"decoding {count} alphas x {n} slices", stage="traverse")
+        while position < total and not stop_requested(stop):
+            take = min(self.decoder.batch_size, total - position)
+            flat = np.arange(position, position + take)
+            images = self.decoder(self.shifted_codes(flat // n, flat % n))
+            position += take
+            meter.add(take)
+            offset = 0
+            while offset < take:  # the batch may finish one alpha and start the next
+                part = images[offset:offset + min(take - offset, n - pending_size)]
+                pending.append(part)
+                pending_size += len(part)
+                offset += len(part)
+                if pending_size == n:
+                    planes = painter.blank(0, painter.plane_shape[0]) if planes is None else planes
+                    planes[...] = painter.low if painter.fill is None else painter.fill
+                    painter.paint(planes, torch.cat(pending), np.arange(n), 0)
+                    _blocked_copy(out[completed], painter.reorientation.invert(planes))
+                    completed += 1
+                    pending, pending_size = [], 0
+            yield ProgressEvent(position, total, f"alpha {min(completed + 1, count)} of {count}",
+                                {"images_per_s": meter.rate}, stage="traverse")
+        info = dict(self.info)
+        if completed < count:
+            info["stopped"] = True
+            out = out[:completed].copy()
+        return Traversal(out, self.alphas[:completed], self.grid, self.direction, self.units, self.alpha_scale,
+                         baseline_index(self.latent_alphas[:completed]), self.model_name, self.model_fingerprint,
+                         self.space, self.geometry, self.fill, self.source, info)
+
+    def compute(self, progress: ProgressArg = None, stop: StopFlag | None = None) -> Traversal:
+        """Every frame at once, as a :class:`Traversal` (``A`` x the volume in memory)."""
+        return run_operation(self.iter_compute(stop), progress)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``OUT.nii.gz`` and ``OUT.json`` like :meth:`Traversal.save`, one frame in memory at a time."""
+        return _save(self, path)
+
+
