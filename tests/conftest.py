@@ -68,3 +68,24 @@ def tiny_vae(tiny_cohort: Path, tmp_path_factory):
                                                                     augment_rotation=0.0, augment_scale=0.0),
                 **TINY_VAE)
     return load_model(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort_64(tmp_path_factory) -> Path:
+    """A labelled cohort of 16 phantom subjects at the demo model's resolution (64 cubed; 8 healthy, 8 disease)."""
+    from napari_latent.volumes.phantoms import make_phantom_cohort
+
+    folder = tmp_path_factory.mktemp("cohort64")
+    make_phantom_cohort(folder, n_subjects=16, size=64, seed=5, write_labels=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_cohort_codes(phantom_cohort_64: Path):
+    """The bundled demo VAE and the codes (posterior means) of every slice of ``phantom_cohort_64``."""
+    from napari_latent.latent.cohort_codes import iter_cohort_codes
+    from napari_latent.models.checkpoint import load_model
+    from napari_latent.progress import run_operation
+
+    model = load_model("demo", device="cpu")
+    return model, run_operation(iter_cohort_codes(model, phantom_cohort_64, "z"))

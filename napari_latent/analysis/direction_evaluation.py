@@ -156,9 +156,58 @@ def _readout(model: GenerativeModel, codes: torch.Tensor, space: str, reencode: 
     return read.double().numpy(), image_measures(images)
 
 
+@dataclass
+class FactorReadouts:
+    """The per-factor regressors of a cohort's codes (fitted once, reusable for many direction sets).
+
+    Attributes
+    ----------
+    factors : list of str
+        The cohort's numeric factor columns that vary.
+    regressors : list of Pipeline
+        One regressor per factor, fitted on all subjects.
+    r2 : dict
+        Held-out-subject R² of each factor's regressor (fitted without the held-out subjects).
+    subject_std : numpy.ndarray
+        Standard deviation of each factor across subjects.
+    seed : int
+        Seed of the held-out split.
+    """
+
+    factors: list[str]
+    regressors: list[Pipeline]
+    r2: dict[str, float]
+    subject_std: np.ndarray
+    seed: int
+
+
+def fit_factor_readouts(codes_set: CohortCodes, seed: int = 0) -> FactorReadouts:
+    """Fit the factor regressors of :func:`evaluate_directions` (step 1 of the module docstring).
+
+    Raises
+    ------
+    DataError
+        When the cohort has no numeric factor column that varies.
+    """
+    factor_names = [f for f in codes_set.cohort.factor_names
+                    if np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) > 0]
+    if not factor_names:
+        raise DataError("the cohort has no numeric factor columns that vary; nothing to evaluate against")
+    codes, positions = codes_set.codes.double().numpy(), codes_set.position
+    targets = np.stack([codes_set.factor(f) for f in factor_names], axis=1)
+    held_out = _subject_split(codes_set.subject, seed)
+    regressors, r2 = [], {}
+    subject_std = np.array([np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) for f in factor_names])
+    for k, name in enumerate(factor_names):
+        probe = factor_readout(codes[~held_out], positions[~held_out], targets[~held_out, k])
+        r2[name] = float(r2_score(targets[held_out, k], predict_factor(probe, codes[held_out], positions[held_out])))
+        regressors.append(factor_readout(codes, positions, targets[:, k]))
+    return FactorReadouts(factor_names, regressors, r2, subject_std, seed)
+
+
 def iter_evaluate_directions(model: GenerativeModel, directions: Directions,
                              cohort: str | os.PathLike[str] | Cohort | CohortCodes, shift: float = 1.0,
-                             base_count: int = 256, seed: int = 0,
+                             base_count: int = 256, seed: int = 0, readouts: FactorReadouts | None = None,
                              stop: StopFlag | None = None) -> Operation[DirectionEvaluation]:
     """Evaluate directions against a cohort's known factors (a generator; see :func:`evaluate_directions`)."""
     directions.check_model(model)
@@ -168,19 +217,12 @@ def iter_evaluate_directions(model: GenerativeModel, directions: Directions,
         loaded = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
         codes_set = yield from iter_cohort_codes(model, loaded, directions.space, stop=stop)
     positions = codes_set.position
-    factor_names = [f for f in codes_set.cohort.factor_names
-                    if np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) > 0]
-    if not factor_names:
-        raise DataError("the cohort has no numeric factor columns that vary; nothing to evaluate against")
+    if readouts is None:
+        readouts = fit_factor_readouts(codes_set, seed)
+    factor_names, regressors, r2, subject_std = readouts.factors, readouts.regressors, readouts.r2, \
+        readouts.subject_std
     codes = codes_set.codes.double().numpy()
     targets = np.stack([codes_set.factor(f) for f in factor_names], axis=1)
-    held_out = _subject_split(codes_set.subject, seed)
-    regressors, r2 = [], {}
-    subject_std = np.array([np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) for f in factor_names])
-    for k, name in enumerate(factor_names):
-        probe = factor_readout(codes[~held_out], positions[~held_out], targets[~held_out, k])
-        r2[name] = float(r2_score(targets[held_out, k], predict_factor(probe, codes[held_out], positions[held_out])))
-        regressors.append(factor_readout(codes, positions, targets[:, k]))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(codes), size=min(base_count, len(codes)), replace=False)
     base = codes_set.codes[chosen].float()
@@ -225,7 +267,8 @@ def iter_evaluate_directions(model: GenerativeModel, directions: Directions,
 
 def evaluate_directions(model: GenerativeModel, directions: Directions,
                         cohort: str | os.PathLike[str] | Cohort | CohortCodes, shift: float = 1.0,
-                        base_count: int = 256, seed: int = 0, progress: ProgressArg = None) -> DirectionEvaluation:
+                        base_count: int = 256, seed: int = 0, progress: ProgressArg = None,
+                        readouts: FactorReadouts | None = None) -> DirectionEvaluation:
     """Measure how each direction changes each known factor of a cohort (see the module docstring).
 
     Parameters
@@ -241,9 +284,13 @@ def evaluate_directions(model: GenerativeModel, directions: Directions,
         Number of cohort slices shifted per direction.
     seed : int
     progress : callable, bool or None
+    readouts : FactorReadouts, optional
+        Regressors already fitted on these codes by :func:`fit_factor_readouts` (they do not
+        depend on the directions; pass them to evaluate several direction sets quickly).
 
     Returns
     -------
     DirectionEvaluation
     """
-    return run_operation(iter_evaluate_directions(model, directions, cohort, shift, base_count, seed), progress)
+    return run_operation(iter_evaluate_directions(model, directions, cohort, shift, base_count, seed, readouts),
+                         progress)
