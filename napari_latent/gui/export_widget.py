@@ -1,4 +1,4 @@
-"""The Export widget: chosen layers to NIfTI, the view to PNG, a traversal to GIF or MP4.
+"""The Export widget: chosen layers to NIfTI, the view to PNG, a traversal to GIF or MP4, the session as a script.
 
 * **NIfTI**: each chosen image layer is written with its source volume's affine (the
   plugin's writer, :func:`napari_latent.gui.writer.write_image`), so every exported map
@@ -8,6 +8,8 @@
   visible) at every alpha of a 4D traversal layer, written as GIF (or MP4 with
   imageio-ffmpeg). One screenshot is taken per timer tick so napari stays responsive;
   encoding runs in a background worker.
+* **Copy session as script**: the Python that repeats the session's steps (see
+  :mod:`napari_latent.gui.session_script`), on the clipboard and in the folder.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Select, SpinBox
 from qtpy.QtCore import QTimer
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, write_text_atomic
 from ..analysis.animation import mp4_available, save_animation
 from ..errors import UserInputError
 from ..progress import ProgressEvent, StopFlag
 from .layers import META_KEY
 from .runner import OperationRunner, ProgressPanel
+from .session import get_session
 from .writer import write_image_file
 
 
@@ -53,15 +56,18 @@ class ExportWidget(Container):
         self.format = ComboBox(label="format", choices=formats, value="gif")
         self.fps = SpinBox(label="frames/s", min=1, max=60, value=5)
         self.animation_button = PushButton(text="Save traversal animation (as shown)")
+        self.script_button = PushButton(text="Copy session as script")
         self.status = Label(value="")
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.animation_button, "enabled", not busy))
         super().__init__(widgets=[self.folder, self.layers, self.nifti_button, self.png_button,
                                   Label(value="<b>Traversal animation</b>"), self.traversal, self.format, self.fps,
-                                  self.animation_button, self.status, self.panel])
+                                  self.animation_button, Label(value="<b>Reproduce</b>"), self.script_button,
+                                  self.status, self.panel])
         self.nifti_button.changed.connect(lambda: self.export_nifti())
         self.png_button.changed.connect(lambda: self.export_png())
         self.animation_button.changed.connect(lambda: self.export_animation())
+        self.script_button.changed.connect(lambda: self.copy_script())
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda _event: self._reset_choices())
         self._timer: QTimer | None = None
@@ -129,6 +135,19 @@ class ExportWidget(Container):
             iio.imwrite(tmp, image, extension=".png")
         self.status.value = f"Saved the view to {target}"
         return target
+
+    def copy_script(self, name: str = "session_script.py") -> str:
+        """Put the Python that repeats this session's steps on the clipboard (and into the folder, if set)."""
+        from qtpy.QtWidgets import QApplication
+
+        text = get_session(self.viewer).script.text(name=name)
+        QApplication.clipboard().setText(text)
+        message = "Copied the session as a Python script to the clipboard"
+        if str(self.folder.value) not in ("", "."):
+            target = write_text_atomic(self._out_folder() / name, text)
+            message += f" and saved it as {target}"
+        self.status.value = message
+        return text
 
     def export_animation(self, name: str | None = None) -> None:
         """Screenshot the view at every alpha of the chosen traversal layer, then write the animation."""

@@ -14,6 +14,7 @@ from ..progress import Operation, StopFlag
 from .layers import META_KEY, grid_layer_data, volume_from_layer
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
+from .session_script import variable
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 
@@ -41,6 +42,19 @@ def add_or_update_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]
     layer = Layer.create(data, kwargs, kind)
     viewer.add_layer(layer)
     return layer
+
+
+def invert_script_lines(layer_name: str, path: str | None, call: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The "Copy as script" lines of one inversion and the ``show`` arguments they provide."""
+    volume_var, codes_var = variable("volume", layer_name), variable("codes", layer_name)
+    if path:
+        opened = f"{volume_var} = nl.open_volume({path!r})"
+    else:
+        opened = (f"{volume_var} = nl.open_volume('{layer_name}.nii.gz')  # the layer was not opened from a file: "
+                  "save it with the Export widget and put its path here")
+    arguments = ", ".join(f"{k}={v!r}" for k, v in call.items())
+    lines = [opened, f"{codes_var} = nl.invert(model, {volume_var}, {arguments})"]
+    return lines, {"volume": volume_var, "codes": codes_var}
 
 
 class InvertWidget(Container):
@@ -101,8 +115,13 @@ class InvertWidget(Container):
         layer = self.viewer.layers[name]
         volume = volume_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate, name)
         self._source = layer
-        return iter_invert(model, volume, method=str(self.method.value), space=str(self.space.value),
-                           steps=int(self.steps.value), stop=stop)
+        self._call = {"method": str(self.method.value), "space": str(self.space.value), "steps": int(self.steps.value)}
+        return iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
+                           steps=self._call["steps"], stop=stop)
+
+    def _record_step(self, source: Any, path: str | None) -> None:
+        lines, show = invert_script_lines(source.name, path, self._call)
+        self.session.script.record(f"invert {source.name}", lines, show=show)
 
     def _on_inverted(self, codes: LatentCodes) -> str:
         model = self.session.model
@@ -120,5 +139,6 @@ class InvertWidget(Container):
         store[source.name] = codes
         self.session.set_result("codes", store)
         self.session.set_result("last_codes", (source.name, codes))
+        self._record_step(source, entry.get("path"))
         return (f"Inverted {len(codes)} slices of {source.name} ({codes.method}, space {codes.space}): "
                 f"mean MSE {codes.errors.mean():.4g}")

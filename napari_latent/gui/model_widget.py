@@ -89,6 +89,9 @@ class ModelWidget(Container):
             self.runner._report_user_error(exc, "Load model")
             return None
         self.session.set_model(model, source)
+        location = "demo" if source == "demo" else str(Path(path).resolve())
+        self.session.script.record("model", [f"model = nl.load_model({location!r}, device={self.session.device!r})"],
+                                   show={"model": "model"})
         self.panel.end(f"loaded {model.name} from {source}")
         return model
 
@@ -110,6 +113,10 @@ class ModelWidget(Container):
         if self.latent_dim.enabled:
             model_settings["latent_dim"] = int(self.latent_dim.value)
         self.session.start_training()
+        arguments = "".join(f", {k}={v!r}" for k, v in model_settings.items())
+        self._train_call = (f"nl.train_model({data!r}, {str(self.model_type.value)!r}, out={output!r}, "
+                            f"settings=nl.TrainSettings(epochs={settings.epochs}, batch_size={settings.batch_size}, "
+                            f"device={settings.device!r}){arguments})")
         return iter_train(data, str(self.model_type.value), out=output, settings=settings, stop=stop,
                           **model_settings)
 
@@ -117,6 +124,12 @@ class ModelWidget(Container):
         if result.model is None:
             return "Training cancelled before the first step; nothing was saved."
         self.session.set_model(result.model, str(result.path) if result.path else "trained")
+        self.session.script.record("model", [
+            "# Trained in napari with the call below (uncomment it to train again):",
+            f"# {self._train_call}",
+            f"model = nl.load_model({str(Path(result.path).resolve())!r}, device={self.session.device!r})"
+            if result.path else "model = None  # the run stopped before its first checkpoint",
+        ], show={"model": "model"})
         numbers = format_metrics(result.final_metrics)
         if result.stopped:
             return (f"Training cancelled after {result.steps} steps; the checkpoint is kept at {result.path}"

@@ -12,6 +12,8 @@ from typing import Any
 
 from psygnal import Signal
 
+from .session_script import SessionScript
+
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
 
@@ -28,6 +30,8 @@ class Session:
         Device setting for every step (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
     results : dict
         Later steps' results by name (codes, directions, ...).
+    script : SessionScript
+        The library calls behind the session's steps ("Copy as script").
     training_history : list of dict
         Progress of the current (or last) training run: ``step``, ``total`` and
         ``metrics`` of each event the Model widget received (for the live loss plot).
@@ -41,6 +45,7 @@ class Session:
         self.device: str = "auto"
         self.results: dict[str, Any] = {}
         self.training_history: list[dict[str, Any]] = []
+        self.script = SessionScript()
 
     def set_model(self, model: Any, source: str) -> None:
         """Make ``model`` the session's model (results that depend on the old one are dropped)."""
