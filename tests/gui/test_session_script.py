@@ -63,7 +63,7 @@ def test_the_copied_script_reproduces_the_session(make_napari_viewer, tiny_cohor
     assert QApplication.clipboard().text() == text
 
     namespace: dict = {}
-    exec(compile(get_session(viewer).script.text(show=False), "session.py", "exec"), namespace)  # noqa: S102
+    exec(compile(get_session(viewer).script.text(show=False), "session.py", "exec"), namespace)
     codes = namespace["codes_sub_001"]
     session_codes = get_session(viewer).results["codes"][source.name]
     np.testing.assert_array_equal(codes.indices, session_codes.indices)
