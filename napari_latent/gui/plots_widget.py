@@ -39,7 +39,7 @@ def component_layer(viewer: Any, component: int) -> Any:
     """The layer of eigencomponent ``component`` (1-based), or None."""
     for layer in reversed(list(viewer.layers)):
         entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
-        if entry.get("kind") == "component" and int(entry.get("component", -1)) == component:
+        if entry.get("kind") == "eigen_component" and int(entry.get("component", -1)) == component:
             return layer
     return None
 

@@ -47,7 +47,7 @@ def test_eigenvectors_and_spectrum_and_picking_selects_the_component_layer(make_
     assert widget.figure is None and "No training yet" in widget.status.text()
     for k in range(eigen_result.n_components):
         viewer.add_image(eigen_result.maps[k], name=f"component {k + 1}",
-                         metadata={META_KEY: {"kind": "component", "component": k + 1}})
+                         metadata={META_KEY: {"kind": "eigen_component", "component": k + 1}})
     viewer.add_image(np.zeros((6, 7, 8)), name="anatomy")
     get_session(viewer).set_result("eigen", eigen_result)
     assert widget.view.currentText() == "eigenvectors"
