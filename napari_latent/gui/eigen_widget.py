@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
-from ..analysis.eigen import EigenResult, iter_eigencomponents
+from ..analysis.eigen import NEAR_CONSTANT, EigenResult, iter_eigencomponents
 from ..errors import UserInputError
 from ..latent.traversal import Traversal, TraversalDirection
 from ..progress import Operation, StopFlag
@@ -183,6 +183,12 @@ class EigenWidget(Container):
         self.session.set_result("eigen", result)
         corr = result.alpha_correlation()
         ratio = result.explained_variance_ratio
-        parts = [f"{k + 1}: {100 * ratio[k]:.3g}%" + ("" if corr[k] != corr[k] else f" (r {corr[k]:+.2f})")
-                 for k in range(min(3, result.n_components))]
+        flat = np.sum(result.eigenvectors, axis=0) ** 2 / len(result.alphas) > NEAR_CONSTANT
+
+        def trend(k: int) -> str:
+            if flat[k]:
+                return " (flat)"
+            return "" if corr[k] != corr[k] else f" (r {corr[k]:+.2f} with alpha)"
+
+        parts = [f"{k + 1}: {100 * ratio[k]:.3g}%{trend(k)}" for k in range(min(3, result.n_components))]
         return f"{result.n_components} components over {result.n_voxels:,} voxels; " + ", ".join(parts)
