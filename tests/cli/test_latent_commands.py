@@ -1,0 +1,130 @@
+"""The ``discover`` command: its table, its JSON report, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from napari_latent.cli import main
+from napari_latent.latent.directions import Directions
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["discover", *argv, "--quiet", "--device", "cpu"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def rewrite_groups(source: Path, target: Path, keep) -> Path:
+    """A copy of a cohort folder whose cohort.csv rows are filtered/changed by ``keep(rows)``."""
+    shutil.copytree(source, target)
+    rows = list(csv.DictReader((source / "cohort.csv").open()))
+    rows = keep(rows)
+    with (target / "cohort.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def test_sefa_prints_its_table_and_writes_directions_and_report(capsys, tmp_path: Path) -> None:
+    out, report = tmp_path / "dirs.safetensors", tmp_path / "report.json"
+    code, stdout, _ = run(capsys, "demo", "--method", "sefa", "--count", "4", "--out", str(out), "--report",
+                          str(report))
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("4 sefa directions in space z of vae saved to")
+    assert lines[1].split() == ["index", "name", "code_std", "eigenvalue"]
+    assert [line.split()[:3] for line in lines[2:6]] == [[str(i), "sefa", str(i + 1)] for i in range(4)]
+    found = Directions.load(out)
+    assert len(found) == 4 and found.method == "sefa"
+    data = json.loads(report.read_text())
+    assert data["method"] == "sefa" and len(data["directions"]) == 4 and "accuracy" not in data
+    assert data["directions"][0]["eigenvalue"] == pytest.approx(found.scores["eigenvalue"][0])
+
+
+@pytest.mark.slow
+def test_supervised_report_has_the_held_out_accuracy(capsys, tmp_path: Path, tiny_cohort: Path) -> None:
+    out, report = tmp_path / "sup.safetensors", tmp_path / "sup.json"
+    code, stdout, _ = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--out", str(out),
+                          "--report", str(report), "--no-evaluate")
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert 0.0 <= data["accuracy"] <= 1.0
+    assert data["accuracy"] == data["directions"][0]["accuracy"]
+    assert f"held-out accuracy: {data['accuracy']:.3f}" in stdout
+    assert "healthy → disease (svm)" in stdout
+    assert set(data["info"]["validation_subjects"]).isdisjoint(data["info"]["train_subjects"])
+    assert Directions.load(out).names[0] == "healthy → disease (svm)"
+
+
+@pytest.mark.slow
+def test_labelled_data_adds_the_evaluation(capsys, tmp_path: Path, tiny_cohort: Path) -> None:
+    report = tmp_path / "eval.json"
+    code, stdout, _ = run(capsys, "demo", "--method", "sefa", "--count", "3", "--data", str(tiny_cohort), "--out",
+                          str(tmp_path / "d.safetensors"), "--report", str(report))
+    assert code == 0
+    evaluation = json.loads(report.read_text())["evaluation"]
+    assert len(evaluation["effects"]) == 3 and len(evaluation["effects"][0]) == len(evaluation["factors"])
+    assert "ventricle_enlargement" in evaluation["factors"] and "image_angle_deg" in evaluation["factors"]
+    assert all(0 <= evaluation["best_direction"][f] < 3 for f in evaluation["factors"])
+    assert "evaluation against the cohort's factors" in stdout and "ventricle_enlargement" in stdout
+
+
+@pytest.fixture(scope="module")
+def bad_cohorts(tiny_cohort: Path, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    one_group = rewrite_groups(tiny_cohort, root / "one", lambda rows: [{**r, "group": "healthy"} for r in rows])
+
+    def few(rows):
+        return [r for r in rows if r["group"] == "healthy"][:3] + [r for r in rows if r["group"] == "disease"][:1]
+
+    too_few = rewrite_groups(tiny_cohort, root / "few", few)
+    labels = root / "labels.csv"
+    rows = list(csv.DictReader((tiny_cohort / "cohort.csv").open()))
+    with labels.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "weight"])
+        writer.writerows([[r["path"], i] for i, r in enumerate(rows)])
+    return {"one": one_group, "few": too_few, "labels": labels}
+
+
+@pytest.mark.parametrize("case, argv, message", [
+    ("labels without the column", ["--method", "supervised", "--data", "{cohort}", "--labels", "{labels}",
+                                   "--column", "age"], "no numeric column 'age'"),
+    ("labels without groups", ["--method", "supervised", "--data", "{cohort}", "--labels", "{labels}"],
+     "needs a 'group' for every volume"),
+    ("one group only", ["--method", "supervised", "--data", "{one}"], "exactly two groups, found 1"),
+    ("too few subjects", ["--method", "supervised", "--data", "{few}"], "too few subjects"),
+    ("supervised without data", ["--method", "supervised"], "needs --data"),
+    ("space the model lacks", ["--method", "sefa", "--space", "w"], "has no latent space 'w'"),
+    ("K > dim (sefa)", ["--method", "sefa", "--count", "33"], "only 32 dimensions"),
+    ("K > dim (pca)", ["--method", "pca", "--count", "33"], "only 32 dimensions"),
+    ("K > dim (voynov)", ["--method", "voynov", "--count", "33"], "only 32 dimensions"),
+    ("K > dim (axes)", ["--method", "axes", "--count", "33"], "only 32 dimensions"),
+    ("K > dim (jacobian)", ["--method", "jacobian", "--count", "33"], "only 32 dimensions"),
+    ("unknown setting", ["--method", "sefa", "--set", "deformator=proj"], "has no setting(s) deformator"),
+    ("setting the method lacks", ["--method", "sefa", "--steps", "10"], "has no --steps setting"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path: Path, tiny_cohort: Path, bad_cohorts,
+                                                            case: str, argv: list[str], message: str) -> None:
+    out, report = tmp_path / "dirs.safetensors", tmp_path / "report.json"
+    filled = [a.format(cohort=tiny_cohort, labels=bad_cohorts["labels"], one=bad_cohorts["one"],
+                       few=bad_cohorts["few"]) for a in argv]
+    code, stdout, stderr = run(capsys, "demo", *filled, "--out", str(out), "--report", str(report))
+    assert code == 2, (case, stdout, stderr)
+    assert stderr.count("\n") == 1 and stderr.startswith("napari-latent discover: error: "), stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert not out.exists() and not report.exists() and not list(tmp_path.iterdir())
+
+
+def test_bad_output_names_are_refused_before_any_work(capsys, tmp_path: Path) -> None:
+    code, _, stderr = run(capsys, "demo", "--method", "sefa", "--out", str(tmp_path / "d.pt"))
+    assert code == 2 and "--out must end in .safetensors" in stderr
+    code, _, stderr = run(capsys, "demo", "--method", "sefa", "--out", str(tmp_path / "d.safetensors"), "--report",
+                          str(tmp_path / "r.txt"))
+    assert code == 2 and "--report must end in .json" in stderr and not list(tmp_path.iterdir())
