@@ -38,11 +38,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); give it the permissions of a normally created file.
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _read_umask() -> int:
+    umask = os.umask(0o022)  # reading the umask means setting it: done once, at import, before any worker thread
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def _default_mode() -> int:
+    """``0o666`` less the process's umask: what ``open(path, "w")`` would give."""
+    return 0o666 & ~_UMASK
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
