@@ -139,7 +139,8 @@ def _current_viewer() -> Any:
     return napari.current_viewer()
 
 
-def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[str] | None = None) -> str:
+def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[str] | None = None,
+                      layer_name: str | None = None) -> str:
     """Store a loaded result in a viewer's session; returns a one-line description.
 
     Parameters
@@ -150,6 +151,8 @@ def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[
         The loaded model or result.
     path : path-like, optional
         Where it came from (for messages and the model's source).
+    layer_name : str, optional
+        For codes: the layer they belong to (default: their source volume's name).
     """
     from .session import get_session
 
@@ -159,7 +162,7 @@ def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[
         session.set_model(obj, str(path) if path is not None else "script")
         return f"model {obj.name} ({obj.image_size} px){where} is the session's model"
     if kind == "codes":
-        name = codes_layer_name(obj, path)
+        name = layer_name or codes_layer_name(obj, path)
         store = dict(session.results.get("codes") or {})
         store[name] = obj
         session.set_result("codes", store)

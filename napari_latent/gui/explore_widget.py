@@ -1,0 +1,358 @@
+"""The Explore widget: sliders for the top latent directions, acting live on the current slice.
+
+Like the interfaces of GANSpace and SeFa, but on real anatomy: the session's codes of a volume
+(``session.results["last_codes"]``, from the Invert widget or a codes file) and its directions
+(``session.results["directions"]``, from the Discover widget or a directions file). Moving a
+slider shifts the code of the slice at the viewer's current position by
+``value * code_std[k] * d_k`` (the slider counts standard deviations of the codes along the
+direction), decodes that one code and pastes the image into two preview layers on the source
+grid:
+
+``<source> explore``
+    a copy of the source volume in which only the current model slice is replaced by the
+    decoded, shifted code (the box the model sees; the rest is the source's voxels);
+``<source> explore difference``
+    a diverging overlay of ``decode(shifted) - decode(unshifted)`` on that slice (zero
+    elsewhere): the change the directions cause, without the reconstruction error.
+
+Moving through the volume (napari's slider) moves the preview to the new slice and restores
+the previous one. Decoding one code takes a few milliseconds to tens of milliseconds on the
+CPU (``benchmarks/bench_explore.py``), so it runs on the GUI thread, in fp32 (bfloat16 autocast
+is slower for single images on this CPU and not pixel-identical), and updates are coalesced to
+at most :data:`MAX_RATE` per second while dragging. "Traverse volume" hands the current
+direction and slider range to the Traverse widget (``session.results["explore_request"]``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from magicgui.widgets import CheckBox, Container, FloatSlider, Label, PushButton, SpinBox
+
+from ..latent.codes import LatentCodes
+from ..latent.directions import Directions
+from ..latent.traversal import _Decoder
+from ..volumes.orientation import display_geometry
+from ..volumes.slicing import _paste, resize_images
+from .layers import META_KEY, grid_layer_data
+from .result_layers import diverging_colormap
+from .session import get_session
+
+#: At most this many sliders (the top directions, in rank order).
+MAX_SLIDERS = 8
+#: Slider range in standard deviations of the codes along each direction.
+SLIDER_RANGE = 3.0
+#: Preview updates per second at most while dragging.
+MAX_RATE = 30.0
+
+NO_MODEL = "No model yet: load or train one in the Model widget."
+NO_CODES = "No codes yet: invert a volume in the Invert widget (or open a codes file)."
+NO_DIRECTIONS = "No directions yet: discover some in the Discover widget (or open a directions file)."
+
+
+class ExploreWidget(Container):
+    """Live sliders for the top directions of the session, previewed on the current slice.
+
+    Scriptable: ``widget.set_values({0: 2.0})`` (slider 0 to 2 standard deviations),
+    ``widget.update_preview()``; ``widget.preview_layer``, ``widget.difference_layer`` and
+    ``widget.current_plane`` tell where the preview is; ``widget.last_update_ms`` how long
+    the last update took.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.status = Label(value=NO_MODEL)
+        self.count = SpinBox(label="directions", min=1, max=MAX_SLIDERS, value=5,
+                             tooltip="How many of the top directions get a slider")
+        self.sliders_box = Container(widgets=[], labels=True)
+        self.show_difference = CheckBox(text="show the difference to the unmodified slice", value=True)
+        self.reset_button = PushButton(text="Reset sliders")
+        self.traverse_button = PushButton(text="Traverse volume")
+        super().__init__(widgets=[self.status, self.count, self.sliders_box, self.show_difference,
+                                  self.reset_button, self.traverse_button])
+        self.sliders: list[FloatSlider] = []
+        self.preview_layer: Any = None
+        self.difference_layer: Any = None
+        self.current_plane: int | None = None
+        self.last_update_ms = float("nan")
+        self._source: Any = None
+        self._codes: LatentCodes | None = None
+        self._directions: Directions | None = None
+        self._decoder: _Decoder | None = None
+        self._base_images: dict[int, torch.Tensor] = {}
+        self._source_planes: np.ndarray | None = None
+        self._preview_planes: np.ndarray | None = None
+        self._difference_planes: np.ndarray | None = None
+        self._display_to_plane: tuple[int, np.ndarray] | None = None
+        self._last_time = 0.0
+        self._timer: Any = None
+        self.count.changed.connect(lambda: self._build_sliders())
+        self.reset_button.changed.connect(lambda: self.reset())
+        self.traverse_button.changed.connect(lambda: self.request_traversal())
+        self.show_difference.changed.connect(self._on_show_difference)
+        self.session.changed.connect(self._on_session_changed)
+        napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.refresh_state()
+
+    # -- state ----------------------------------------------------------------------------------
+    def _on_session_changed(self, what: str) -> None:
+        if what in ("model", "last_codes", "codes", "directions"):
+            self.refresh_state()
+
+    def missing(self) -> str | None:
+        """What is missing before the widget can explore (None when ready)."""
+        model = self.session.model
+        if model is None:
+            return NO_MODEL
+        last = self.session.results.get("last_codes")
+        if last is None:
+            return NO_CODES
+        directions = self.session.results.get("directions")
+        if not isinstance(directions, Directions):
+            return NO_DIRECTIONS
+        name, codes = last
+        try:
+            codes.check_model(model)
+            directions.check_model(model)
+            directions.check_codes(codes)
+        except ValueError as exc:
+            return f"The codes and directions do not fit together or the model: {exc}"
+        if self._find_source(name, codes) is None:
+            return (f"Open the volume the codes belong to ({name}): no image layer of that name or on the codes' "
+                    "grid is in the viewer.")
+        return None
+
+    def _find_source(self, name: str, codes: LatentCodes) -> Any:
+        from napari.layers import Image
+
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Image) \
+                and self.viewer.layers[name].ndim == 3:
+            return self.viewer.layers[name]
+        grid = codes.geometry.grid.to_json()
+        for layer in self.viewer.layers:
+            entry = layer.metadata.get(META_KEY) or {}
+            if isinstance(layer, Image) and layer.ndim == 3 and entry.get("grid") == grid \
+                    and entry.get("kind") in ("volume", None):
+                return layer
+        return None
+
+    def refresh_state(self) -> None:
+        """Re-read the session: model, codes and directions; rebuild sliders and preview layers."""
+        problem = self.missing()
+        self._decoder = None
+        self._base_images = {}
+        if problem is not None:
+            self._codes = self._directions = self._source = None
+            self._build_sliders()
+            self.status.value = problem
+            self.traverse_button.enabled = False
+            return
+        model = self.session.model
+        name, codes = self.session.results["last_codes"]
+        self._codes = codes
+        self._directions = self.session.results["directions"]
+        self._source = self._find_source(name, codes)
+        self._decoder = _Decoder(model, codes.space, 1, False, True, codes.codes)
+        self._build_sliders()
+        self._make_layers()
+        self.traverse_button.enabled = True
+        self.status.value = (f"{len(self._directions)} {self._directions.method} directions on {self._source.name} "
+                             f"({len(codes)} slices with codes). Drag a slider; move through the volume with "
+                             "napari's slider.")
+        self.update_preview()
+
+    def _build_sliders(self) -> None:
+        values = [s.value for s in self.sliders]
+        self.sliders_box.clear()
+        self.sliders = []
+        directions = self._directions
+        if directions is None:
+            return
+        for k in range(min(int(self.count.value), len(directions))):
+            slider = FloatSlider(label=f"{directions.names[k]} (std)", min=-SLIDER_RANGE, max=SLIDER_RANGE, step=0.05,
+                                 value=values[k] if k < len(values) else 0.0,
+                                 tooltip=f"shift along {directions.names[k]!r} in standard deviations "
+                                         f"({directions.code_std[k]:.3g} latent units each)")
+            slider.changed.connect(lambda _value: self._request_update())
+            self.sliders.append(slider)
+            self.sliders_box.append(slider)
+
+    def _make_layers(self) -> None:
+        """(Re)create the two preview layers on the source grid and the plane-oriented views of them."""
+        from napari.layers import Image
+
+        source, codes = self._source, self._codes
+        assert source is not None and codes is not None
+        grid = codes.geometry.grid
+        display = display_geometry(grid)
+        data = np.array(source.data, dtype=np.float32)
+        names = (f"{source.name} explore", f"{source.name} explore difference")
+        for name in names:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        extra = {"kind": "explore_preview", "source_layer": source.name}
+        preview = grid_layer_data(display.from_display(data), grid, names[0], extra=extra, colormap="gray",
+                                  contrast_limits=list(source.contrast_limits))
+        window = codes.geometry.window_values
+        limit = 0.25 * float(window[1] - window[0]) or 1.0
+        difference = grid_layer_data(np.zeros(grid.shape, dtype=np.float32), grid, names[1],
+                                     extra={**extra, "kind": "explore_difference"}, colormap=diverging_colormap(),
+                                     contrast_limits=[-limit, limit], opacity=0.8, blending="translucent",
+                                     visible=bool(self.show_difference.value))
+        self.preview_layer = self.viewer.add_layer(Image(preview[0], **preview[1]))
+        self.difference_layer = self.viewer.add_layer(Image(difference[0], **difference[1]))
+        to_planes = codes.geometry.reorientation.apply
+        self._source_planes = to_planes(display.from_display(np.asarray(source.data)))
+        self._preview_planes = to_planes(display.from_display(self.preview_layer.data))
+        self._difference_planes = to_planes(display.from_display(self.difference_layer.data))
+        if not (np.shares_memory(self._preview_planes, self.preview_layer.data)
+                and np.shares_memory(self._difference_planes, self.difference_layer.data)):
+            raise RuntimeError("napari copied the preview data; in-place updates would not show")
+        self._display_to_plane = self._plane_mapping(np.shape(source.data), display, codes)
+        self.current_plane = None
+        self.viewer.layers.selection.active = source
+
+    @staticmethod
+    def _plane_mapping(shape: tuple[int, ...], display: Any, codes: LatentCodes) -> tuple[int, np.ndarray]:
+        """``(display axis, plane index of each display index)`` of the model's slice axis (views only)."""
+        to_planes = codes.geometry.reorientation.apply
+        for axis in range(3):
+            ramp = np.arange(shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+            planes = to_planes(display.from_display(np.broadcast_to(ramp, shape)))
+            along = np.asarray(planes[:, 0, 0])
+            if len(np.unique(along)) > 1:
+                plane_of = np.empty(shape[axis], dtype=np.int64)
+                plane_of[along] = np.arange(len(along))
+                return axis, plane_of
+        raise RuntimeError("the model's slice axis is not one of the display axes")
+
+    # -- the preview ------------------------------------------------------------------------------
+    def plane_at_cursor(self) -> int | None:
+        """The model slice (plane index) at the viewer's current position, or None."""
+        if self._source is None or self._display_to_plane is None:
+            return None
+        axis, plane_of = self._display_to_plane
+        coords = np.asarray(self._source.world_to_data(self.viewer.dims.point), dtype=np.float64)
+        index = int(np.clip(np.round(coords[-3:][axis]), 0, len(plane_of) - 1))
+        return int(plane_of[index])
+
+    def shift(self) -> torch.Tensor:
+        """The latent shift of the sliders: ``sum_k value_k * code_std_k * d_k``."""
+        directions = self._directions
+        assert directions is not None
+        shift = torch.zeros(directions.dim)
+        for k, slider in enumerate(self.sliders):
+            value = float(slider.value)
+            if value:
+                shift += value * float(directions.code_std[k]) * directions.vectors[k]
+        return shift
+
+    def set_values(self, values: dict[int, float]) -> None:
+        """Set sliders by index (values in standard deviations) and update the preview once."""
+        for k, value in values.items():
+            with self.sliders[k].changed.blocked():
+                self.sliders[k].value = float(value)
+        self.update_preview()
+
+    def reset(self) -> None:
+        """All sliders to 0 (the preview shows the plain reconstruction)."""
+        self.set_values(dict.fromkeys(range(len(self.sliders)), 0.0))
+
+    def _request_update(self) -> None:
+        """Update now, or at most :data:`MAX_RATE` times a second while dragging (coalesced)."""
+        wait = 1.0 / MAX_RATE - (time.perf_counter() - self._last_time)
+        if wait <= 0:
+            self.update_preview()
+            return
+        if self._timer is None:
+            from qtpy.QtCore import QTimer
+
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self.update_preview)
+        if not self._timer.isActive():
+            self._timer.start(int(wait * 1000) + 1)
+
+    def _on_dims_changed(self, _event: Any = None) -> None:
+        if self._codes is not None and self.plane_at_cursor() != self.current_plane:
+            self.update_preview()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = event.value
+        if layer is self._source or layer is self.preview_layer or layer is self.difference_layer:
+            for other in (self.preview_layer, self.difference_layer):
+                if other is not None and other is not layer and other in self.viewer.layers:
+                    self.viewer.layers.remove(other)
+            self.preview_layer = self.difference_layer = None
+            self.refresh_state()
+
+    def _on_show_difference(self, value: bool) -> None:
+        if self.difference_layer is not None:
+            self.difference_layer.visible = bool(value)
+
+    def update_preview(self) -> None:
+        """Decode the shifted code of the current slice and paste it into the preview layers."""
+        start = time.perf_counter()
+        self._last_time = start
+        codes, decoder = self._codes, self._decoder
+        if codes is None or decoder is None or self.preview_layer is None:
+            return
+        assert self._preview_planes is not None and self._difference_planes is not None
+        assert self._source_planes is not None
+        plane = self.plane_at_cursor()
+        previous = self.current_plane
+        if previous is not None and previous != plane:
+            self._preview_planes[previous] = self._source_planes[previous]
+            self._difference_planes[previous] = 0.0
+        self.current_plane = plane
+        indices = codes.indices
+        row = int(np.searchsorted(indices, plane)) if plane is not None else len(indices)
+        if row >= len(indices) or indices[row] != plane:
+            self.preview_layer.refresh()
+            self.difference_layer.refresh()
+            self.status.value = f"Slice {plane} has no code (outside the slices the model covers); move inside."
+            return
+        base = self._base_images.get(row)
+        if base is None:
+            base = self._base_images[row] = decoder(codes.codes[row:row + 1])
+        shift = self.shift()
+        image = decoder(codes.codes[row:row + 1] + shift[None]) if bool(shift.any()) else base
+        geometry = codes.geometry
+        resized = resize_images(torch.cat([image, base]).float(), geometry.box_shape)[:, 0].numpy()
+        lo, hi = geometry.window_values
+        position = np.array([plane])
+        _paste(self._preview_planes, position, (resized[:1] + 1.0) * 0.5 * (hi - lo) + lo, geometry.box)
+        _paste(self._difference_planes, position, (resized[:1] - resized[1:]) * 0.5 * (hi - lo), geometry.box)
+        self.preview_layer.refresh()
+        self.difference_layer.refresh()
+        self.last_update_ms = (time.perf_counter() - start) * 1e3
+        self.status.value = (f"Slice {plane} of {self._source.name}: shift of {float(shift.norm()):.3g} latent units;"
+                             f" preview in {self.last_update_ms:.0f} ms")
+
+    # -- hand-over --------------------------------------------------------------------------------
+    def request_traversal(self) -> dict[str, Any] | None:
+        """Ask the Traverse widget for the whole 4D traversal of the strongest slider's direction.
+
+        Stores ``{"layer", "index", "weights", "alphas", "units"}`` as
+        ``session.results["explore_request"]``: the direction of the slider furthest from 0
+        (its index, and the weights of every non-zero slider), alphas from minus to plus that
+        slider's value (``"direction_std"`` units, 9 steps; +-3 when every slider is at 0).
+        """
+        if self._codes is None or self._directions is None or not self.sliders:
+            self.status.value = self.missing() or "Nothing to traverse yet."
+            return None
+        values = [float(s.value) for s in self.sliders]
+        index = int(np.argmax(np.abs(values)))
+        reach = abs(values[index]) or SLIDER_RANGE
+        request = {"layer": self._source.name, "index": index,
+                   "weights": {k: v for k, v in enumerate(values) if v},
+                   "alphas": f"{-reach:g}:{reach:g}:9", "units": "direction_std"}
+        self.session.set_result("explore_request", request)
+        self.status.value = (f"Asked the Traverse widget for {self._directions.names[index]!r}, alphas "
+                             f"{request['alphas']} (std); open it from Plugins > napari-latent if it is not docked.")
+        return request

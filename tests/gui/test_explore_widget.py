@@ -1,0 +1,107 @@
+"""The Explore widget: live sliders on the current slice, in a real napari viewer under Xvfb."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_latent.gui.explore_widget import NO_CODES, NO_DIRECTIONS, NO_MODEL, ExploreWidget
+from napari_latent.gui.layers import grid_layer_data
+from napari_latent.gui.session import get_session
+from tests.gui._results import assert_on_grid
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    from tests.gui._results import make_results
+
+    return make_results(tmp_path_factory.mktemp("explore"))
+
+
+def _expected_volume(results, code: torch.Tensor, plane: int) -> np.ndarray:
+    """What the preview must show: the decoded code pasted into the source at ``plane`` (display order)."""
+    with torch.no_grad():
+        image = results.model.decode(code[None], results.codes.space)
+    volume = results.codes.geometry.to_volume(image, indices=np.array([plane]), fill=results.volume)
+    return grid_layer_data(volume, results.volume.grid, "x")[0]
+
+
+def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napari_viewer, results) -> None:
+    viewer = make_napari_viewer()
+    widget = ExploreWidget(viewer)
+    session = get_session(viewer)
+    assert widget.status.value == NO_MODEL
+    session.set_model(results.model, "test")
+    assert widget.status.value == NO_CODES
+    [source] = viewer.open(str(results.volume_path), plugin="napari-latent")
+    session.set_result("last_codes", ("subject", results.codes))
+    assert widget.status.value == NO_DIRECTIONS
+    session.set_result("directions", results.directions)
+    assert len(widget.sliders) == 3 and widget.preview_layer is not None
+    preview, difference = widget.preview_layer, widget.difference_layer
+    assert_on_grid(preview, source)
+    assert_on_grid(difference, source)
+    # go to a slice with a code: the middle of the kept slices
+    codes = results.codes
+    plane = int(codes.indices[len(codes) // 2])
+    axis, plane_of = widget._display_to_plane
+    display_index = int(np.nonzero(plane_of == plane)[0][0])
+    step = list(viewer.dims.current_step)
+    step[axis] = display_index
+    viewer.dims.current_step = tuple(step)
+    assert widget.plane_at_cursor() == plane == widget.current_plane
+    row = int(np.searchsorted(codes.indices, plane))
+    # sliders at 0: the plain reconstruction of that slice
+    np.testing.assert_allclose(preview.data, _expected_volume(results, codes.codes[row], plane), atol=2e-5)
+    # move two sliders: the code shifts by value * code_std * direction
+    widget.sliders[0].value = 1.5
+    widget.set_values({1: -0.5})
+    dirs = results.directions
+    shifted = codes.codes[row] + 1.5 * dirs.code_std[0] * dirs.vectors[0] - 0.5 * dirs.code_std[1] * dirs.vectors[1]
+    expected = _expected_volume(results, shifted, plane)
+    np.testing.assert_allclose(preview.data, expected, atol=2e-5)
+    unshifted = _expected_volume(results, codes.codes[row], plane)
+    np.testing.assert_allclose(difference.data, expected - unshifted, atol=2e-5)
+    assert float(np.abs(difference.data).max()) > 1e-3  # the shift does change the slice
+    # only the current slice differs from the source
+    changed = np.nonzero(np.abs(preview.data - source.data).reshape(-1, *preview.data.shape[1:]).max(axis=(1, 2)))[0] \
+        if axis == 0 else None
+    if changed is not None:
+        assert set(changed.tolist()) <= {display_index}
+    # moving through the volume restores the old slice and previews the new one
+    other_plane = int(codes.indices[len(codes) // 2 + 1])
+    step[axis] = int(np.nonzero(plane_of == other_plane)[0][0])
+    viewer.dims.current_step = tuple(step)
+    assert widget.current_plane == other_plane
+    other_row = row + 1
+    shifted = codes.codes[other_row] + 1.5 * dirs.code_std[0] * dirs.vectors[0] \
+        - 0.5 * dirs.code_std[1] * dirs.vectors[1]
+    np.testing.assert_allclose(preview.data, _expected_volume(results, shifted, other_plane), atol=2e-5)
+    assert widget.last_update_ms < 1000
+    # the hand-over to the Traverse widget
+    request = widget.request_traversal()
+    assert request == session.results["explore_request"]
+    assert request["index"] == 0 and request["alphas"] == "-1.5:1.5:9" and request["layer"] == "subject"
+    widget.reset()
+    np.testing.assert_allclose(difference.data, 0.0, atol=1e-6)
+
+
+def test_explore_outside_the_modelled_slices_says_so(make_napari_viewer, results) -> None:
+    viewer = make_napari_viewer()
+    viewer.open(str(results.volume_path), plugin="napari-latent")
+    session = get_session(viewer)
+    session.set_model(results.model, "test")
+    session.set_result("last_codes", ("subject", results.codes))
+    session.set_result("directions", results.directions)
+    widget = ExploreWidget(viewer)
+    axis, plane_of = widget._display_to_plane
+    missing = sorted(set(range(len(plane_of))) - set(results.codes.indices.tolist()))
+    assert missing, "the phantom has slices without foreground"
+    step = list(viewer.dims.current_step)
+    step[axis] = int(np.nonzero(plane_of == missing[0])[0][0])
+    viewer.dims.current_step = tuple(step)
+    assert "has no code" in widget.status.value
+    np.testing.assert_allclose(widget.preview_layer.data, viewer.layers["subject"].data)
