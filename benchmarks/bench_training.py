@@ -75,7 +75,8 @@ def main() -> None:
     images = data.train.images
     model = build_model(args.model, image_size=args.size)
     baseline_model = copy.deepcopy(model)
-    n_images = args.epochs * (len(images) // 32) * 32
+    batch_sizes = [len(b) for b in _batches(list(range(len(images))), 32)]  # the same batches in both loops
+    n_images = args.epochs * sum(batch_sizes)
 
     if args.model == "vae":
         plain_seconds = plain_vae_loop(baseline_model, images, args.epochs, 32, 1e-3)
@@ -92,12 +93,17 @@ def main() -> None:
     whole = time.perf_counter() - start
     train_times = [t for stage, t in times if stage == "train"]
     steps = len(train_times)
-    # time per step, measured between consecutive training events inside epochs
-    per_step = []
+    # time per step, measured between consecutive training events inside epochs: the interval
+    # ending at the k-th event of an epoch is the duration of its k-th batch
+    step_seconds, step_images, index_in_epoch = 0.0, 0, 0
     for (s1, t1), (s2, t2) in itertools.pairwise(times):
-        if s1 == "train" and s2 == "train":
-            per_step.append(t2 - t1)
-    ours_steps_rate = 32 / (sum(per_step) / len(per_step))
+        if s2 != "train":
+            continue
+        index_in_epoch = index_in_epoch + 1 if s1 == "train" else 0
+        if s1 == "train":
+            step_seconds += t2 - t1
+            step_images += batch_sizes[index_in_epoch]
+    ours_steps_rate = step_images / step_seconds
     print(f"machine: {machine()}; model {args.model} at {args.size} px, {len(images)} training slices, "
           f"{args.epochs} epochs, {steps} steps")
     print(ratio_line("training throughput (steps only)", ours_steps_rate, n_images / plain_seconds, "images/s"))
