@@ -90,6 +90,7 @@ class ExploreWidget(Container):
         self._display_to_plane: tuple[int, np.ndarray] | None = None
         self._last_time = 0.0
         self._timer: Any = None
+        self._rebuilding = False
         self.count.changed.connect(lambda: self._build_sliders())
         self.reset_button.changed.connect(lambda: self.reset())
         self.traverse_button.changed.connect(lambda: self.request_traversal())
@@ -192,9 +193,13 @@ class ExploreWidget(Container):
         display = display_geometry(grid)
         data = np.array(source.data, dtype=np.float32)
         names = (f"{source.name} explore", f"{source.name} explore difference")
-        for name in names:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        self._rebuilding = True
+        try:
+            for name in names:
+                if name in self.viewer.layers:
+                    self.viewer.layers.remove(name)
+        finally:
+            self._rebuilding = False
         extra = {"kind": "explore_preview", "source_layer": source.name}
         preview = grid_layer_data(display.from_display(data), grid, names[0], extra=extra, colormap="gray",
                                   contrast_limits=list(source.contrast_limits))
@@ -260,7 +265,9 @@ class ExploreWidget(Container):
         self.update_preview()
 
     def reset(self) -> None:
-        """All sliders to 0 (the preview shows the plain reconstruction)."""
+        """All sliders to 0 (the preview shows the plain reconstruction); remakes removed preview layers."""
+        if self.preview_layer is None:
+            self.refresh_state()
         self.set_values(dict.fromkeys(range(len(self.sliders)), 0.0))
 
     def _request_update(self) -> None:
@@ -283,13 +290,31 @@ class ExploreWidget(Container):
             self.update_preview()
 
     def _on_layer_removed(self, event: Any) -> None:
+        """A preview layer removed: stop previewing into it. The source removed: drop the previews too.
+
+        Nothing is rebuilt here (the viewer may be clearing all its layers); the next session
+        change, or :meth:`refresh_state`, makes new preview layers.
+        """
         layer = event.value
-        if layer is self._source or layer is self.preview_layer or layer is self.difference_layer:
-            for other in (self.preview_layer, self.difference_layer):
-                if other is not None and other is not layer and other in self.viewer.layers:
-                    self.viewer.layers.remove(other)
-            self.preview_layer = self.difference_layer = None
-            self.refresh_state()
+        if self._rebuilding or layer is None:
+            return
+        ours = (self.preview_layer, self.difference_layer)
+        if layer is self._source:
+            self._source = None
+            for other in ours:
+                if other is not None and other in self.viewer.layers:
+                    self._rebuilding = True
+                    try:
+                        self.viewer.layers.remove(other)
+                    finally:
+                        self._rebuilding = False
+        elif not any(layer is other for other in ours if other is not None):
+            return
+        self.preview_layer = self.difference_layer = None
+        self._preview_planes = self._difference_planes = None
+        self._codes = self._decoder = None
+        self.current_plane = None
+        self.status.value = "The preview layers were removed; press Reset sliders to make new ones."
 
     def _on_show_difference(self, value: bool) -> None:
         if self.difference_layer is not None:
