@@ -342,11 +342,16 @@ class ExploreWidget(Container):
             self.difference_layer.refresh()
             self.status.value = f"Slice {plane} has no code (outside the slices the model covers); move inside."
             return
-        base = self._base_images.get(row)
-        if base is None:
-            base = self._base_images[row] = decoder(codes.codes[row:row + 1])
-        shift = self.shift()
-        image = decoder(codes.codes[row:row + 1] + shift[None]) if bool(shift.any()) else base
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one small image: a single thread is as fast, and far faster on a busy CPU
+        try:
+            base = self._base_images.get(row)
+            if base is None:
+                base = self._base_images[row] = decoder(codes.codes[row:row + 1])
+            shift = self.shift()
+            image = decoder(codes.codes[row:row + 1] + shift[None]) if bool(shift.any()) else base
+        finally:
+            torch.set_num_threads(threads)
         geometry = codes.geometry
         resized = resize_images(torch.cat([image, base]).float(), geometry.box_shape)[:, 0].numpy()
         lo, hi = geometry.window_values
