@@ -69,3 +69,14 @@ def test_the_public_contract_is_importable_without_napari() -> None:
             "assert 'napari' not in sys.modules and 'qtpy' not in sys.modules, 'the library imported napari'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_widgets_are_docked_in_workflow_order_and_in_menus() -> None:
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(ROOT / "napari_latent" / "napari.yaml")
+    names = [w.display_name for w in manifest.contributions.widgets]
+    assert names == ["1 Model", "2 Invert", "3 Discover", "4 Traverse", "5 Eigen", "6 Explore", "7 Export", "8 Plots"]
+    widget_commands = {w.command for w in manifest.contributions.widgets}
+    in_menus = {item.command for items in manifest.contributions.menus.values() for item in items}
+    assert in_menus == widget_commands - {"napari-latent.model_widget"}
