@@ -147,12 +147,15 @@ class DiscoverWidget(Container):
         if method == "supervised":
             settings["column"] = self.column.value.strip() or None
             settings["positive"] = self.positive.value.strip() or None
+        arguments = "".join(f", {k}={str(v.resolve()) if isinstance(v, Path) else v!r}" for k, v in settings.items())
+        self._script_lines = [f"directions = nl.discover(model, {method!r}{arguments})"]
         return iter_discover(model, method, stop=stop, **settings)
 
     def _on_found(self, directions: Directions) -> str:
         self.directions = directions
         self._fill_table()
         self.session.set_result("directions", directions)
+        self.session.script.record("discover", self._script_lines, show={"directions": "directions"})
         self.select(0)
         self.save_button.enabled = True
         done = directions.info.get("steps_done")

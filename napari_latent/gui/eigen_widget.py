@@ -162,6 +162,10 @@ class EigenWidget(Container):
         mask = self._chosen_mask(traversal)
         self._traversal = traversal
         self._anatomy = self._anatomy_layer(traversal)
+        center = CENTERS[str(self.center.value)]
+        mask_note = "" if mask is None else f"  # the mask was the layer {self.mask.value!r}: pass mask=... here"
+        self._script_lines = [f"eigen = nl.eigencomponents(traversal, n_components={int(self.components.value)}, "
+                              f"center={center!r}, differences='extreme'){mask_note}"]
         return iter_eigencomponents(traversal, mask=mask, n_components=int(self.components.value),
                                     center=CENTERS[str(self.center.value)], differences="extreme", stop=stop)
 
@@ -181,6 +185,7 @@ class EigenWidget(Container):
         for data, kwargs, kind in eigen_layer_data(result, prefix=prefix):
             add_or_update_layer(self.viewer, (data, kwargs, kind))
         self.session.set_result("eigen", result)
+        self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})
         corr = result.alpha_correlation()
         ratio = result.explained_variance_ratio
         flat = np.sum(result.eigenvectors, axis=0) ** 2 / len(result.alphas) > NEAR_CONSTANT

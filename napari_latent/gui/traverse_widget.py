@@ -26,6 +26,7 @@ from .invert_widget import add_or_update_layer
 from .layers import grid_layer_data, volume_from_layer
 from .result_layers import OVERLAY_OPACITY, diverging_colormap, symmetric_limits, traversal_layer_data
 from .session import get_session
+from .session_script import variable
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 NO_CODES = "No codes yet: invert a volume in the Invert widget first."
@@ -159,6 +160,14 @@ class TraverseWidget(Container):
             if volume is not None and volume.grid.shape == codes.geometry.grid.shape:
                 source = volume
         self._source_name = name
+        if self._file_directions is not None:
+            opened = f"directions = nl.Directions.load({str(Path(str(self.directions_file.value)).resolve())!r})"
+        else:
+            opened = "# directions: from the discover step above"
+        source_arg = f", source={variable('volume', name)}" if source is not None else ""
+        self._script_lines = [opened, f"traversal = nl.traverse(model, {variable('codes', name)}, directions, "
+                              f"{str(self.alphas.value)!r}, index={int(index)}, units={str(self.units.value)!r}"
+                              f"{source_arg})"]
         lazy = LazyTraversal(model, codes, directions, parse_alphas(str(self.alphas.value)), index=int(index),
                              units=str(self.units.value), source=source,  # type: ignore[arg-type]
                              device=self.session.device)
@@ -187,6 +196,7 @@ class TraverseWidget(Container):
         self._label_alpha_axis()
         self.viewer.dims.set_current_step(0, traversal.baseline_index)
         self.session.set_result("traversal", traversal)
+        self.session.script.record("traverse", self._script_lines, show={"traversal": "traversal"})
         stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""
         return (f"Traversed {self._source_name} along {direction!r}: {len(traversal)} alphas from "
                 f"{traversal.alphas[0]:g} to {traversal.alphas[-1]:g} {traversal.units}{stopped}")
