@@ -54,7 +54,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..models.checkpoint import load_model
 
     model = load_model(args.model, device=args.device)
-    report = evaluate_model(model, args.data, sample_count=args.samples, progress=None if args.quiet else True)
+    extractor = None
+    if args.inception:
+        from ..analysis.inception import InceptionFeatures
+
+        extractor = InceptionFeatures(args.inception, device=model.device)
+    report = evaluate_model(model, args.data, sample_count=args.samples, extractor=extractor,
+                            progress=None if args.quiet else True)
     if args.json:
         write_json_atomic(args.json, report)
     width = max(len(k) for k in report)
@@ -129,6 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="generated images for the Frechet distance (default: as many as real slices)")
+    p.add_argument("--inception", metavar="WEIGHTS.safetensors", default=None,
+                   help="local InceptionV3 weights (pytorch-fid's, as safetensors): the Frechet distance is "
+                   "then the FID; without it, a fixed random-conv extractor reported as FD-randconv64")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

@@ -85,6 +85,28 @@ def test_evaluate_reports_the_metric_keys(cli_model: Path, tiny_cohort: Path, tm
     assert "ms_ssim" in capsys.readouterr().out
 
 
+def test_evaluate_with_local_inception_weights_reports_fid(cli_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from napari_latent.analysis import inception
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.safetensors"
+    save_file(inception._FIDInceptionV3().state_dict(), str(weights))  # the structure; real weights are not here
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(cli_model), str(tiny_cohort), "--inception", str(weights), "--samples", "4",
+                 "--json", str(out), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["frechet_features"] == "FID" and np.isfinite(report["frechet_distance"])
+    pickled = tmp_path / "inception.pth"
+    pickled.write_bytes(b"\x80\x04K\x01.")
+    assert main(["evaluate", str(cli_model), str(tiny_cohort), "--inception", str(pickled), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "never loaded" in err
+
+
 def test_invert_writes_codes_and_a_reconstruction_on_the_source_grid(cli_model: Path, tiny_cohort: Path,
                                                                       tmp_path: Path) -> None:
     volume_path = tiny_cohort / "sub-002.nii.gz"
