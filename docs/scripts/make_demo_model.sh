@@ -8,10 +8,10 @@
 # 64 px (latent 32), axial slices, 40 subjects (32 training, 8 validation), 2554 training
 # slices, 30 epochs of batch 32, seed 7, default augmentation, float16 weights without
 # training state (--compact). It does not record the phantom cohort's size and seed: 2554
-# slices from 32 subjects (about 80 kept axial slices each) matches 96-voxel phantoms (a
-# 96^3 phantom keeps 80 axial slices, a 64^3 one 53, a 128^3 one 106), so SIZE is 96; the
-# phantom seed is a parameter (default 7, the training seed). The fingerprint check says
-# whether the cohort is the original one. Takes a few hours on a 2-core CPU.
+# slices from 32 subjects matches 96-voxel phantoms, and 40 phantoms of 96^3 with seed 7
+# reproduce the bundled data fingerprint exactly (ebfdca304cc1c072, checked 2026-12-01): this is
+# the bundled model's data. The fingerprint check below repeats that check. Takes a few hours
+# on a 2-core CPU.
 set -euo pipefail
 out=${1:-demo-model}
 phantom_seed=${2:-7}
