@@ -89,3 +89,15 @@ def demo_cohort_codes(phantom_cohort_64: Path):
 
     model = load_model("demo", device="cpu")
     return model, run_operation(iter_cohort_codes(model, phantom_cohort_64, "z"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small decodes: on a shared 2-core machine two threads mostly spin
+    waiting for each other. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_USAGE, PROG, CliError, positive_int
+from .common import EXIT_USAGE, PROG, CliError, add_run_options, positive_int
 
 #: Accepted ``--units`` values; ``sd`` is short for ``std``.
 UNIT_CHOICES = ("latent", "std", "sd", "direction_std")
@@ -204,8 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=200, help="inversion steps without --codes (default 200)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per decoder call")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster, ~1%% less accurate)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=cmd_traverse)
 
     p = sub.add_parser("eigen", help="eigencomponents and difference maps of a traversal",
@@ -241,6 +240,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "direction_std)")
     p.add_argument("--unsupervised", choices=("sefa", "pca"), default="sefa", help="unsupervised method")
     p.add_argument("--components", type=positive_int, default=5, help="eigencomponents (default 5)")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p, device="cpu")
     p.set_defaults(func=cmd_demo)

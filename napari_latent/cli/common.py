@@ -87,3 +87,9 @@ def is_main_process() -> bool:
     import os
 
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def add_run_options(parser: argparse.ArgumentParser, device: str = "auto") -> None:
+    """Add the ``--device`` and ``--quiet`` options that every long-running command takes."""
+    parser.add_argument("--device", default=device, help=f"auto, cpu, cuda, cuda:N or mps (default {device})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, parse_settings, positive_float, positive_int
+from .common import CliError, add_run_options, parse_settings, positive_float, positive_int
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
@@ -165,8 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default=None, help="latent space: z, w or w+ (default: w for StyleGAN, else z)")
     p.add_argument("--index", type=int, default=None, help="frame of a 4D series")
     p.add_argument("--reconstruction", metavar="OUT.nii.gz", help="also write the reconstruction on the source grid")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=cmd_invert)
 
     from ..latent.discovery import method_names
@@ -193,6 +192,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other method setting, e.g. --set deformator=proj --set classifier=logistic")
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation against the cohort's factors")
     p.add_argument("--report", metavar="OUT.json", help="also write the table (and evaluation) as JSON")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=cmd_discover)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import CliError, is_main_process, parse_settings, positive_float, positive_int
+from .common import CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -138,8 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception", metavar="WEIGHTS.safetensors", default=None,
                    help="local InceptionV3 weights (pytorch-fid's, as safetensors): the Frechet distance is "
                    "then the FID; without it, a fixed random-conv extractor reported as FD-randconv64")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -152,6 +151,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="samples per step (default 32)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=cmd_train_encoder)

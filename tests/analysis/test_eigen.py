@@ -31,13 +31,7 @@ from napari_latent.volumes.phantoms import PhantomFactors, make_phantom
 ALPHAS = np.linspace(0.0, 50.0, 15)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny decodes: on a shared 2-core machine two threads mostly spin waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ from napari_latent.latent.traversal import Traversal
 from napari_latent.models.checkpoint import load_model
 from napari_latent.volumes import open_volume, save_volume
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small decodes on a shared 2-core machine: one thread avoids two spinning for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

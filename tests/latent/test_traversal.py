@@ -25,14 +25,7 @@ from napari_latent.latent.traversal import (
 from napari_latent.progress import ProgressEvent, StopFlag
 from napari_latent.volumes import save_volume
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny decodes: on a shared 2-core machine two threads mostly spin waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
