@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from ..errors import UserInputError
-from ..latent.codes import CODES_FORMAT, HEADER_KEY, LatentCodes
+from ..latent.codes import CODES_FORMAT, LatentCodes
 from ..latent.directions import DIRECTIONS_FORMAT, Directions
 from ..latent.traversal import TRAVERSAL_FORMAT, Traversal, sidecar_path
 from ..models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ..models.checkpoint import load_model
+from ..models.checkpoint import load_model, read_safetensors_header
 from ..volumes.io import is_nifti_path
 from .eigen import EIGEN_FORMAT, EigenResult
 
@@ -82,17 +80,7 @@ def _json_format(path: Path) -> str | None:
 
 
 def _safetensors_format(path: Path) -> str:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserInputError(f"{path}: not a valid safetensors file") from exc
-    if HEADER_KEY not in metadata:
-        raise UserInputError(f"{path}: a safetensors file, but not one of napari-latent's (no '{HEADER_KEY}' header)")
-    try:
-        header = json.loads(metadata[HEADER_KEY])
-    except json.JSONDecodeError as exc:
-        raise UserInputError(f"{path}: the napari-latent header is not valid JSON") from exc
+    header = read_safetensors_header(path)
     return str(header.get("format")) if isinstance(header, dict) else ""
 
 

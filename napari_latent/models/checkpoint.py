@@ -201,21 +201,32 @@ def _resolve(path_or_name: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_header(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a checkpoint's JSON header without loading weights."""
-    path = _resolve(path_or_name)
+def read_safetensors_header(path: Path, not_ours: str = "not one of napari-latent's",
+                            prefix: str = "") -> Any:
+    """The parsed JSON header of any napari-latent ``.safetensors`` file (model, codes, directions).
+
+    Reads the header only, never the tensors and never a pickle. ``prefix`` starts the
+    message of an unreadable file and ``not_ours`` ends that of a safetensors file without
+    our header. Raises :class:`CheckpointError` (a :class:`UserInputError`).
+    """
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         hint = " (a PyTorch pickle? napari-latent never loads pickles)" if _looks_like_pickle(path) else ""
-        raise CheckpointError(f"{path}: not a napari-latent model file: not a valid safetensors file{hint}") from exc
+        raise CheckpointError(f"{path}: {prefix}not a valid safetensors file{hint}") from exc
     if HEADER_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file, but not a napari-latent model (no '{HEADER_KEY}' header)")
+        raise CheckpointError(f"{path}: a safetensors file, but {not_ours} (no '{HEADER_KEY}' header)")
     try:
-        header = json.loads(metadata[HEADER_KEY])
+        return json.loads(metadata[HEADER_KEY])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the napari-latent header is not valid JSON") from exc
+
+
+def read_header(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a checkpoint's JSON header without loading weights."""
+    path = _resolve(path_or_name)
+    header = read_safetensors_header(path, "not a napari-latent model", "not a napari-latent model file: ")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-latent model file (format {header.get('format')!r})")
     version = header.get("format_version")
