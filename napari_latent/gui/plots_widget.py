@@ -11,20 +11,23 @@ Three views, each fed by what the session's other widgets produce:
 
 Clicking a component's curve (or its bar in the spectrum) selects that component's layer
 in the viewer. The eigen figures are the very figures of :mod:`napari_latent.analysis.plots`
-(the report's), drawn on a Qt canvas.
+(the report's), drawn on a Qt canvas (:class:`~napari_latent.gui.background_canvas.BackgroundCanvas`)
+that renders in a background thread, so a redraw never stalls napari; ``widget.canvas.wait()``
+waits for the image of the latest change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from ..analysis.plots import figure_eigenvectors, figure_spectrum
+from .background_canvas import BackgroundCanvas
 from .layers import META_KEY
 from .session import get_session
 
@@ -42,6 +45,30 @@ def component_layer(viewer: Any, component: int) -> Any:
         if entry.get("kind") == "eigen_component" and int(entry.get("component", -1)) == component:
             return layer
     return None
+
+
+def update_training_figure(figure: Figure, history: list[dict[str, Any]]) -> None:
+    """Put the losses of a training history (the session's rows) on the training figure's lines."""
+    ax = figure.axes[0]
+    keys = [k for k in history[-1]["metrics"] if k not in NOT_LOSSES and not k.startswith("val_")]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for key in keys:
+        points = np.array([(row["step"], row["metrics"][key]) for row in history if key in row["metrics"]])
+        line = lines.get(key)
+        if line is None:
+            (line,) = ax.plot([], [], linewidth=1.2, label=key)
+            ax.legend(fontsize=7, frameon=False, loc="upper right")
+        line.set_data(points[:, 0], points[:, 1])
+    for label, line in lines.items():
+        if label not in keys:
+            line.remove()
+    positive = all(row["metrics"].get(k, 1.0) > 0 for row in history for k in keys)
+    ax.set_yscale("log" if keys and positive else "linear")
+    ax.relim()
+    ax.autoscale_view()
+    last = history[-1]
+    ax.set_title(f"training: step {last['step']}" + (f" of {last['total']}" if last.get("total") else ""),
+                 fontsize=9)
 
 
 class PlotsWidget(QWidget):
@@ -62,9 +89,9 @@ class PlotsWidget(QWidget):
         self._layout = QVBoxLayout(self)
         self._layout.addWidget(self.view)
         self._layout.addWidget(self.status)
-        self.canvas: FigureCanvasQTAgg | None = None
+        self.canvas: BackgroundCanvas | None = None
         self._training_figure = self._new_training_figure()
-        self._training_canvas: FigureCanvasQTAgg | None = None
+        self._training_canvas: BackgroundCanvas | None = None
         self._line_component: dict[Any, int] = {}
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
@@ -90,14 +117,16 @@ class PlotsWidget(QWidget):
             self.status.setText(message)
             self._show(figure)
 
-    def _show(self, figure: Figure | None) -> None:
+    def _show(self, figure: Figure | None, prepare: Callable[[], None] | None = None) -> None:
+        """Show ``figure``; ``prepare`` (changes to it) runs in the render thread before it is drawn."""
         if self.canvas is not None and self.canvas.figure is figure:
-            self.canvas.draw_idle()
+            self.canvas.render(prepare)
             return
         if self.canvas is not None:
             self._layout.removeWidget(self.canvas)
             self.canvas.setParent(None)
             if self.canvas is not self._training_canvas:
+                self.canvas.close_renderer()
                 self.canvas.deleteLater()
             self.canvas = None
         if figure is None:
@@ -110,44 +139,27 @@ class PlotsWidget(QWidget):
             self.canvas = self._new_canvas(figure)
         self._layout.addWidget(self.canvas)
         self.canvas.show()
-        self.canvas.draw_idle()
+        self.canvas.render(prepare)
 
-    def _new_canvas(self, figure: Figure) -> FigureCanvasQTAgg:
-        canvas = FigureCanvasQTAgg(figure)
+    def _new_canvas(self, figure: Figure) -> BackgroundCanvas:
+        canvas = BackgroundCanvas(figure)
         canvas.setMinimumHeight(260)
         canvas.mpl_connect("pick_event", self._on_pick)
         return canvas
 
     def _show_training(self) -> None:
-        """The live loss plot: one persistent figure whose lines get new data (cheap to redraw)."""
-        history = self.session.training_history
+        """The live loss plot: one persistent figure whose lines get new data (cheap to redraw).
+
+        The lines are updated and drawn in the canvas's render thread, from a copy of the history.
+        """
+        history = list(self.session.training_history)
         if not history:
             self.status.setText("No training yet: train a model in the Model widget to see its losses here.")
             self._show(None)
             return
-        figure = self._training_figure
-        ax = figure.axes[0]
-        keys = [k for k in history[-1]["metrics"] if k not in NOT_LOSSES and not k.startswith("val_")]
-        lines = {line.get_label(): line for line in ax.get_lines()}
-        for key in keys:
-            points = np.array([(row["step"], row["metrics"][key]) for row in history if key in row["metrics"]])
-            line = lines.get(key)
-            if line is None:
-                (line,) = ax.plot([], [], linewidth=1.2, label=key)
-                ax.legend(fontsize=7, frameon=False, loc="upper right")
-            line.set_data(points[:, 0], points[:, 1])
-        for label, line in lines.items():
-            if label not in keys:
-                line.remove()
-        positive = all(row["metrics"].get(k, 1.0) > 0 for row in history for k in keys)
-        ax.set_yscale("log" if keys and positive else "linear")
-        ax.relim()
-        ax.autoscale_view()
-        last = history[-1]
-        ax.set_title(f"training: step {last['step']}" + (f" of {last['total']}" if last.get("total") else ""),
-                     fontsize=9)
         self.status.setText("")
-        self._show(figure)
+        figure = self._training_figure
+        self._show(figure, prepare=lambda: update_training_figure(figure, history))
 
     def _new_training_figure(self) -> Figure:
         figure = Figure(figsize=(5.0, 3.2))
@@ -203,10 +215,6 @@ class PlotsWidget(QWidget):
             if self.view.currentText() == "training losses" and not self._redraw_timer.isActive():
                 self._redraw_timer.start()
         elif what == "training_started":
-            self._training_figure = self._new_training_figure()
-            if self._training_canvas is not None:
-                self._training_canvas.figure = self._training_figure
-                self._training_figure.set_canvas(self._training_canvas)
             self.view.setCurrentText("training losses")
             self.refresh()
         elif what in ("eigen", "model"):

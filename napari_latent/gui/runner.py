@@ -29,6 +29,7 @@ from napari.utils.notifications import notification_manager, show_error, show_in
 
 from ..errors import UserInputError
 from ..progress import Operation, ProgressEvent, StopFlag
+from . import quiet_gc
 
 #: Seconds between progress updates sent to the GUI thread.
 UPDATE_INTERVAL = 0.2
@@ -78,6 +79,27 @@ def format_metrics(metrics: dict[str, float], limit: int = 6) -> str:
     return ", ".join(parts)
 
 
+def _fix_status_size(label: Label, fixed: bool, lines: int = 2) -> None:
+    """While a run updates it, give the status line a fixed height and a width set by the dock.
+
+    Otherwise every new status text changes the label's size hint and Qt lays out the whole
+    main window again (napari's canvas included) at every progress update. At the end of a
+    run the label wraps and grows again, so that a long final message is readable.
+    """
+    from qtpy.QtWidgets import QSizePolicy
+
+    native = label.native
+    if fixed:
+        native.setWordWrap(False)
+        native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
+    else:
+        native.setMinimumHeight(0)
+        native.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX
+        native.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Preferred)
+        native.setWordWrap(True)
+
+
 class ProgressPanel(Container):
     """A progress bar, a status line and a Cancel button."""
 
@@ -94,6 +116,7 @@ class ProgressPanel(Container):
         self.bar.visible = True
         self.cancel_button.visible = True
         self.cancel_button.enabled = True
+        _fix_status_size(self.status, True)
         self.status.value = f"{title}: starting"
 
     def update(self, event: ProgressEvent, title: str) -> None:
@@ -114,6 +137,7 @@ class ProgressPanel(Container):
         self.bar.visible = False
         self.cancel_button.visible = False
         self.cancel_button.enabled = False
+        _fix_status_size(self.status, False)
         self.status.value = message
 
 
@@ -181,6 +205,7 @@ class OperationRunner:
         self.worker = worker
         if self.on_busy is not None:
             self.on_busy(True)
+        quiet_gc.hold()
         worker.start()
 
     def cancel(self) -> None:
@@ -243,6 +268,7 @@ class OperationRunner:
 
     def _on_finished(self) -> None:
         self.worker = None
+        quiet_gc.release()
         if self.on_busy is not None:
             self.on_busy(False)
 

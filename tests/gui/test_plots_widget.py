@@ -86,6 +86,7 @@ def test_training_losses_are_plotted_live_from_the_model_widget(make_napari_view
     assert len(history) >= 2 and history[-1]["step"] > history[0]["step"]
     qtbot.waitUntil(lambda: plots.figure is not None, timeout=5_000)
     plots.refresh()
+    plots.canvas.wait()  # the lines get their data in the render thread
     lines = {line.get_label(): line for line in plots.figure.axes[0].get_lines()}
     assert "loss" in lines
     steps = [row["step"] for row in history if "loss" in row["metrics"]]
