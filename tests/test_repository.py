@@ -53,7 +53,7 @@ def test_manifest_is_valid() -> None:
     manifest = PluginManifest.from_file(ROOT / "napari_latent" / "napari.yaml")
     assert manifest.name == "napari-latent"
     assert manifest.contributions.readers
-    assert {s.key for s in manifest.contributions.sample_data} >= {"healthy_phantom", "disease_phantom"}
+    assert {s.key for s in manifest.contributions.sample_data} >= {"healthy_phantom", "disease_phantom", "demo_result"}
 
 
 def test_the_public_contract_is_importable_without_napari() -> None:

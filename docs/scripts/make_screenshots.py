@@ -72,8 +72,42 @@ def invert_widget_screenshot() -> Path:
     widget.runner.wait(timeout=1800)
     viewer.grid.enabled = True
     viewer.dims.current_step = (70, 64, 64)
+    _process_events()  # lay out the dock first, so that the view fits the canvas that is left
     viewer.reset_view()
     path = IMAGES / "napari_invert_widget.png"
+    _process_events()
+    viewer.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
+def demo_result_screenshot() -> Path:
+    """The "Demo result" sample: component 2 on the subject, the Plots dock with the eigenvectors."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_latent.gui.session import get_session
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-latent", "demo_result")
+    session = get_session(viewer)
+    while session.background_workers:  # the traversal, computed in the background
+        QApplication.processEvents()
+    _, plots = viewer.window.add_plugin_dock_widget("napari-latent", "8 Plots")
+    subject = next(layer for layer in viewer.layers if layer.name.endswith("(healthy)"))
+    traversal = viewer.layers[f"{subject.name} traversal"]
+    viewer.layers[f"{traversal.name} difference"].visible = False
+    component = viewer.layers["demo eigen component 2"]
+    viewer.layers.selection.active = component
+    for layer in viewer.layers:  # component 2 (the paper's dynamic component) on the anatomy
+        layer.visible = layer in (subject, component)
+    step = list(viewer.dims.current_step)
+    step[0], step[1] = len(session.results["traversal"].alphas) - 1, traversal.data.shape[1] // 2 + 4
+    viewer.dims.current_step = tuple(step)
+    _process_events()
+    viewer.reset_view()
+    plots.canvas.wait()  # the plot renders in a background thread
+    path = IMAGES / "napari_sample_demo_result.png"
     _process_events()
     viewer.screenshot(str(path), canvas_only=False)
     viewer.close()
@@ -100,6 +134,7 @@ if __name__ == "__main__":
     # keep napari's PyQt5 deprecation toast out of the pictures
     warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")
 
-    shots = {"sample": sample_data_screenshot, "model": model_widget_screenshot, "invert": invert_widget_screenshot}
+    shots = {"sample": sample_data_screenshot, "model": model_widget_screenshot, "invert": invert_widget_screenshot,
+             "demo_result": demo_result_screenshot}
     for name in sys.argv[1:] or list(shots):
         print(shots[name]())

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ..analysis.plots import figure_eigenvectors, figure_spectrum
 from .background_canvas import BackgroundCanvas
@@ -99,6 +99,8 @@ class PlotsWidget(QWidget):
         self._redraw_timer.timeout.connect(self.refresh)
         self.view.currentTextChanged.connect(lambda _text: self.refresh())
         self.session.changed.connect(self._on_session_changed)
+        if not self.session.training_history and self.session.results.get("eigen") is not None:
+            self.view.setCurrentText("eigenvectors")  # docked after an eigen analysis (or the demo sample)
         self.refresh()
 
     @property
@@ -144,6 +146,9 @@ class PlotsWidget(QWidget):
     def _new_canvas(self, figure: Figure) -> BackgroundCanvas:
         canvas = BackgroundCanvas(figure)
         canvas.setMinimumHeight(260)
+        canvas.setMinimumWidth(440)
+        # the dock decides the width (the figure follows), not the figure's inches
+        canvas.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
         canvas.mpl_connect("pick_event", self._on_pick)
         return canvas
 

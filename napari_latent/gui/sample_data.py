@@ -1,10 +1,23 @@
-"""npe2 sample data: one healthy and one disease (MS-like) brain phantom."""
+"""npe2 sample data: a healthy and a disease (MS-like) brain phantom, and the demo's ready result."""
 
 from __future__ import annotations
 
-from ..volumes.io import Volume
+import json
+from pathlib import Path
+from typing import Any
+
+from ..analysis.eigen import EigenResult
+from ..latent.codes import LatentCodes
+from ..latent.directions import Directions
+from ..latent.traversal import Traversal
+from ..volumes.io import Volume, open_volume
 from ..volumes.phantoms import Phantom, PhantomFactors, make_phantom
+from . import quiet_gc
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
+from .reader import attach_to_session
+from .result_layers import eigen_layer_data
+from .session import get_session
+from .traverse_widget import show_traversal
 
 SAMPLE_SIZE = 128
 
@@ -32,3 +45,70 @@ def healthy_phantom() -> list[LayerDataTuple]:
 def disease_phantom() -> list[LayerDataTuple]:
     """An MS-like brain phantom (enlarged ventricles, atrophy, lesions) with its tissue labels."""
     return _layers(make_phantom(DISEASE, size=SAMPLE_SIZE, seed=1), "disease phantom")
+
+
+#: The bundled result of the README's demo (see docs/scripts/make_demo_sample.py).
+DEMO_RESULT = Path(__file__).parent / "data" / "demo_result"
+
+
+def _demo_files() -> tuple[Volume, LatentCodes, Directions, EigenResult, dict[str, Any]]:
+    folder = DEMO_RESULT
+    info = json.loads((folder / "sample.json").read_text(encoding="utf-8"))
+    volume = open_volume(folder / "subject.nii.gz")
+    volume = Volume(volume.data, volume.affine, path=volume.path, name=f"demo {info['subject_name']} (healthy)")
+    return (volume, LatentCodes.load(folder / "codes.safetensors"), Directions.load(folder / "directions.safetensors"),
+            EigenResult.load(folder / "eigen"), info)
+
+
+def demo_result() -> list[LayerDataTuple]:
+    """The README demo's result, ready: a healthy phantom and the eigencomponents of its healthy-to-disease traversal.
+
+    Opens at once with the subject and the component maps of the bundled eigen analysis (the
+    paper's dynamic component shown, the others hidden), and makes the demo model, the
+    subject's codes, the supervised direction and the eigen result the session's, so the
+    Explore, Traverse, Eigen, Plots and Export widgets can go on from there. The 4D
+    traversal itself is recomputed from the codes in a background thread (a few seconds)
+    and appears as a layer when it is ready.
+    """
+    volume, codes, directions, eigen, info = _demo_files()
+    layers = [volume_layer_data(volume, colormap="gray"),
+              *eigen_layer_data(eigen, prefix="demo eigen", path=str(DEMO_RESULT / "eigen"))]
+    viewer = current_viewer()
+    if viewer is not None:
+        _attach_demo(viewer, volume, codes, directions, eigen, info)
+    return layers
+
+
+def current_viewer() -> Any:
+    """napari's current viewer, or None."""
+    import napari
+
+    return napari.current_viewer()
+
+
+def _attach_demo(viewer: Any, volume: Volume, codes: LatentCodes, directions: Directions, eigen: EigenResult,
+                 info: dict[str, Any]) -> None:
+    """The demo's model, codes, direction and eigen result to the session; the traversal in the background."""
+    from napari.qt.threading import create_worker
+
+    from ..latent.traversal import traverse
+    from ..models.checkpoint import load_model
+
+    model = load_model("demo", device="cpu")
+    attach_to_session(viewer, "model", model, "demo")
+    attach_to_session(viewer, "codes", codes, layer_name=volume.name)
+    attach_to_session(viewer, "directions", directions)
+    attach_to_session(viewer, "eigen", eigen)
+    session = get_session(viewer)
+
+    def compute() -> Traversal:
+        return traverse(model, codes, directions, info["alphas"], index=int(info["direction_index"]),
+                        units=info["units"], source=volume)
+
+    worker = create_worker(compute, _start_thread=False)
+    worker.returned.connect(lambda traversal: show_traversal(viewer, traversal, volume.name))
+    worker.finished.connect(quiet_gc.release)
+    session.background_workers.append(worker)
+    worker.finished.connect(lambda: session.background_workers.remove(worker))
+    quiet_gc.hold()
+    worker.start()

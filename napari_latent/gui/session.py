@@ -35,6 +35,9 @@ class Session:
     training_history : list of dict
         Progress of the current (or last) training run: ``step``, ``total`` and
         ``metrics`` of each event the Model widget received (for the live loss plot).
+    background_workers : list
+        Workers started outside the widgets (the demo sample's traversal), kept here until
+        they finish.
     """
 
     changed = Signal(str)
@@ -46,6 +49,7 @@ class Session:
         self.results: dict[str, Any] = {}
         self.training_history: list[dict[str, Any]] = []
         self.script = SessionScript()
+        self.background_workers: list[Any] = []
 
     def set_model(self, model: Any, source: str) -> None:
         """Make ``model`` the session's model (results that depend on the old one are dropped)."""

@@ -39,6 +39,54 @@ def _codes_store(session: Any) -> dict[str, LatentCodes]:
     return dict(store) if isinstance(store, dict) else {}
 
 
+def label_alpha_axis(viewer: Any) -> None:
+    """Name the viewer's first axis "alpha" when it shows a 4D traversal."""
+    dims = viewer.dims
+    if dims.ndim == 4:
+        labels = list(dims.axis_labels)
+        labels[0] = "alpha"
+        dims.axis_labels = labels
+
+
+def show_traversal(viewer: Any, traversal: Traversal, source_name: str) -> Any:
+    """Add (or update) a traversal's 4D layer and its difference overlay; the session's result.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    traversal : Traversal
+        At least one alpha.
+    source_name : str
+        The layer of the traversed volume (its contrast limits are reused when it is shown).
+
+    Returns
+    -------
+    napari.layers.Image
+        The traversal layer (named ``"<source_name> traversal"``).
+    """
+    source = next((layer for layer in viewer.layers if layer.name == source_name), None)
+    direction = traversal.direction.name if traversal.direction is not None else "direction"
+    name = f"{source_name} traversal"
+    layer_data = traversal_layer_data(traversal, name)
+    if source is not None:
+        layer_data[1]["contrast_limits"] = list(source.contrast_limits)
+    layer = add_or_update_layer(viewer, layer_data)
+    differences = traversal.images - traversal.baseline[None]
+    extra = {"kind": "traversal_difference", "source_layer": source_name, "direction": direction,
+             "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index)}
+    limits = symmetric_limits(differences, np.broadcast_to(traversal.modelled_mask(), differences.shape))
+    data, kwargs, kind = grid_layer_data(differences, traversal.grid, f"{name} difference", leading=1,
+                                         extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
+                                         opacity=OVERLAY_OPACITY, blending="translucent")
+    kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
+    kwargs["axis_labels"] = layer_data[1].get("axis_labels")
+    add_or_update_layer(viewer, (data, kwargs, kind))
+    label_alpha_axis(viewer)
+    viewer.dims.set_current_step(0, traversal.baseline_index)
+    get_session(viewer).set_result("traversal", traversal)
+    return layer
+
+
 class TraverseWidget(Container):
     """Traverse the codes of an inverted layer along a direction; adds the traversal and difference layers.
 
@@ -176,34 +224,9 @@ class TraverseWidget(Container):
     def _on_traversed(self, traversal: Traversal) -> str:
         if len(traversal) == 0:
             return "Traversal cancelled before the first alpha"
-        source = next((layer for layer in self.viewer.layers if layer.name == self._source_name), None)
-        direction = traversal.direction.name if traversal.direction is not None else "direction"
-        name = f"{self._source_name} traversal"
-        layer_data = traversal_layer_data(traversal, name)
-        if source is not None:
-            layer_data[1]["contrast_limits"] = list(source.contrast_limits)
-        layer = add_or_update_layer(self.viewer, layer_data)
-        differences = traversal.images - traversal.baseline[None]
-        extra = {"kind": "traversal_difference", "source_layer": self._source_name, "direction": direction,
-                 "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index)}
-        limits = symmetric_limits(differences, np.broadcast_to(traversal.modelled_mask(), differences.shape))
-        data, kwargs, kind = grid_layer_data(differences, traversal.grid, f"{name} difference", leading=1,
-                                             extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
-                                             opacity=OVERLAY_OPACITY, blending="translucent")
-        kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
-        kwargs["axis_labels"] = layer_data[1].get("axis_labels")
-        add_or_update_layer(self.viewer, (data, kwargs, kind))
-        self._label_alpha_axis()
-        self.viewer.dims.set_current_step(0, traversal.baseline_index)
-        self.session.set_result("traversal", traversal)
+        show_traversal(self.viewer, traversal, self._source_name)
         self.session.script.record("traverse", self._script_lines, show={"traversal": "traversal"})
+        direction = traversal.direction.name if traversal.direction is not None else "direction"
         stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""
         return (f"Traversed {self._source_name} along {direction!r}: {len(traversal)} alphas from "
                 f"{traversal.alphas[0]:g} to {traversal.alphas[-1]:g} {traversal.units}{stopped}")
-
-    def _label_alpha_axis(self) -> None:
-        dims = self.viewer.dims
-        if dims.ndim == 4:
-            labels = list(dims.axis_labels)
-            labels[0] = "alpha"
-            dims.axis_labels = labels
