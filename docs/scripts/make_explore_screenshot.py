@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtWidgets import QApplication
 
 import napari_latent as nl
 from napari_latent.gui import show
@@ -27,7 +28,7 @@ def main() -> Path:
     codes = nl.invert(model, volume, method="encoder")
     directions = nl.discover(model, "pca", count=8)
     viewer = show(volume=volume, model=model, codes=codes, directions=directions, return_viewer=True,
-                  widgets=["6 Explore"])
+                  widgets=False)
     viewer.window._qt_window.resize(1500, 950)
     viewer.window._qt_window.show()
     _, explore = viewer.window.add_plugin_dock_widget("napari-latent", "6 Explore")
@@ -39,6 +40,16 @@ def main() -> Path:
     explore.set_values({0: 2.5, 1: -1.5})
     viewer.layers["disease phantom"].visible = False
     viewer.layers.selection.active = explore.preview_layer
+    for _ in range(5):  # lay out the dock, then fit the view into the canvas that is left
+        QApplication.processEvents()
+    viewer.reset_view()
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in QApplication.allWidgets():  # notification toasts
+        if isinstance(toast, NapariQtNotification):
+            toast.close()
+    for _ in range(5):
+        QApplication.processEvents()
     path = IMAGES / "napari_explore_widget.png"
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(path, explore.status.value)
@@ -47,4 +58,8 @@ def main() -> Path:
 
 
 if __name__ == "__main__":
+    import warnings
+
+    # keep napari's PyQt5 deprecation toast out of the picture
+    warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")
     main()
