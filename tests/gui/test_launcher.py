@@ -55,10 +55,10 @@ def test_show_with_files_fills_the_viewer_and_the_session(make_napari_viewer, re
     np.testing.assert_allclose(session.results["traversal"].alphas, results.traversal.alphas)
     assert session.results["eigen"].n_components == 3
     # the docked Explore widget starts from the session: sliders and a preview on the source grid
-    explore = viewer.window._dock_widgets["6 Explore (napari-latent)"].widget()
+    explore = viewer.window.dock_widgets["6 Explore (napari-latent)"]
     preview = viewer.layers["subject explore"]
     assert_on_grid(preview, source)
-    assert explore is not None
+    assert len(explore.sliders) == min(explore.count.value, len(results.directions)) > 0
 
 
 def test_show_with_objects(make_napari_viewer, results) -> None:
