@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,19 @@ def test_screenshot_of_a_shown_viewer_is_not_black(make_napari_viewer, results) 
     gray = shot[..., :3].astype(np.float64)
     assert gray.std() > 10, f"screenshot looks blank (std {gray.std():.2f})"
     assert gray.mean() > 5
+
+
+@pytest.mark.slow
+def test_the_documented_example_session_runs(tmp_path: Path) -> None:
+    """docs/scripts/example_session.py, as docs/scripts.md tells users to run it (without the event loop)."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "example_session.py"
+    done = subprocess.run([sys.executable, str(script), "--no-run", "--size", "48"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    layers = done.stdout.split("layers:", 1)[1]
+    for name in ("disease phantom", "traversal pca 1", "eigen component 2", "disease phantom explore"):
+        assert name in layers
