@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 
 from ..device import available_devices
 from ..errors import UserInputError
@@ -53,13 +53,14 @@ class ModelWidget(Container):
         self.batch_size = SpinBox(label="batch size", min=2, max=4096, value=32)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.output = FileEdit(label="save as", mode="w", filter="*.safetensors")
+        self.overwrite = CheckBox(text="replace an existing file", value=False)
         self.train_button = PushButton(text="Train")
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, self._set_busy)
         super().__init__(widgets=[
             self.info, self.checkpoint, self.load_button, self.demo_button,
             Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.epochs,
-            self.latent_dim, self.batch_size, self.device, self.output, self.train_button, self.panel,
+            self.latent_dim, self.batch_size, self.device, self.output, self.overwrite, self.train_button, self.panel,
         ])
         self.load_button.changed.connect(lambda: self.load())
         self.demo_button.changed.connect(lambda: self.load_demo())
@@ -106,6 +107,8 @@ class ModelWidget(Container):
         output = str(self.output.value)
         if output in ("", "."):
             raise UserInputError("choose where to save the model (a .safetensors file)")
+        if Path(output).exists() and not self.overwrite.value:
+            raise UserInputError(f"{output} exists: tick 'replace an existing file' or choose another name")
         settings = TrainSettings(epochs=int(self.epochs.value), batch_size=int(self.batch_size.value),
                                  device=str(self.device.value))
         settings.validate()

@@ -89,3 +89,19 @@ def test_bad_input_becomes_a_message_not_a_crash(widget: ModelWidget, tmp_path: 
     bad.write_bytes(b"not a model")
     assert widget.load(bad) is None
     assert "not a napari-latent model file" in widget.panel.status.value
+
+
+def test_an_existing_model_file_is_replaced_only_when_asked(widget: ModelWidget, tiny_cohort: Path,
+                                                            tmp_path: Path) -> None:
+    existing = tmp_path / "kept.safetensors"
+    existing.write_bytes(b"an earlier model")
+    _configure(widget, tiny_cohort, existing, epochs=1)
+    widget.train()
+    assert not widget.runner.running
+    assert "exists" in widget.panel.status.value and "replace an existing file" in widget.panel.status.value
+    assert existing.read_bytes() == b"an earlier model"
+    widget.overwrite.value = True
+    widget.train()
+    widget.runner.wait(timeout=300)
+    assert widget.runner.last_error is None
+    assert existing.read_bytes() != b"an earlier model"
