@@ -35,10 +35,35 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+#: Options whose value may start with a minus sign (negative alphas: ``--alphas -3:3:7``).
+SIGNED_VALUE_OPTIONS = ("--alphas",)
+
+
+def join_signed_values(argv: Sequence[str]) -> list[str]:
+    """``["--alphas", "-3:3:7"]`` becomes ``["--alphas=-3:3:7"]``, which argparse reads as a value.
+
+    argparse takes a word that starts with ``-`` and is not a plain negative number for an
+    option, so a range of alphas that starts below zero would otherwise be refused.
+    """
+    out: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = words[i + 1] if i + 1 < len(words) else ""
+        if word in SIGNED_VALUE_OPTIONS and value[:1] == "-" and (value[1:2].isdigit() or value[1:2] == "."):
+            out.append(f"{word}={value}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_signed_values(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

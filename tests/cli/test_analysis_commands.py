@@ -75,7 +75,7 @@ def test_traverse_with_saved_codes_and_a_weighted_sum(files: dict[str, Path], tm
                  "--device", "cpu", "--quiet"]) == 0
     out = tmp_path / "sum.nii.gz"
     assert main(["traverse", "demo", str(files["volume"]), "--directions", str(files["dirs"]), "--codes", str(codes),
-                 "--index", "0=1,2=1", "--alphas=-1,0,1", "--units", "sd", "--out", str(out), "--quiet",
+                 "--index", "0=1,2=1", "--alphas", "-1,0,1", "--units", "sd", "--out", str(out), "--quiet",
                  "--device", "cpu"]) == 0
     assert "traversed" in capsys.readouterr().out
     back = Traversal.load(out)

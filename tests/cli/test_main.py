@@ -101,3 +101,14 @@ def test_phantoms_bad_size_is_a_one_line_error(tmp_path: Path, capsys: pytest.Ca
     assert main(["phantoms", str(tmp_path / "x"), "--size", "4", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "size" in err
+
+
+def test_a_negative_alpha_range_is_read_as_the_value_of_alphas() -> None:
+    from napari_latent.cli import join_signed_values
+
+    assert join_signed_values(["traverse", "m", "v", "--alphas", "-3:3:7", "--out", "o"]) == \
+        ["traverse", "m", "v", "--alphas=-3:3:7", "--out", "o"]
+    assert join_signed_values(["--alphas", "-.5,0,.5"]) == ["--alphas=-.5,0,.5"]
+    # an option after --alphas stays an option (argparse then says the value is missing)
+    assert join_signed_values(["--alphas", "--out", "o"]) == ["--alphas", "--out", "o"]
+    assert join_signed_values(["--alphas=0:1:3"]) == ["--alphas=0:1:3"]
