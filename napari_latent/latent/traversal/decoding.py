@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ import torch
 from ...device import get_device
 from ...errors import UserInputError
 from ...models.base import GenerativeModel
+from ...models.inference_rewrites import rewrite_for_inference
 from ...volumes.io import Volume
 from ...volumes.slicing import SliceGeometry, _paste, resize_images
 
@@ -23,8 +25,11 @@ def default_batch_size(device: torch.device) -> int:
 class _Decoder:
     """Batched, gradient-free decoding by a private eval-mode copy of a model.
 
-    The copy lives on ``device`` (the model's own by default); on the CPU it uses the
-    channels-last memory format when that agrees with the plain layout on ``probe`` codes.
+    The copy lives on ``device`` (the model's own by default). It is rewritten for inference
+    (:func:`~napari_latent.models.inference_rewrites.rewrite_for_inference`: nearest
+    upsampling plus 3x3 convolution as one transposed convolution, SiLU in place) and, on the
+    CPU, uses the channels-last memory format; each change is kept only when the copy still
+    agrees with the model on ``probe`` codes (to 1e-4).
     """
 
     def __init__(self, model: GenerativeModel, space: str, batch_size: int | None, bf16: bool, channels_last: bool,
@@ -38,21 +43,37 @@ class _Decoder:
         self.model = copy.deepcopy(model).to(self.device).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
-        if channels_last and self.device.type == "cpu":
-            self._try_channels_last(probe[:2].to(self.device))
-
-    def _try_channels_last(self, probe: torch.Tensor) -> None:
-        """Switch the copy to channels-last if it runs and agrees with the plain layout on ``probe``."""
+        probe = probe[:2].to(self.device)
         with torch.inference_mode():
-            reference = self.model.decode(probe, self.space).float()
+            self._reference = self.model.decode(probe, self.space).float()
+        self.rewritten = self._try(probe, self._rewrite, None)
+        self.channels_last = channels_last and self.device.type == "cpu" and self._try(
+            probe, lambda: self.model.to(memory_format=torch.channels_last),
+            lambda: self.model.to(memory_format=torch.contiguous_format))
+        del self._reference
+
+    def _rewrite(self) -> None:
+        self._plain = copy.deepcopy(self.model)
+        if rewrite_for_inference(self.model) == 0:
+            raise RuntimeError("nothing to rewrite")
+
+    def _try(self, probe: torch.Tensor, change: Any, undo: Any) -> bool:
+        """Apply ``change`` to the copy; keep it if the copy still agrees with the model on ``probe``."""
+        with torch.inference_mode():
             try:
-                self.model.to(memory_format=torch.channels_last)
+                change()
                 candidate = self.model.decode(probe, self.space).float()
-                agrees = candidate.shape == reference.shape and float((candidate - reference).abs().max()) <= 1e-4
+                agrees = candidate.shape == self._reference.shape and \
+                    float((candidate - self._reference).abs().max()) <= 1e-4
             except RuntimeError:
                 agrees = False
         if not agrees:
-            self.model.to(memory_format=torch.contiguous_format)
+            if undo is not None:
+                undo()
+            elif getattr(self, "_plain", None) is not None:
+                self.model = self._plain
+        self._plain = None
+        return agrees
 
     def __call__(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode ``(m, d)`` codes to ``(m, 1, S, S)`` float32 CPU images."""
