@@ -72,11 +72,14 @@ def tiny_vae(tiny_cohort: Path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def phantom_cohort_64(tmp_path_factory) -> Path:
-    """A labelled cohort of 16 phantom subjects at the demo model's resolution (64 cubed; 8 healthy, 8 disease)."""
+    """A labelled cohort of 32 phantom subjects at the demo model's resolution (64 cubed; 16 healthy, 16 disease).
+
+    Seed 0, the demo's. 32 subjects, not 16: with 12 training subjects the supervised direction's held-out
+    accuracy ranged 0.56-0.93 over cohort seeds (measured 2026-12-01); with 24 it is 0.68-0.89."""
     from napari_latent.volumes.phantoms import make_phantom_cohort
 
     folder = tmp_path_factory.mktemp("cohort64")
-    make_phantom_cohort(folder, n_subjects=16, size=64, seed=5, write_labels=False)
+    make_phantom_cohort(folder, n_subjects=32, size=64, seed=0, write_labels=False)
     return folder
 
 

@@ -15,8 +15,42 @@ codes never vary along (collapsed VAE dimensions, which the decoder ignores) wou
 otherwise let the classifier separate the groups by tiny, meaningless differences, and a
 traversal along such a normal would change nothing in the images.
 
-The second direction returned is the plain difference of the group means of the codes,
-normalised: simple, and a useful baseline against the classifier's normal.
+Which slices
+------------
+A volume's slices do not all show the disease: the slices above and below the brain, or
+through parts of it without the affected anatomy, look the same in both groups, and one
+hyperplane through the codes of *all* slices mostly fits slice position and the subjects'
+nuisance (head size, pose, contrast) instead. The classifier is therefore trained, and its
+accuracy measured, on a band of slice positions (``slices``; positions run 0..1 over each
+volume's kept slices):
+
+``"auto"`` (default)
+    Of every slice and the bands of width 0.1 (starting every 0.05, each holding at least 3
+    slices of every subject: volumes of fewer than about 25 kept slices always use every
+    slice), the candidate with the best cross-validated accuracy *among the
+    training subjects*: leave-subjects-out cross-validation (one fold per subject of the
+    smaller group, each fold holding out subjects of both groups) with the same
+    classifier; on a tie, every slice. The held-out subjects play no part in the choice,
+    so their accuracy stays an honest estimate. With fewer than two training subjects in a
+    group there is nothing to cross-validate, and every slice is used.
+``"all"``
+    Every slice (the behaviour before the band existed).
+``(low, high)``
+    A fixed band of positions.
+
+Measured with the bundled demo VAE on phantom cohorts (16 disease, 16 healthy subjects, 64
+cubed, seeds 0, 1, 2, 3, 5; mean over 10 subject splits): held-out slice accuracy 0.75-0.87
+with ``"auto"`` against 0.50-0.64 with ``"all"`` (labels shuffled across subjects:
+0.46-0.55). The automatic band lands at the level of the lateral ventricles (positions
+about 0.55-0.7), where the phantoms' disease (enlarged ventricles, periventricular
+lesions) is visible. See ``docs/directions.md`` for the table.
+
+The result is still one linear direction in the model's code space (InterFaceGAN's
+hyperplane normal); the band only decides which codes train and test it. A traversal moves
+every slice of a volume along it.
+
+The second direction returned is the plain difference of the group means of the codes
+(within the band), normalised: simple, and a useful baseline against the classifier's normal.
 
 Labels are the ``group`` column of the cohort table (two groups), or a numeric column
 split at a quantile (above: positive).
@@ -130,6 +164,80 @@ def _classifier(kind: str, strength: float, seed: int) -> Any:
     raise UserInputError(f"unknown classifier {kind!r}; use one of {', '.join(CLASSIFIERS)}")
 
 
+#: Width of the automatic slice band, and the spacing of its candidate starts (relative positions).
+SLICE_BAND = 0.1
+SLICE_BAND_STEP = 0.05
+#: Slices of every subject a candidate band must hold (fewer: too little to train on, too noisy to score).
+MIN_BAND_SLICES = 3
+
+
+def _fit_normal(codes: np.ndarray, labels: np.ndarray, kind: str, strength: float,
+                seed: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The classifier's (unnormalised) weights in code space, its offset, and the informative subspace's mean."""
+    mean, basis = informative_subspace(codes)
+    model_ = _classifier(kind, strength, seed)
+    model_.fit((codes - mean) @ basis, labels)
+    return basis @ np.asarray(model_.coef_, dtype=np.float64).ravel(), float(model_.intercept_[0]), mean
+
+
+def subject_folds(subjects: np.ndarray, labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Folds of subjects for cross-validation: one per subject of the smaller group, each with both groups."""
+    rng = np.random.default_rng(seed)
+    groups = [rng.permutation(subjects[labels == value]) for value in (0, 1)]
+    count = min(len(g) for g in groups)
+    return [np.concatenate(parts) for parts in zip(*(np.array_split(g, count) for g in groups))]
+
+
+def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, position: np.ndarray,
+                      kind: str = "svm", strength: float = 1.0, seed: int = 0, width: float = SLICE_BAND,
+                      step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
+    """The band of slice positions ``(low, high)`` the classifier separates best, and its cross-validated accuracy.
+
+    The candidates are every slice ``(0, 1)`` and the bands of ``width`` starting every
+    ``step``; a band counts only when every subject has at least :data:`MIN_BAND_SLICES`
+    slices in it. Only the given
+    (training) codes are used, in the leave-subjects-out folds of :func:`subject_folds`; on a
+    tie the wider candidate wins. Returns ``(0, 1, None)`` when a group has fewer than two
+    subjects.
+    """
+    subjects = np.unique(subject)
+    per_subject = np.array([labels[subject == s][0] for s in subjects])
+    if np.bincount(per_subject, minlength=2).min() < 2:
+        return 0.0, 1.0, None
+    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
+    starts = np.arange(0.0, 1.0 - width + 1e-9, step)
+    best: tuple[float, float, float] | None = None
+    for low, high in [(0.0, 1.0)] + [(round(float(a), 6), round(float(a + width), 6)) for a in starts]:
+        band = (position >= low) & (position <= high)
+        if min(int((band & (subject == s)).sum()) for s in subjects) < MIN_BAND_SLICES:
+            continue
+        correct = 0
+        for held_out in folds:
+            test, train = band & held_out, band & ~held_out
+            weights, intercept, mean = _fit_normal(codes[train], labels[train], kind, strength, seed)
+            correct += int((((codes[test] - mean) @ weights + intercept > 0).astype(int) == labels[test]).sum())
+        accuracy = correct / int(band.sum())
+        if best is None or accuracy > best[0] + 1e-9:
+            best = (accuracy, low, high)
+    assert best is not None  # (0, 1) always qualifies
+    return best[1], best[2], best[0]
+
+
+def _band(slices: str | tuple[float, float]) -> tuple[float, float] | str:
+    if isinstance(slices, str):
+        if slices not in ("auto", "all"):
+            raise UserInputError(f"slices must be 'auto', 'all' or a (low, high) band of positions, got {slices!r}")
+        return slices
+    try:
+        low, high = (float(v) for v in slices)
+    except (TypeError, ValueError):
+        raise UserInputError(f"slices must be 'auto', 'all' or a (low, high) band of positions, got {slices!r}") \
+            from None
+    if not 0.0 <= low < high <= 1.0:
+        raise UserInputError(f"the slice band ({low}, {high}) must satisfy 0 <= low < high <= 1")
+    return low, high
+
+
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((scores > 0).astype(int) == labels))
 
@@ -140,8 +248,9 @@ def _held_out_scores(codes: np.ndarray, labels: np.ndarray, direction: np.ndarra
     mask = np.isin(per_code_subject, subjects)
     scores = codes[mask] @ direction + offset
     slice_accuracy = _accuracy(scores, labels[mask])
-    subject_scores = np.array([scores[per_code_subject[mask] == s].mean() for s in subjects])
-    subject_labels_ = np.array([labels[mask][per_code_subject[mask] == s][0] for s in subjects])
+    present = [s for s in subjects if (per_code_subject[mask] == s).any()]
+    subject_scores = np.array([scores[per_code_subject[mask] == s].mean() for s in present])
+    subject_labels_ = np.array([labels[mask][per_code_subject[mask] == s][0] for s in present])
     positive, negative = scores[labels[mask] == 1], scores[labels[mask] == 0]
     spread = np.sqrt(0.5 * (positive.var() + negative.var())) or 1.0
     return {"accuracy": slice_accuracy, "subject_accuracy": _accuracy(subject_scores, subject_labels_),
@@ -154,7 +263,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
                     data: str | os.PathLike[str] | Cohort | CohortCodes | None = None,
                     labels: str | os.PathLike[str] | None = None, column: str | None = None,
                     positive: str | None = None, quantile: float = 0.5, classifier: str = "svm",
-                    strength: float = 1.0, val_fraction: float = 0.25, condition: Directions | None = None,
+                    strength: float = 1.0, val_fraction: float = 0.25, slices: str | tuple[float, float] = "auto",
+                    condition: Directions | None = None,
                     inversion: str = "auto", steps: int = 100, seed: int = 0, count: int = 2,
                     stop: StopFlag | None = None) -> Operation[Directions]:
     """Supervised directions between two groups of volumes (see the module docstring).
@@ -180,6 +290,10 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         Inverse regularisation ``C`` of the classifier.
     val_fraction : float
         Fraction of subjects per group held out to measure accuracy.
+    slices : "auto", "all" or (float, float)
+        The band of relative slice positions whose codes train and test the classifier (see
+        the module docstring): chosen by cross-validation on the training subjects, every
+        slice, or a fixed band.
     condition : Directions, optional
         Directions to project out of the result (conditional manipulation).
     inversion, steps : str, int
@@ -192,11 +306,14 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     Returns
     -------
     Directions
-        Scores ``accuracy`` (held-out slices), ``subject_accuracy``, ``train_accuracy`` and
-        ``separation`` (d' of held-out projections); ``info`` names the groups and subjects.
+        Scores ``accuracy`` (held-out slices in the band), ``subject_accuracy``,
+        ``train_accuracy`` and ``separation`` (d' of held-out projections); ``info`` names the
+        groups and subjects and gives the band (``slices``) and, for ``"auto"``, its
+        cross-validated training accuracy (``band_cv_accuracy``).
     """
     if count not in (1, 2):
         raise UserInputError("the supervised method gives 1 or 2 directions (the normal, and the mean difference)")
+    band = _band(slices)
     if data is None:
         raise UserInputError("the supervised method needs labelled data (a folder of volumes with cohort.csv)")
     space = model.check_space(space or default_space(model))
@@ -214,11 +331,18 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     codes = cohort_codes.codes.double().numpy()
     code_labels = per_subject[cohort_codes.subject]
     train_mask = np.isin(cohort_codes.subject, train_subjects)
-    mean, basis = informative_subspace(codes[train_mask])
-    projected = (codes - mean) @ basis
-    model_ = _classifier(classifier, strength, seed)
-    model_.fit(projected[train_mask], code_labels[train_mask])
-    weights = basis @ np.asarray(model_.coef_, dtype=np.float64).ravel()
+    band_cv = None
+    if band == "auto":
+        low, high, band_cv = choose_slice_band(codes[train_mask], code_labels[train_mask],
+                                               cohort_codes.subject[train_mask], cohort_codes.position[train_mask],
+                                               classifier, strength, seed)
+    else:
+        low, high = (0.0, 1.0) if band == "all" else band
+    in_band = (cohort_codes.position >= low) & (cohort_codes.position <= high)
+    if not (in_band & ~train_mask).any() or len(np.unique(code_labels[in_band & train_mask])) < 2:
+        raise DataError(f"the slice band {low:g}..{high:g} leaves no slices of one group or of the held-out subjects")
+    train_mask &= in_band
+    weights, intercept, mean = _fit_normal(codes[train_mask], code_labels[train_mask], classifier, strength, seed)
     norm = np.linalg.norm(weights)
     if norm < 1e-12:
         raise DataError("the classifier found no separating direction (all weights are zero)")
@@ -226,7 +350,7 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     if condition is not None and condition.space != space:
         raise UserInputError(f"conditioning directions are in space {condition.space!r}, not {space!r}")
     normal = project_out(weights / norm, conditions)
-    offset = (float(model_.intercept_[0]) - float(weights @ mean)) / norm
+    offset = (intercept - float(weights @ mean)) / norm
     means = codes[train_mask & (code_labels == 1)].mean(0) - codes[train_mask & (code_labels == 0)].mean(0)
     mean_direction = project_out(means, conditions)
     midpoint = 0.5 * (codes[train_mask & (code_labels == 1)].mean(0) + codes[train_mask & (code_labels == 0)].mean(0))
@@ -234,7 +358,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     offsets = [offset if not conditions else -float(midpoint @ normal), -float(midpoint @ mean_direction)][:count]
     scores: dict[str, list[float]] = {"accuracy": [], "subject_accuracy": [], "separation": [], "train_accuracy": []}
     for vector, bias in zip(vectors, offsets):
-        held_out = _held_out_scores(codes, code_labels, vector, bias, val_subjects, cohort_codes.subject)
+        held_out = _held_out_scores(codes[in_band], code_labels[in_band], vector, bias, val_subjects,
+                                    cohort_codes.subject[in_band])
         for key, value in held_out.items():
             scores[key].append(value)
         scores["train_accuracy"].append(_accuracy(codes[train_mask] @ vector + bias, code_labels[train_mask]))
@@ -248,8 +373,11 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
             "train_subjects": [subjects[i] for i in train_subjects],
             "validation_subjects": [subjects[i] for i in val_subjects],
             "conditioned_on": condition.names if condition is not None else [],
-            "group_mean_distance": float(np.linalg.norm(means)), "subspace_dimensions": int(basis.shape[1])}
+            "group_mean_distance": float(np.linalg.norm(means)),
+            "subspace_dimensions": int(informative_subspace(codes[train_mask])[1].shape[1]),
+            "slices": [low, high], "band_cv_accuracy": band_cv}
     settings = {"classifier": classifier, "strength": strength, "val_fraction": val_fraction, "seed": seed,
+                "slices": slices if isinstance(slices, str) else [float(v) for v in slices],
                 "column": column, "quantile": quantile, "positive": positive_name, "inversion": inversion}
     return Directions(torch.from_numpy(np.stack(vectors)).float(), space, model.name, model.fingerprint, "supervised",
                       settings, names[:count], scores, code_std, info)

@@ -18,12 +18,10 @@ MIN_GAP = 0.5
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "not met on this cohort (16 subjects, 64^3, seed 5) with the demo VAE, measured 2026-12-01: the largest "
-    "image-angle gaps are axes 0.41 (z17, +3.7 deg), pca of the codes 0.15, sefa 0.004, and no factor regressor "
-    "reaches held-out R^2 0.5; on the docs' cohort (seed 0) pca of the codes (0.59/0.74) and axes (0.68/0.61) pass. "
-    "Strict: once it passes, remove this marker."))
 def test_an_unsupervised_method_isolates_rotation_or_ventricles(demo_cohort_codes) -> None:
+    """On the tests' cohort (32 subjects, 64 cubed, seed 0). Measured 2026-12-01 on 32-subject cohorts of seeds 1 and
+    5 too: axes z17 isolates rotation (gaps 0.76-0.83, rotation readout R^2 0.75-0.81; ventricle R^2 stays negative).
+    With 16 subjects it held on seed 0 and not on seed 5 (image-angle gaps axes 0.41, pca 0.15, sefa 0.004)."""
     model, codes = demo_cohort_codes
     readouts = fit_factor_readouts(codes)
     trusted = [f for f in TARGETS if readouts.r2[f] >= MIN_READOUT_R2] + [IMAGE_ROTATION]

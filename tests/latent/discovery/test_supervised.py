@@ -150,17 +150,20 @@ def test_bad_labels_are_clear_errors(model, tiny_cohort: Path, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_phantom_groups_are_separated_on_held_out_subjects(demo_cohort_codes) -> None:
-    """The demo VAE, 16 phantom subjects (64 cubed): held-out accuracy well above chance over 10 splits.
+    """The demo VAE, 32 phantom subjects (64 cubed, seed 0): held-out accuracy well above chance over 10 splits.
 
-    The phantoms' groups overlap (as in a real cohort) and only 4 subjects are held out per
+    The phantoms' groups overlap (as in a real cohort) and only 8 subjects are held out per
     split, so one split says little; the mean over splits is compared with the same
-    procedure on labels shuffled across subjects (chance).
+    procedure on labels shuffled across subjects (chance). The default slice band
+    (``slices="auto"``, chosen on the training subjects) is what makes this hold across cohort
+    seeds: measured 2026-12-01 on seeds 0-7 of this cohort, slice accuracy 0.68-0.89 (0.87 on
+    seed 0) against 0.50-0.64 with every slice (see docs/directions.md).
     """
     model, codes = demo_cohort_codes
     accuracy, subject_accuracy, shuffled = [], [], []
     rng = np.random.default_rng(0)
     groups = [s.group for s in codes.cohort.subjects]
-    assert sorted(groups).count("disease") == 8
+    assert sorted(groups).count("disease") == 16
     for seed in range(10):
         found = discover(model, "supervised", data=codes, seed=seed, count=1)
         accuracy.append(found.scores["accuracy"][0])
