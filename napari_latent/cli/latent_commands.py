@@ -65,6 +65,20 @@ def _factor_table(evaluation: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def slice_band(text: str) -> str | tuple[float, float]:
+    """``--slices``: ``auto``, ``all`` or ``LOW:HIGH`` relative slice positions (0..1)."""
+    if text in ("auto", "all"):
+        return text
+    parts = text.split(":")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise CliError(f"--slices {text!r}: use auto, all or LOW:HIGH (e.g. 0.5:0.7)") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise CliError(f"--slices {text!r}: a band LOW:HIGH needs 0 <= LOW < HIGH <= 1")
+    return low, high
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     """Discover latent directions of a model."""
     from .._atomic import write_json_atomic
@@ -85,10 +99,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
     accepted = method_settings(args.method)
     settings = parse_settings(args.set)
     for option, key in (("count", "count"), ("steps", "steps"), ("space", "space"), ("seed", "seed"),
-                        ("column", "column"), ("positive", "positive")):
+                        ("column", "column"), ("positive", "positive"), ("slices", "slices")):
         value = getattr(args, option)
         if value is None:
             continue
+        if option == "slices":
+            value = slice_band(value)
         if key not in accepted:
             raise CliError(f"method {args.method!r} has no --{option.replace('_', '-')} setting")
         settings[key] = value
@@ -187,6 +203,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--column", default=None, help="supervised: a numeric column split at its median instead of "
                    "'group'")
     p.add_argument("--positive", default=None, help="supervised: the group the direction points to")
+    p.add_argument("--slices", default=None, metavar="auto|all|LOW:HIGH",
+                   help="supervised: the slices that train and score the classifier: auto (default: the band of "
+                   "slice positions chosen by cross-validation on the training subjects), all, or a band of "
+                   "relative positions such as 0.5:0.7")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other method setting, e.g. --set deformator=proj --set classifier=logistic")

@@ -51,9 +51,10 @@ def test_sefa_prints_its_table_and_writes_directions_and_report(capsys, tmp_path
 def test_supervised_report_has_the_held_out_accuracy(capsys, tmp_path: Path, tiny_cohort: Path) -> None:
     out, report = tmp_path / "sup.safetensors", tmp_path / "sup.json"
     code, stdout, _ = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--out", str(out),
-                          "--report", str(report), "--no-evaluate")
+                          "--report", str(report), "--no-evaluate", "--slices", "0.2:0.8")
     assert code == 0
     data = json.loads(report.read_text())
+    assert data["info"]["slices"] == [0.2, 0.8] and data["settings"]["slices"] == [0.2, 0.8]
     assert 0.0 <= data["accuracy"] <= 1.0
     assert data["accuracy"] == data["directions"][0]["accuracy"]
     assert f"held-out accuracy: {data['accuracy']:.3f}" in stdout
@@ -101,6 +102,8 @@ def bad_cohorts(tiny_cohort: Path, tmp_path_factory) -> dict[str, Path]:
     ("one group only", ["--method", "supervised", "--data", "{one}"], "exactly two groups, found 1"),
     ("too few subjects", ["--method", "supervised", "--data", "{few}"], "too few subjects"),
     ("supervised without data", ["--method", "supervised"], "needs --data"),
+    ("a bad slice band", ["--method", "supervised", "--data", "{cohort}", "--slices", "0.7:0.2"], "0 <= LOW < HIGH"),
+    ("slices for another method", ["--method", "sefa", "--slices", "all"], "has no --slices setting"),
     ("space the model lacks", ["--method", "sefa", "--space", "w"], "has no latent space 'w'"),
     ("K > dim (sefa)", ["--method", "sefa", "--count", "33"], "only 32 dimensions"),
     ("K > dim (pca)", ["--method", "pca", "--count", "33"], "only 32 dimensions"),
