@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
+import numpy as np
 
 IMAGES = Path(__file__).resolve().parents[1] / "images"
 
@@ -102,7 +103,10 @@ def demo_result_screenshot() -> Path:
     for layer in viewer.layers:  # component 2 (the paper's dynamic component) on the anatomy
         layer.visible = layer in (subject, component)
     step = list(viewer.dims.current_step)
-    step[0], step[1] = len(session.results["traversal"].alphas) - 1, traversal.data.shape[1] // 2 + 4
+    # an axial slice in the middle of the supervised direction's slice band (ventricle level)
+    low, high = session.results["directions"].info["slices"]
+    modelled = np.flatnonzero(np.abs(np.asarray(component.data)).sum(axis=(1, 2)) > 0)
+    step[0], step[1] = len(session.results["traversal"].alphas) - 1, int(modelled[int(len(modelled) * (low + high) / 2)])
     viewer.dims.current_step = tuple(step)
     _process_events()
     viewer.reset_view()
