@@ -106,7 +106,8 @@ def demo_result_screenshot() -> Path:
     # an axial slice in the middle of the supervised direction's slice band (ventricle level)
     low, high = session.results["directions"].info["slices"]
     modelled = np.flatnonzero(np.abs(np.asarray(component.data)).sum(axis=(1, 2)) > 0)
-    step[0], step[1] = len(session.results["traversal"].alphas) - 1, int(modelled[int(len(modelled) * (low + high) / 2)])
+    middle = int(modelled[int(len(modelled) * (low + high) / 2)])
+    step[0], step[1] = len(session.results["traversal"].alphas) - 1, middle
     viewer.dims.current_step = tuple(step)
     _process_events()
     viewer.reset_view()

@@ -38,16 +38,20 @@ Speed and memory
 ----------------
 Codes are decoded in batches of ``batch_size`` images taken across slices *and* alphas
 (alpha-major), under ``torch.inference_mode``, by a private copy of the model in eval mode
-(the caller's model is never touched) and, on the CPU, in the channels-last memory format.
+(the caller's model is never touched), rewritten exactly for inference (each nearest
+upsampling + 3x3 convolution of the up path as one transposed convolution, see
+:mod:`napari_latent.models.inference_rewrites`) and, on the CPU, in the channels-last memory
+format.
 Measured with the bundled demo VAE (64 px) on this project's 2-core CPU: batching alone
 gains nothing over decoding one slice at a time (about 4.7 ms per image either way), the
 channels-last copy takes 1.2-2 ms per image (outputs agree to about 1e-6; the layout is
 checked against the plain one on the first codes and reverted if it does not agree to
 1e-4), and batches of 16 beat larger ones (caches), so 16 is the CPU default.
-``benchmarks/bench_traversal.py`` (128-cube volume, 15 alphas): 2.8x faster than the
-one-slice-per-alpha loop at identical output (2e-6 of the intensity window), the decoder at
-~210 GFLOP/s. ``bf16=True`` adds bfloat16 autocast: 4.2x, but images differ from fp32 by up
-to ~0.9% of the intensity window, so fp32 is the default.
+``benchmarks/bench_traversal.py`` (128-cube volume, 15 alphas, quiet machine): 2.7x faster
+than the one-slice-per-alpha loop at identical output (2e-6 of the intensity window), the
+decoder at ~214 GFLOP/s counted in the original network's FLOPs. ``bf16=True`` adds bfloat16
+autocast: 4.9x, but images differ from fp32 by up to ~0.9% of the intensity window, so fp32
+is the default.
 
 Streaming: a :class:`LazyTraversal` computes nothing up front. ``frame(i)`` decodes one alpha
 (one volume), ``iter_blocks`` yields slabs of slices with every alpha (for the chunked eigen
