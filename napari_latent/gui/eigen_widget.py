@@ -10,6 +10,7 @@ partial opacity) on the traversal's grid, so they sit on the anatomy; the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..latent.traversal import Traversal, TraversalDirection
 from ..progress import Operation, StopFlag
 from ..volumes.slicing import SliceGeometry
 from .invert_widget import add_or_update_layer
-from .layers import META_KEY, array_from_layer
+from .layers import META_KEY, LayerDataTuple, array_from_layer
 from .result_layers import eigen_layer_data
 from .session import get_session
 
@@ -157,7 +158,9 @@ class EigenWidget(Container):
         """Run the eigen analysis in a background thread."""
         self.runner.start(self._make_operation, self._on_result, "Eigen analysis")
 
-    def _make_operation(self, stop: StopFlag) -> Operation[EigenResult | None]:
+    def _make_operation(self, stop: StopFlag) -> Operation[tuple[EigenResult | None, list[LayerDataTuple] | None]]:
+        from .runner import followed_by
+
         traversal = self.chosen_traversal()
         mask = self._chosen_mask(traversal)
         self._traversal = traversal
@@ -166,8 +169,11 @@ class EigenWidget(Container):
         mask_note = "" if mask is None else f"  # the mask was the layer {self.mask.value!r}: pass mask=... here"
         self._script_lines = [f"eigen = nl.eigencomponents(traversal, n_components={int(self.components.value)}, "
                               f"center={center!r}, differences='extreme'){mask_note}"]
-        return iter_eigencomponents(traversal, mask=mask, n_components=int(self.components.value),
-                                    center=CENTERS[str(self.center.value)], differences="extreme", stop=stop)
+        operation = iter_eigencomponents(traversal, mask=mask, n_components=int(self.components.value),
+                                         center=CENTERS[str(self.center.value)], differences="extreme", stop=stop)
+        prefix = f"{self._anatomy.name} eigen" if self._anatomy is not None else "eigen"
+        return followed_by(operation,
+                           lambda result: None if result is None else eigen_layer_data(result, prefix=prefix))
 
     def _anatomy_layer(self, traversal: Traversal) -> Any:
         """The traversal's layer (when it came from one) or the session traversal's layer, to sit on."""
@@ -177,13 +183,14 @@ class EigenWidget(Container):
                 return layer
         return None
 
-    def _on_result(self, result: EigenResult | None) -> str:
-        if result is None:
+    def _on_result(self, finished: tuple[EigenResult | None, list[LayerDataTuple] | None]) -> Iterator[None]:
+        """Add the component layers one per turn of the event loop; the status message at the end."""
+        result, layers = finished
+        if result is None or layers is None:
             return "Eigen analysis cancelled"
-        anatomy = self._anatomy
-        prefix = f"{anatomy.name} eigen" if anatomy is not None else "eigen"
-        for data, kwargs, kind in eigen_layer_data(result, prefix=prefix):
+        for data, kwargs, kind in layers:
             add_or_update_layer(self.viewer, (data, kwargs, kind))
+            yield
         self.session.set_result("eigen", result)
         self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})
         corr = result.alpha_correlation()

@@ -11,8 +11,8 @@ from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.inversion import METHODS, default_space, iter_invert
 from ..progress import Operation, StopFlag
-from .layers import META_KEY, grid_layer_data, volume_from_layer
-from .runner import OperationRunner, ProgressPanel
+from .layers import META_KEY, LayerDataTuple, grid_layer_data, volume_from_layer
+from .runner import OperationRunner, ProgressPanel, followed_by
 from .session import get_session
 from .session_script import variable
 
@@ -55,6 +55,18 @@ def invert_script_lines(layer_name: str, path: str | None, call: dict[str, Any])
     arguments = ", ".join(f"{k}={v!r}" for k, v in call.items())
     lines = [opened, f"{codes_var} = nl.invert(model, {volume_var}, {arguments})"]
     return lines, {"volume": volume_var, "codes": codes_var}
+
+
+def reconstruction_layer_data(model: Any, codes: LatentCodes, source_name: str, path: str | None,
+                              contrast_limits: list[float]) -> LayerDataTuple:
+    """The reconstruction layer of inverted codes (decoded on the source grid), with its metadata."""
+    reconstruction = codes.reconstruct(model)
+    extra = {"kind": "reconstruction", "source_layer": source_name, "path": path,
+             "model": model.name, "model_fingerprint": model.fingerprint, "method": codes.method,
+             "space": codes.space, "settings": codes.settings, "slice_indices": codes.indices.tolist(),
+             "slice_mse": codes.errors.tolist(), "mean_mse": float(codes.errors.mean())}
+    return grid_layer_data(reconstruction, codes.geometry.grid, f"{source_name} reconstruction",
+                           extra=extra, colormap="gray", contrast_limits=contrast_limits)
 
 
 class InvertWidget(Container):
@@ -105,7 +117,7 @@ class InvertWidget(Container):
         """Invert the chosen layer in a background thread."""
         self.runner.start(self._make_operation, self._on_inverted, "Inversion")
 
-    def _make_operation(self, stop: StopFlag) -> Operation[LatentCodes]:
+    def _make_operation(self, stop: StopFlag) -> Operation[tuple[LatentCodes, LayerDataTuple]]:
         model = self.session.model
         if model is None:
             raise UserInputError(NO_MODEL)
@@ -116,24 +128,21 @@ class InvertWidget(Container):
         volume = volume_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate, name)
         self._source = layer
         self._call = {"method": str(self.method.value), "space": str(self.space.value), "steps": int(self.steps.value)}
-        return iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
-                           steps=self._call["steps"], stop=stop)
+        entry = layer.metadata.get(META_KEY, {})
+        limits, source_name = list(layer.contrast_limits), layer.name
+        operation = iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
+                                steps=self._call["steps"], stop=stop)
+        return followed_by(operation, lambda codes: reconstruction_layer_data(model, codes, source_name,
+                                                                              entry.get("path"), limits))
 
     def _record_step(self, source: Any, path: str | None) -> None:
         lines, show = invert_script_lines(source.name, path, self._call)
         self.session.script.record(f"invert {source.name}", lines, show=show)
 
-    def _on_inverted(self, codes: LatentCodes) -> str:
-        model = self.session.model
+    def _on_inverted(self, result: tuple[LatentCodes, LayerDataTuple]) -> str:
+        codes, layer_data = result
         source = self._source
-        reconstruction = codes.reconstruct(model)
         entry = source.metadata.get(META_KEY, {})
-        extra = {"kind": "reconstruction", "source_layer": source.name, "path": entry.get("path"),
-                 "model": model.name, "model_fingerprint": model.fingerprint, "method": codes.method,
-                 "space": codes.space, "settings": codes.settings, "slice_indices": codes.indices.tolist(),
-                 "slice_mse": codes.errors.tolist(), "mean_mse": float(codes.errors.mean())}
-        layer_data = grid_layer_data(reconstruction, codes.geometry.grid, f"{source.name} reconstruction",
-                                     extra=extra, colormap="gray", contrast_limits=source.contrast_limits)
         add_or_update_layer(self.viewer, layer_data)
         store = dict(self.session.results.get("codes") or {})
         store[source.name] = codes

@@ -19,13 +19,14 @@ Every long operation of napari-latent is a generator that yields
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
+from qtpy.QtCore import QTimer
 
 from ..errors import UserInputError
 from ..progress import Operation, ProgressEvent, StopFlag
@@ -66,6 +67,19 @@ def thinned(operation: Operation[Any], interval: float = UPDATE_INTERVAL,
                 yield event
     except Exception as exc:
         return _Failure(exc)
+
+
+def followed_by(operation: Operation[Any], finish: Callable[[Any], Any],
+                message: str = "preparing the layers") -> Operation[tuple[Any, Any]]:
+    """Run ``operation``, then ``finish(result)``, both in the worker thread; return ``(result, finished)``.
+
+    For the work between a result and its layers (decoding a reconstruction, difference
+    volumes, contrast limits, display reorientation): done here it does not block napari's
+    GUI thread, which then only adds the prepared layers.
+    """
+    result = yield from operation
+    yield ProgressEvent(0, None, message, stage="layers")
+    return result, finish(result)
 
 
 def format_metrics(metrics: dict[str, float], limit: int = 6) -> str:
@@ -162,14 +176,15 @@ class OperationRunner:
         self.last_event: ProgressEvent | None = None
         self.last_result: Any = None
         self.last_error: BaseException | None = None
+        self._steps: Iterator[None] | None = None
         panel.cancel_button.changed.connect(self.cancel)
 
     @property
     def running(self) -> bool:
-        """True while an operation runs."""
-        return self.worker is not None
+        """True while an operation runs (or its result is still being added to the viewer)."""
+        return self.worker is not None or self._steps is not None
 
-    def start(self, make_operation: Callable[[StopFlag], Operation[Any]], on_result: Callable[[Any], str | None],
+    def start(self, make_operation: Callable[[StopFlag], Operation[Any]], on_result: Callable[[Any], Any],
               title: str, on_event: Callable[[ProgressEvent], None] | None = None) -> None:
         """Start an operation in a background thread.
 
@@ -180,7 +195,9 @@ class OperationRunner:
             Input errors raised here are reported at once.
         on_result : callable
             Called in the GUI thread with the operation's result; may return a message
-            for the status line.
+            for the status line. A generator function is run one step per turn of the
+            event loop (e.g. one layer added per step, so napari stays responsive between
+            them); its return value is the message.
         title : str
             Short name of the operation for the status line.
         on_event : callable, optional
@@ -216,23 +233,24 @@ class OperationRunner:
             self.panel.status.value = f"{self.title}: cancelling at the next step ..."
 
     def wait(self, timeout: float = 60.0) -> None:
-        """Run the Qt event loop until the current run ends (for scripts and tests)."""
+        """Run the Qt event loop until the current run ends, its layers included (for scripts and tests)."""
         if not self.running:
             return
-        from qtpy.QtCore import QEventLoop, QTimer
+        from qtpy.QtCore import QCoreApplication, QEventLoop
 
-        loop = QEventLoop()
-        self.worker.finished.connect(loop.quit)
-        timer = QTimer()
-        timer.setSingleShot(True)
-        timer.timeout.connect(loop.quit)
-        timer.start(int(timeout * 1000))
-        loop.exec_()
-        timer.stop()
-        if self.running:
-            from qtpy.QtCore import QCoreApplication
-
-            QCoreApplication.processEvents()  # deliver the finished signal if it is queued
+        deadline = time.monotonic() + timeout
+        if self.worker is not None:
+            loop = QEventLoop()
+            self.worker.finished.connect(loop.quit)
+            timer = QTimer()
+            timer.setSingleShot(True)
+            timer.timeout.connect(loop.quit)
+            timer.start(int(timeout * 1000))
+            loop.exec_()
+            timer.stop()
+        while self.running and time.monotonic() < deadline:
+            QCoreApplication.processEvents()  # the queued finished signal, then the result's steps
+            time.sleep(0.001)
         if self.running:
             raise TimeoutError(f"{self.title} did not finish within {timeout} s")
 
@@ -243,7 +261,7 @@ class OperationRunner:
         if on_event is not None:
             on_event(event)
 
-    def _on_returned(self, result: Any, on_result: Callable[[Any], str | None]) -> None:
+    def _on_returned(self, result: Any, on_result: Callable[[Any], Any]) -> None:
         if isinstance(result, _Failure):
             self.last_error = result.error
             if isinstance(result.error, UserInputError):
@@ -259,7 +277,30 @@ class OperationRunner:
         except UserInputError as exc:
             self._report_user_error(exc, self.title)
             return
+        if isinstance(message, Iterator):
+            # a generator: one step (e.g. adding one layer) per turn of the event loop, so that
+            # napari stays responsive between the layers; its return value is the message
+            self._steps = message
+            QTimer.singleShot(0, self._next_step)
+            return
         self.panel.end(message or f"{self.title}: done")
+
+    def _next_step(self) -> None:
+        if self._steps is None:
+            return
+        try:
+            next(self._steps)
+        except StopIteration as done:
+            self._steps = None
+            self.panel.end(done.value or f"{self.title}: done")
+            self._idle_if_done()
+            return
+        except UserInputError as exc:
+            self._steps = None
+            self._report_user_error(exc, self.title)
+            self._idle_if_done()
+            return
+        QTimer.singleShot(0, self._next_step)
 
     def _on_worker_error(self, error: BaseException) -> None:  # pragma: no cover - thinned() catches errors
         self.last_error = error
@@ -268,6 +309,12 @@ class OperationRunner:
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._idle_if_done()
+
+    def _idle_if_done(self) -> None:
+        """After the worker has finished and the result's steps are done: the widget is free again."""
+        if self.worker is not None or self._steps is not None:
+            return
         quiet_gc.release()
         if self.on_busy is not None:
             self.on_busy(False)

@@ -17,7 +17,7 @@ from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
 from .reader import attach_to_session
 from .result_layers import eigen_layer_data
 from .session import get_session
-from .traverse_widget import show_traversal
+from .traverse_widget import show_traversal, traversal_layers
 
 SAMPLE_SIZE = 128
 
@@ -101,12 +101,13 @@ def _attach_demo(viewer: Any, volume: Volume, codes: LatentCodes, directions: Di
     attach_to_session(viewer, "eigen", eigen)
     session = get_session(viewer)
 
-    def compute() -> Traversal:
-        return traverse(model, codes, directions, info["alphas"], index=int(info["direction_index"]),
-                        units=info["units"], source=volume)
+    def compute() -> tuple[Traversal, list[LayerDataTuple]]:
+        traversal = traverse(model, codes, directions, info["alphas"], index=int(info["direction_index"]),
+                             units=info["units"], source=volume)
+        return traversal, traversal_layers(traversal, volume.name)  # the layers' data too, off the GUI thread
 
     worker = create_worker(compute, _start_thread=False)
-    worker.returned.connect(lambda traversal: show_traversal(viewer, traversal, volume.name))
+    worker.returned.connect(lambda done: show_traversal(viewer, done[0], volume.name, done[1]))
     worker.finished.connect(quiet_gc.release)
     session.background_workers.append(worker)
     worker.finished.connect(lambda: session.background_workers.remove(worker))

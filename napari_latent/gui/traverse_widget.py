@@ -11,6 +11,7 @@ zero), and the :class:`~napari_latent.latent.traversal.Traversal` in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..latent.directions import Directions
 from ..latent.traversal import UNITS, LazyTraversal, Traversal, parse_alphas
 from ..progress import Operation, StopFlag
 from .invert_widget import add_or_update_layer
-from .layers import grid_layer_data, volume_from_layer
+from .layers import LayerDataTuple, grid_layer_data, volume_from_layer
 from .result_layers import OVERLAY_OPACITY, diverging_colormap, symmetric_limits, traversal_layer_data
 from .session import get_session
 from .session_script import variable
@@ -48,7 +49,49 @@ def label_alpha_axis(viewer: Any) -> None:
         dims.axis_labels = labels
 
 
-def show_traversal(viewer: Any, traversal: Traversal, source_name: str) -> Any:
+def traversal_layers(traversal: Traversal, source_name: str,
+                     contrast_limits: list[float] | None = None) -> list[LayerDataTuple]:
+    """The layer data of a traversal and of its difference from the baseline (no viewer needed).
+
+    The heavy part of showing a traversal (the difference volumes, their symmetric
+    contrast limits, the display reorientation), so that it can run in a worker thread.
+    """
+    direction = traversal.direction.name if traversal.direction is not None else "direction"
+    name = f"{source_name} traversal"
+    layer_data = traversal_layer_data(traversal, name)
+    if contrast_limits is not None:
+        layer_data[1]["contrast_limits"] = list(contrast_limits)
+    differences = traversal.images - traversal.baseline[None]
+    extra = {"kind": "traversal_difference", "source_layer": source_name, "direction": direction,
+             "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index)}
+    limits = symmetric_limits(differences, np.broadcast_to(traversal.modelled_mask(), differences.shape))
+    data, kwargs, kind = grid_layer_data(differences, traversal.grid, f"{name} difference", leading=1,
+                                         extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
+                                         opacity=OVERLAY_OPACITY, blending="translucent")
+    kwargs["axis_labels"] = layer_data[1].get("axis_labels")
+    return [layer_data, (data, kwargs, kind)]
+
+
+def iter_show_traversal(viewer: Any, traversal: Traversal, source_name: str,
+                        prepared: list[LayerDataTuple] | None = None) -> Iterator[None]:
+    """:func:`show_traversal` one layer per step (for running one step per turn of the event loop)."""
+    if prepared is None:
+        source = next((layer for layer in viewer.layers if layer.name == source_name), None)
+        prepared = traversal_layers(traversal, source_name,
+                                    list(source.contrast_limits) if source is not None else None)
+    layer_data, (data, kwargs, kind) = prepared
+    layer = add_or_update_layer(viewer, layer_data)
+    yield
+    kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
+    add_or_update_layer(viewer, (data, kwargs, kind))
+    label_alpha_axis(viewer)
+    viewer.dims.set_current_step(0, traversal.baseline_index)
+    get_session(viewer).set_result("traversal", traversal)
+    return layer
+
+
+def show_traversal(viewer: Any, traversal: Traversal, source_name: str,
+                   prepared: list[LayerDataTuple] | None = None) -> Any:
     """Add (or update) a traversal's 4D layer and its difference overlay; the session's result.
 
     Parameters
@@ -58,33 +101,21 @@ def show_traversal(viewer: Any, traversal: Traversal, source_name: str) -> Any:
         At least one alpha.
     source_name : str
         The layer of the traversed volume (its contrast limits are reused when it is shown).
+    prepared : list, optional
+        :func:`traversal_layers` computed beforehand (in a worker thread); computed here
+        when omitted.
 
     Returns
     -------
     napari.layers.Image
         The traversal layer (named ``"<source_name> traversal"``).
     """
-    source = next((layer for layer in viewer.layers if layer.name == source_name), None)
-    direction = traversal.direction.name if traversal.direction is not None else "direction"
-    name = f"{source_name} traversal"
-    layer_data = traversal_layer_data(traversal, name)
-    if source is not None:
-        layer_data[1]["contrast_limits"] = list(source.contrast_limits)
-    layer = add_or_update_layer(viewer, layer_data)
-    differences = traversal.images - traversal.baseline[None]
-    extra = {"kind": "traversal_difference", "source_layer": source_name, "direction": direction,
-             "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index)}
-    limits = symmetric_limits(differences, np.broadcast_to(traversal.modelled_mask(), differences.shape))
-    data, kwargs, kind = grid_layer_data(differences, traversal.grid, f"{name} difference", leading=1,
-                                         extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
-                                         opacity=OVERLAY_OPACITY, blending="translucent")
-    kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
-    kwargs["axis_labels"] = layer_data[1].get("axis_labels")
-    add_or_update_layer(viewer, (data, kwargs, kind))
-    label_alpha_axis(viewer)
-    viewer.dims.set_current_step(0, traversal.baseline_index)
-    get_session(viewer).set_result("traversal", traversal)
-    return layer
+    steps = iter_show_traversal(viewer, traversal, source_name, prepared)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 class TraverseWidget(Container):
@@ -179,7 +210,9 @@ class TraverseWidget(Container):
         """Traverse in a background thread."""
         self.runner.start(self._make_operation, self._on_traversed, "Traversal")
 
-    def _make_operation(self, stop: StopFlag) -> Operation[Traversal]:
+    def _make_operation(self, stop: StopFlag) -> Operation[tuple[Traversal, list[LayerDataTuple] | None]]:
+        from .runner import followed_by
+
         model = self.session.model
         if model is None:
             raise UserInputError(NO_MODEL)
@@ -219,12 +252,19 @@ class TraverseWidget(Container):
         lazy = LazyTraversal(model, codes, directions, parse_alphas(str(self.alphas.value)), index=int(index),
                              units=str(self.units.value), source=source,  # type: ignore[arg-type]
                              device=self.session.device)
-        return lazy.iter_compute(stop)
+        limits = list(self.viewer.layers[name].contrast_limits) if name in self.viewer.layers else None
 
-    def _on_traversed(self, traversal: Traversal) -> str:
+        def prepare(traversal: Traversal) -> list[LayerDataTuple] | None:
+            return traversal_layers(traversal, name, limits) if len(traversal) else None
+
+        return followed_by(lazy.iter_compute(stop), prepare)
+
+    def _on_traversed(self, result: tuple[Traversal, list[LayerDataTuple] | None]) -> Iterator[None]:
+        """Add the traversal's layers one per turn of the event loop; the status message at the end."""
+        traversal, prepared = result
         if len(traversal) == 0:
             return "Traversal cancelled before the first alpha"
-        show_traversal(self.viewer, traversal, self._source_name)
+        yield from iter_show_traversal(self.viewer, traversal, self._source_name, prepared)
         self.session.script.record("traverse", self._script_lines, show={"traversal": "traversal"})
         direction = traversal.direction.name if traversal.direction is not None else "direction"
         stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""
