@@ -181,6 +181,13 @@ class FactorReadouts:
     seed: int
 
 
+def _spread(values: object) -> float:
+    """Standard deviation of a column's known values (0 when fewer than two are known)."""
+    known = np.asarray(values, dtype=float)
+    known = known[np.isfinite(known)]
+    return float(known.std()) if known.size >= 2 else 0.0
+
+
 def fit_factor_readouts(codes_set: CohortCodes, seed: int = 0) -> FactorReadouts:
     """Fit the factor regressors of :func:`evaluate_directions` (step 1 of the module docstring).
 
@@ -189,15 +196,14 @@ def fit_factor_readouts(codes_set: CohortCodes, seed: int = 0) -> FactorReadouts
     DataError
         When the cohort has no numeric factor column that varies.
     """
-    factor_names = [f for f in codes_set.cohort.factor_names
-                    if np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) > 0]
+    factor_names = [f for f in codes_set.cohort.factor_names if _spread(codes_set.cohort.column(f)) > 0]
     if not factor_names:
         raise DataError("the cohort has no numeric factor columns that vary; nothing to evaluate against")
     codes, positions = codes_set.codes.double().numpy(), codes_set.position
     targets = np.stack([codes_set.factor(f) for f in factor_names], axis=1)
     held_out = _subject_split(codes_set.subject, seed)
     regressors, r2 = [], {}
-    subject_std = np.array([np.nanstd(np.asarray(codes_set.cohort.column(f), dtype=float)) for f in factor_names])
+    subject_std = np.array([_spread(codes_set.cohort.column(f)) for f in factor_names])
     for k, name in enumerate(factor_names):
         probe = factor_readout(codes[~held_out], positions[~held_out], targets[~held_out, k])
         r2[name] = float(r2_score(targets[held_out, k], predict_factor(probe, codes[held_out], positions[held_out])))
