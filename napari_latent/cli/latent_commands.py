@@ -65,20 +65,6 @@ def _factor_table(evaluation: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def slice_band(text: str) -> str | tuple[float, float]:
-    """``--slices``: ``auto``, ``all`` or ``LOW:HIGH`` relative slice positions (0..1)."""
-    if text in ("auto", "all"):
-        return text
-    parts = text.split(":")
-    try:
-        low, high = (float(v) for v in parts)
-    except ValueError:
-        raise CliError(f"--slices {text!r}: use auto, all or LOW:HIGH (e.g. 0.5:0.7)") from None
-    if not 0.0 <= low < high <= 1.0:
-        raise CliError(f"--slices {text!r}: a band LOW:HIGH needs 0 <= LOW < HIGH <= 1")
-    return low, high
-
-
 def cmd_discover(args: argparse.Namespace) -> int:
     """Discover latent directions of a model."""
     from .._atomic import write_json_atomic
@@ -104,7 +90,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
         if value is None:
             continue
         if option == "slices":
-            value = slice_band(value)
+            from ..latent.discovery.supervised import parse_slices
+
+            value = parse_slices(value)
         if key not in accepted:
             raise CliError(f"method {args.method!r} has no --{option.replace('_', '-')} setting")
         settings[key] = value

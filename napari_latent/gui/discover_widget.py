@@ -10,6 +10,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, Pus
 from ..errors import UserInputError
 from ..latent.directions import Directions
 from ..latent.discovery import METHODS, iter_discover, method_names, method_settings
+from ..latent.discovery.supervised import parse_slices
 from ..latent.inversion import default_space
 from ..progress import Operation, StopFlag
 from .runner import OperationRunner, ProgressPanel
@@ -56,6 +57,10 @@ class DiscoverWidget(Container):
                                tooltip="supervised: a numeric cohort column split at its median instead of 'group'")
         self.positive = LineEdit(label="positive group", value="",
                                  tooltip="supervised: the group the direction points to (default: disease)")
+        self.slices = LineEdit(label="slices", value="auto",
+                               tooltip="supervised: the slices that train and score the classifier: auto (the band "
+                               "of slice positions chosen by cross-validation on the training subjects), all, or "
+                               "a band of relative positions such as 0.5:0.7")
         self.run_button = PushButton(text="Discover")
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
@@ -64,8 +69,8 @@ class DiscoverWidget(Container):
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save directions", enabled=False)
         super().__init__(widgets=[self.status, self.method, self.summary, self.space, self.count, self.steps,
-                                  self.seed, self.data, self.column, self.positive, self.run_button, self.panel,
-                                  self.table, self.selected, self.out, self.save_button])
+                                  self.seed, self.data, self.column, self.positive, self.slices, self.run_button,
+                                  self.panel, self.table, self.selected, self.out, self.save_button])
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)
@@ -88,6 +93,7 @@ class DiscoverWidget(Container):
         self.seed.visible = "seed" in accepted
         self.data.visible = "data" in accepted
         self.column.visible = self.positive.visible = "column" in accepted
+        self.slices.visible = "slices" in accepted
         if name == "voynov":
             self.steps.value = 2000
         elif name == "supervised":
@@ -147,6 +153,7 @@ class DiscoverWidget(Container):
         if method == "supervised":
             settings["column"] = self.column.value.strip() or None
             settings["positive"] = self.positive.value.strip() or None
+            settings["slices"] = parse_slices(self.slices.value)
         arguments = "".join(f", {k}={str(v.resolve()) if isinstance(v, Path) else v!r}" for k, v in settings.items())
         self._script_lines = [f"directions = nl.discover(model, {method!r}{arguments})"]
         return iter_discover(model, method, stop=stop, **settings)

@@ -109,6 +109,14 @@ def test_missing_model_and_missing_data_are_said_plainly(widget: DiscoverWidget,
     widget.data.value = tmp_path  # a folder without cohort.csv
     widget.run()
     assert not widget.runner.running and "no cohort.csv" in widget.panel.status.value
+    # the slice band of the supervised method: shown for it only, checked before any work
+    assert shown(widget.slices) and widget.slices.value == "auto"
+    (tmp_path / "cohort.csv").write_text("path,group\n")
+    widget.slices.value = "0.8:0.2"
+    widget.run()
+    assert not widget.runner.running and "0 <= LOW < HIGH" in widget.panel.status.value
+    widget.method.value = "sefa"
+    assert not shown(widget.slices)
 
 
 def test_cancel_stops_a_voynov_run_and_keeps_its_directions(widget: DiscoverWidget, qtbot) -> None:

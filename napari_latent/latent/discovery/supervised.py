@@ -223,6 +223,26 @@ def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray
     return best[1], best[2], best[0]
 
 
+def parse_slices(text: str) -> str | tuple[float, float]:
+    """The ``slices`` setting from text: ``auto``, ``all`` or ``LOW:HIGH`` relative slice positions (0..1).
+
+    Raises
+    ------
+    UserInputError
+        For anything else, or a band that is not ``0 <= LOW < HIGH <= 1``.
+    """
+    text = str(text).strip()
+    if text in ("auto", "all"):
+        return text
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UserInputError(f"slices {text!r}: use auto, all or LOW:HIGH (e.g. 0.5:0.7)") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise UserInputError(f"slices {text!r}: a band LOW:HIGH needs 0 <= LOW < HIGH <= 1")
+    return low, high
+
+
 def _band(slices: str | tuple[float, float]) -> tuple[float, float] | str:
     if isinstance(slices, str):
         if slices not in ("auto", "all"):
