@@ -158,7 +158,7 @@ class ExploreWidget(Container):
         self._codes = codes
         self._directions = self.session.results["directions"]
         self._source = self._find_source(name, codes)
-        self._decoder = _Decoder(model, codes.space, 1, False, True, codes.codes)
+        self._decoder = _Decoder(model, codes.space, 1, False, True, codes.codes, streams=False)
         self._build_sliders()
         self._make_layers()
         self.traverse_button.enabled = True

@@ -249,3 +249,25 @@ def test_decoding_uses_a_private_copy_of_the_model(tiny_vae, codes, directions, 
     np.testing.assert_allclose(again.images, traversal.images, atol=1e-5)
     with pytest.raises(UserInputError, match="batch size"):
         LazyTraversal(tiny_vae, codes, directions, "0:1:2", index=1, batch_size=0)
+
+
+def test_parallel_decoding_streams_give_the_same_images_and_leave_the_callers_threads(tiny_vae, codes) -> None:
+    import threading
+
+    from napari_latent.latent.traversal.decoding import _Decoder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parallel = _Decoder(tiny_vae, "z", 4, False, True, codes.codes)
+        serial = _Decoder(tiny_vae, "z", 4, False, True, codes.codes, streams=False)
+        assert parallel.streams == 2 and parallel.chunk == 8 and serial.streams == 1
+        seen = []
+        original = parallel._decode_batch
+        parallel._decode_batch = lambda batch: (seen.append(threading.get_ident()), original(batch))[1]
+        images = parallel(codes.codes)
+        torch.testing.assert_close(images, serial(codes.codes), atol=1e-4, rtol=1e-4)
+        assert images.shape[0] == len(codes) and threading.get_ident() not in seen
+        assert torch.get_num_threads() == 2  # the streams set one thread for themselves only
+    finally:
+        torch.set_num_threads(threads)

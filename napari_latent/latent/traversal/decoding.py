@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,7 @@ class _Decoder:
     """
 
     def __init__(self, model: GenerativeModel, space: str, batch_size: int | None, bf16: bool, channels_last: bool,
-                 probe: torch.Tensor, device: str | torch.device | None = None) -> None:
+                 probe: torch.Tensor, device: str | torch.device | None = None, streams: bool = True) -> None:
         self.space = space
         self.device = model.device if device is None else get_device(device)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
@@ -51,6 +53,9 @@ class _Decoder:
             probe, lambda: self.model.to(memory_format=torch.channels_last),
             lambda: self.model.to(memory_format=torch.contiguous_format))
         del self._reference
+        # torch's intra-op threads are set per thread: each stream thread sets its own to 1
+        self._streams = max(1, torch.get_num_threads()) if self.device.type == "cpu" and streams else 1
+        self._pool: ThreadPoolExecutor | None = None
 
     def _rewrite(self) -> None:
         self._plain = copy.deepcopy(self.model)
@@ -75,15 +80,53 @@ class _Decoder:
         self._plain = None
         return agrees
 
-    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
-        """Decode ``(m, d)`` codes to ``(m, 1, S, S)`` float32 CPU images."""
-        out = []
+    @property
+    def streams(self) -> int:
+        """Batches decoded at the same time: one per intra-op thread on the CPU, else 1."""
+        return self._streams
+
+    @property
+    def chunk(self) -> int:
+        """Codes per call that keep every stream busy (``batch_size x streams``)."""
+        return self.batch_size * self._streams
+
+    def _decode_batch(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(self.autocast or "cpu", dtype=torch.bfloat16,
                                                     enabled=self.autocast is not None):
-            for start in range(0, len(codes), self.batch_size):
-                batch = codes[start:start + self.batch_size].to(self.device)
-                out.append(self.model.decode(batch, self.space).float().cpu().contiguous())
+            return self.model.decode(batch.to(self.device), self.space).float().cpu().contiguous()
+
+    def start(self, codes: torch.Tensor) -> list[Future[torch.Tensor]]:
+        """Start decoding ``(m, d)`` codes, batch by batch; :meth:`gather` the images.
+
+        On the CPU the batches run in parallel streams, one single-threaded stream per core:
+        for these small convolutions that is 1.2-1.3x faster than one stream whose every
+        operation is split across the cores (their synchronisation costs more than it gains).
+        Work submitted here runs while the caller does something else (pasting the previous
+        images onto the grid). Elsewhere the batches are decoded at once.
+        """
+        batches = [codes[start:start + self.batch_size] for start in range(0, len(codes), self.batch_size)]
+        if self._streams > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._streams, thread_name_prefix="napari-latent-decode",
+                                                initializer=torch.set_num_threads, initargs=(1,))
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return [self._pool.submit(self._decode_batch, batch) for batch in batches]
+        done = []
+        for batch in batches:
+            future: Future[torch.Tensor] = Future()
+            future.set_result(self._decode_batch(batch))
+            done.append(future)
+        return done
+
+    @staticmethod
+    def gather(futures: list[Future[torch.Tensor]]) -> torch.Tensor:
+        """The images of :meth:`start`, in order, ``(m, 1, S, S)``."""
+        out = [future.result() for future in futures]
         return torch.cat(out) if len(out) != 1 else out[0]
+
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode ``(m, d)`` codes to ``(m, 1, S, S)`` float32 CPU images (see :meth:`start`)."""
+        return self.gather(self.start(codes))
 
 
 class _Painter:

@@ -208,11 +208,21 @@ class LazyTraversal(_TraversalFacts):
         planes: np.ndarray | None = None  # one reused plane-oriented frame
         pending_size, completed, position = 0, 0, 0
         yield ProgressEvent(0, total, f"decoding {count} alphas x {n} slices", stage="traverse")
+        decoder = self.decoder
+
+        def start(at: int) -> tuple[int, list]:
+            size = min(decoder.chunk, total - at)
+            flat = np.arange(at, at + size)
+            return size, decoder.start(self.shifted_codes(flat // n, flat % n))
+
+        take, running = start(0) if total else (0, [])
         while position < total and not stop_requested(stop):
-            take = min(self.decoder.batch_size, total - position)
-            flat = np.arange(position, position + take)
-            images = self.decoder(self.shifted_codes(flat // n, flat % n))
+            images = decoder.gather(running)
             position += take
+            if position < total:  # the next chunk decodes while this one is pasted onto the grid
+                next_take, running = start(position)
+            else:
+                next_take = 0
             meter.add(take)
             offset = 0
             while offset < take:  # the batch may finish one alpha and start the next
@@ -227,6 +237,7 @@ class LazyTraversal(_TraversalFacts):
                     _blocked_copy(out[completed], painter.reorientation.invert(planes))
                     completed += 1
                     pending, pending_size = [], 0
+            take = next_take
             yield ProgressEvent(position, total, f"alpha {min(completed + 1, count)} of {count}",
                                 {"images_per_s": meter.rate}, stage="traverse")
         info = dict(self.info)
