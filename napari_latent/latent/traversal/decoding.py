@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,38 +46,29 @@ class _Decoder:
             parameter.requires_grad_(False)
         probe = probe[:2].to(self.device)
         with torch.inference_mode():
-            self._reference = self.model.decode(probe, self.space).float()
-        self.rewritten = self._try(probe, self._rewrite, None)
-        self.channels_last = channels_last and self.device.type == "cpu" and self._try(
-            probe, lambda: self.model.to(memory_format=torch.channels_last),
-            lambda: self.model.to(memory_format=torch.contiguous_format))
-        del self._reference
+            reference = self.model.decode(probe, self.space).float()
+        rewritten = copy.deepcopy(self.model)
+        self.rewritten = rewrite_for_inference(rewritten) > 0 and self._agrees(rewritten, probe, reference)
+        if self.rewritten:
+            self.model = rewritten
+        self.channels_last = False
+        if channels_last and self.device.type == "cpu":
+            self.model.to(memory_format=torch.channels_last)
+            self.channels_last = self._agrees(self.model, probe, reference)
+            if not self.channels_last:
+                self.model.to(memory_format=torch.contiguous_format)
         # torch's intra-op threads are set per thread: each stream thread sets its own to 1
         self._streams = max(1, torch.get_num_threads()) if self.device.type == "cpu" and streams else 1
         self._pool: ThreadPoolExecutor | None = None
 
-    def _rewrite(self) -> None:
-        self._plain = copy.deepcopy(self.model)
-        if rewrite_for_inference(self.model) == 0:
-            raise RuntimeError("nothing to rewrite")
-
-    def _try(self, probe: torch.Tensor, change: Any, undo: Any) -> bool:
-        """Apply ``change`` to the copy; keep it if the copy still agrees with the model on ``probe``."""
+    def _agrees(self, model: GenerativeModel, probe: torch.Tensor, reference: torch.Tensor) -> bool:
+        """Whether ``model`` decodes ``probe`` like the original model did (``reference``, to 1e-4)."""
         with torch.inference_mode():
             try:
-                change()
-                candidate = self.model.decode(probe, self.space).float()
-                agrees = candidate.shape == self._reference.shape and \
-                    float((candidate - self._reference).abs().max()) <= 1e-4
+                candidate = model.decode(probe, self.space).float()
             except RuntimeError:
-                agrees = False
-        if not agrees:
-            if undo is not None:
-                undo()
-            elif getattr(self, "_plain", None) is not None:
-                self.model = self._plain
-        self._plain = None
-        return agrees
+                return False
+        return candidate.shape == reference.shape and float((candidate - reference).abs().max()) <= 1e-4
 
     @property
     def streams(self) -> int:
