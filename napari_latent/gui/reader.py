@@ -133,7 +133,8 @@ def codes_layer_name(codes: LatentCodes, path: str | os.PathLike[str] | None = N
     return volume_name(path) if path is not None else "volume"
 
 
-def _current_viewer() -> Any:
+def current_viewer() -> Any:
+    """napari's current viewer, or None."""
     import napari
 
     return napari.current_viewer()
@@ -233,7 +234,7 @@ def read_files(path: PathOrPaths) -> list[Any]:
             continue
         layers.extend(new_layers)
         if item.kind in ("model", "codes", "directions", "traversal", "eigen"):
-            viewer = viewer or _current_viewer()
+            viewer = viewer or current_viewer()
             if viewer is None:
                 if not new_layers:
                     _notify_error(f"napari-latent: no viewer to attach {item.path.name} to")
@@ -244,5 +245,5 @@ def read_files(path: PathOrPaths) -> list[Any]:
     return layers or NULL_LAYERS
 
 
-__all__ = ["NULL_LAYERS", "attach_to_session", "codes_layer_name", "eigen_map_layer_data",
+__all__ = ["NULL_LAYERS", "attach_to_session", "codes_layer_name", "current_viewer", "eigen_map_layer_data",
            "get_reader", "layers_for", "read_files", "read_nifti"]

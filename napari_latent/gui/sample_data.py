@@ -14,7 +14,7 @@ from ..volumes.io import Volume, open_volume
 from ..volumes.phantoms import Phantom, PhantomFactors, make_phantom
 from . import quiet_gc
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
-from .reader import attach_to_session
+from .reader import attach_to_session, current_viewer
 from .result_layers import eigen_layer_data
 from .session import get_session
 from .traverse_widget import show_traversal, traversal_layers
@@ -77,13 +77,6 @@ def demo_result() -> list[LayerDataTuple]:
     if viewer is not None:
         _attach_demo(viewer, volume, codes, directions, eigen, info)
     return layers
-
-
-def current_viewer() -> Any:
-    """napari's current viewer, or None."""
-    import napari
-
-    return napari.current_viewer()
 
 
 def _attach_demo(viewer: Any, volume: Volume, codes: LatentCodes, directions: Directions, eigen: EigenResult,

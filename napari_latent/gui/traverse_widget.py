@@ -22,7 +22,7 @@ from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
 from ..latent.traversal import UNITS, LazyTraversal, Traversal, parse_alphas
-from ..progress import Operation, StopFlag
+from ..progress import Operation, StopFlag, run_operation
 from .invert_widget import add_or_update_layer
 from .layers import LayerDataTuple, grid_layer_data, volume_from_layer
 from .result_layers import OVERLAY_OPACITY, diverging_colormap, symmetric_limits, traversal_layer_data
@@ -110,12 +110,7 @@ def show_traversal(viewer: Any, traversal: Traversal, source_name: str,
     napari.layers.Image
         The traversal layer (named ``"<source_name> traversal"``).
     """
-    steps = iter_show_traversal(viewer, traversal, source_name, prepared)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_operation(iter_show_traversal(viewer, traversal, source_name, prepared))
 
 
 class TraverseWidget(Container):

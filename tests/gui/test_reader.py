@@ -182,7 +182,7 @@ def test_eigen_folder_reads_as_diverging_overlays(results) -> None:
 def test_session_files_make_no_layers_without_a_viewer(results, monkeypatch) -> None:
     import napari_latent.gui.reader as reader
 
-    monkeypatch.setattr(reader, "_current_viewer", lambda: None)
+    monkeypatch.setattr(reader, "current_viewer", lambda: None)
     errors: list[str] = []
     monkeypatch.setattr(reader, "_notify_error", errors.append)
     from napari_latent.analysis.result_files import load_result
