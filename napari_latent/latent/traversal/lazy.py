@@ -215,14 +215,13 @@ class LazyTraversal(_TraversalFacts):
             flat = np.arange(at, at + size)
             return size, decoder.start(self.shifted_codes(flat // n, flat % n))
 
-        take, running = start(0) if total else (0, [])
-        while position < total and not stop_requested(stop):
-            images = decoder.gather(running)
+        running = start(0) if total else None
+        while running is not None and not stop_requested(stop):
+            take, futures = running
+            images = decoder.gather(futures)
             position += take
-            if position < total:  # the next chunk decodes while this one is pasted onto the grid
-                next_take, running = start(position)
-            else:
-                next_take = 0
+            # the next chunk decodes while this one is pasted onto the grid
+            running = start(position) if position < total else None
             meter.add(take)
             offset = 0
             while offset < take:  # the batch may finish one alpha and start the next
@@ -237,7 +236,6 @@ class LazyTraversal(_TraversalFacts):
                     _blocked_copy(out[completed], painter.reorientation.invert(planes))
                     completed += 1
                     pending, pending_size = [], 0
-            take = next_take
             yield ProgressEvent(position, total, f"alpha {min(completed + 1, count)} of {count}",
                                 {"images_per_s": meter.rate}, stage="traverse")
         info = dict(self.info)
