@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import napari
@@ -44,12 +45,7 @@ def model_widget_screenshot() -> Path:
     widget.output.value = Path("cohort_vae.safetensors")
     widget.epochs.value = 30
     viewer.dims.current_step = (64, 64, 64)
-    viewer.reset_view()
-    path = IMAGES / "napari_model_widget.png"
-    _process_events()
-    viewer.screenshot(str(path), canvas_only=False)
-    viewer.close()
-    return path
+    return _shoot(viewer, "napari_model_widget.png")
 
 
 def invert_widget_screenshot() -> Path:
@@ -73,13 +69,7 @@ def invert_widget_screenshot() -> Path:
     widget.runner.wait(timeout=1800)
     viewer.grid.enabled = True
     viewer.dims.current_step = (70, 64, 64)
-    _process_events()  # lay out the dock first, so that the view fits the canvas that is left
-    viewer.reset_view()
-    path = IMAGES / "napari_invert_widget.png"
-    _process_events()
-    viewer.screenshot(str(path), canvas_only=False)
-    viewer.close()
-    return path
+    return _shoot(viewer, "napari_invert_widget.png")
 
 
 def demo_result_screenshot() -> Path:
@@ -96,8 +86,6 @@ def demo_result_screenshot() -> Path:
         QApplication.processEvents()
     _, plots = viewer.window.add_plugin_dock_widget("napari-latent", "8 Plots")
     subject = next(layer for layer in viewer.layers if layer.name.endswith("(healthy)"))
-    traversal = viewer.layers[f"{subject.name} traversal"]
-    viewer.layers[f"{traversal.name} difference"].visible = False
     component = viewer.layers["demo eigen component 2"]
     viewer.layers.selection.active = component
     for layer in viewer.layers:  # component 2 (the paper's dynamic component) on the anatomy
@@ -109,11 +97,22 @@ def demo_result_screenshot() -> Path:
     middle = int(modelled[int(len(modelled) * (low + high) / 2)])
     step[0], step[1] = len(session.results["traversal"].alphas) - 1, middle
     viewer.dims.current_step = tuple(step)
-    _process_events()
+    # the plot renders in a background thread, again after the dock's final layout
+    return _shoot(viewer, "napari_sample_demo_result.png", settle=plots.canvas.wait)
+
+
+def _shoot(viewer: napari.Viewer, name: str, settle: Callable[[], None] | None = None) -> Path:
+    """Fit the view into the canvas left beside the docks, save the window as ``docs/images/<name>``, close.
+
+    ``settle`` is called after the layout (e.g. to wait for a plot that renders in the background).
+    """
+    _process_events()  # lay out the docks first
     viewer.reset_view()
-    plots.canvas.wait()  # the plot renders in a background thread
-    path = IMAGES / "napari_sample_demo_result.png"
     _process_events()
+    if settle is not None:
+        settle()
+        _process_events()
+    path = IMAGES / name
     viewer.screenshot(str(path), canvas_only=False)
     viewer.close()
     return path
