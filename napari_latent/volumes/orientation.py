@@ -74,6 +74,23 @@ class Reorientation:
         """Undo :meth:`apply` on the last three axes of ``array`` (a view, no copy)."""
         return _apply(array, _inverse(self.transform))
 
+    def source_region(self, region: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+        """The source-array slices of a box of the reoriented array.
+
+        ``region`` holds three step-1 slices (explicit start and stop) of the target
+        array; ``source[result]`` holds the same voxels as ``apply(source)[region]``,
+        and ``invert(block)`` of a block shaped like that region lines up with it.
+        """
+        out = []
+        for axis, (target_axis, flip) in enumerate(self.transform):
+            part = region[int(target_axis)]
+            start, stop = int(part.start), int(part.stop)
+            if flip == -1:
+                length = self.source_shape[axis]
+                start, stop = length - stop, length - start
+            out.append(slice(start, stop))
+        return tuple(out)  # type: ignore[return-value]
+
     def target_affine(self, source_affine: np.ndarray) -> np.ndarray:
         """The affine of the reoriented array (same world positions for every voxel)."""
         return np.asarray(source_affine) @ ornts.inv_ornt_aff(self.transform, self.source_shape)

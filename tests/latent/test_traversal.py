@@ -97,6 +97,27 @@ def test_frames_are_the_exact_inverse_of_the_slicing(tiny_vae, codes, directions
     np.testing.assert_allclose(images, codes.decode(tiny_vae, shifted), atol=1e-5)
 
 
+def test_writing_crops_into_source_frames_equals_painting_planes(tiny_vae, codes, directions,
+                                                                phantom_volume) -> None:
+    from dataclasses import replace
+
+    from napari_latent.latent.traversal import _Painter
+
+    images = LazyTraversal(tiny_vae, codes, directions, "0,2", index=1).decode_alpha(1)
+    geometry = codes.geometry
+    r0, r1, c0, c1 = geometry.box
+    # the stored box, and one pushed past the top-left edge (crops are then clipped)
+    for box in (geometry.box, (r0 - 5, r1 - 5, c0 - 3, c1 - 3)):
+        painter = _Painter(replace(geometry, box=box), phantom_volume)
+        rows = np.r_[0:3, 5:len(codes)]  # runs of consecutive slices with a gap
+        planes = painter.blank(0, painter.plane_shape[0])
+        painter.paint(planes, images[rows], rows, 0)
+        frame = np.empty(phantom_volume.shape, dtype=np.float32)
+        painter.fill_frames(frame)
+        painter.write(frame, painter.prepare(images[rows]), rows)
+        np.testing.assert_array_equal(frame, painter.reorientation.invert(planes))
+
+
 def test_a_volume_is_inverted_first(tiny_vae, phantom_volume, directions, traversal) -> None:
     events: list[ProgressEvent] = []
     direct = traverse(tiny_vae, phantom_volume, directions, "0:3:4", index=1, progress=events.append)
@@ -261,10 +282,10 @@ def test_parallel_decoding_streams_give_the_same_images_and_leave_the_callers_th
     try:
         parallel = _Decoder(tiny_vae, "z", 4, False, True, codes.codes)
         serial = _Decoder(tiny_vae, "z", 4, False, True, codes.codes, streams=False)
-        assert parallel.streams == 2 and parallel.chunk == 8 and serial.streams == 1
+        assert parallel.streams == 2 and parallel.ahead == 4 and serial.streams == 1
         seen = []
         original = parallel._decode_batch
-        parallel._decode_batch = lambda batch: (seen.append(threading.get_ident()), original(batch))[1]
+        parallel._decode_batch = lambda *args: (seen.append(threading.get_ident()), original(*args))[1]
         images = parallel(codes.codes)
         torch.testing.assert_close(images, serial(codes.codes), atol=1e-4, rtol=1e-4)
         assert images.shape[0] == len(codes) and threading.get_ident() not in seen

@@ -79,3 +79,17 @@ def test_grid_equality_json_and_fingerprint() -> None:
     assert Volume(np.zeros((4, 5, 6)), affine).grid == grid
     for a, b in itertools.combinations([grid, Grid((4, 5, 6), np.diag([1.0, 1.5, 2.0, 1.0]))], 2):
         assert a != b
+
+
+def test_source_region_is_the_same_box_for_every_permutation_and_flip() -> None:
+    from napari_latent.volumes.orientation import Reorientation
+
+    source = np.random.default_rng(0).random((5, 6, 7))
+    for permutation in itertools.permutations(range(3)):
+        for flips in itertools.product((1, -1), repeat=3):
+            transform = np.array([[permutation[axis], flips[axis]] for axis in range(3)])
+            reorientation = Reorientation(source.shape, transform, ("S", "P", "L"))
+            target = reorientation.apply(source)
+            region = (slice(1, target.shape[0] - 1), slice(0, target.shape[1] - 2), slice(2, target.shape[2]))
+            box = reorientation.source_region(region)
+            np.testing.assert_array_equal(source[box], reorientation.invert(target[region]))

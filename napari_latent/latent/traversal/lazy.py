@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from ...volumes.io import Volume
 from ..codes import LatentCodes
 from ..directions import Directions
 from .alphas import baseline_index, parse_alphas
-from .decoding import _blocked_copy, _Decoder, _Painter
+from .decoding import _Decoder, _Painter
 from .direction import UNITS, DirectionArg, IndexArg, Units, alpha_scale, resolve_direction
 from .eager import Traversal
 from .facts import _save, _TraversalFacts
@@ -204,40 +206,43 @@ class LazyTraversal(_TraversalFacts):
         out = np.empty((count, *self.grid.shape), dtype=np.float32)
         total = count * n
         meter = RateMeter()
-        pending: list[torch.Tensor] = []
-        planes: np.ndarray | None = None  # one reused plane-oriented frame
-        pending_size, completed, position = 0, 0, 0
         yield ProgressEvent(0, total, f"decoding {count} alphas x {n} slices", stage="traverse")
         decoder = self.decoder
 
-        def start(at: int) -> tuple[int, list]:
-            size = min(decoder.chunk, total - at)
-            flat = np.arange(at, at + size)
-            return size, decoder.start(self.shifted_codes(flat // n, flat % n))
+        def finish(images: torch.Tensor, parts: list[tuple[int, int, int, np.ndarray]]) -> int:
+            """In a stream: the batch's images to crops, written into their frames."""
+            crops = painter.prepare(images)
+            for alpha, first, last, rows in parts:
+                painter.write(out[alpha], crops[first:last], rows)
+            return len(crops)
 
-        running = start(0) if total else None
-        while running is not None and not stop_requested(stop):
-            take, futures = running
-            images = decoder.gather(futures)
+        # Batches (across slices and alphas, in order) stay submitted ``decoder.ahead`` deep, so
+        # the streams never wait for this thread, and each stream writes its own images into
+        # the frames: this thread only fills each frame before its first batch and reports.
+        window: deque[Future[int]] = deque()
+        submitted = position = 0
+        while (window or submitted < total) and not stop_requested(stop):
+            while submitted < total and len(window) < decoder.ahead:
+                flat = np.arange(submitted, min(submitted + decoder.batch_size, total))
+                alphas, rows = flat // n, flat % n
+                parts = []
+                for alpha in np.unique(alphas):
+                    where = np.flatnonzero(alphas == alpha)
+                    if rows[where[0]] == 0:
+                        painter.fill_frames(out[alpha])
+                    parts.append((int(alpha), int(where[0]), int(where[-1]) + 1, rows[where]))
+                codes = self.shifted_codes(alphas, rows)
+                window.append(decoder.start(codes, post=lambda images, parts=parts: finish(images, parts))[0])
+                submitted += len(flat)
+            take = window.popleft().result()
             position += take
-            # the next chunk decodes while this one is pasted onto the grid
-            running = start(position) if position < total else None
             meter.add(take)
-            offset = 0
-            while offset < take:  # the batch may finish one alpha and start the next
-                part = images[offset:offset + min(take - offset, n - pending_size)]
-                pending.append(part)
-                pending_size += len(part)
-                offset += len(part)
-                if pending_size == n:
-                    planes = painter.blank(0, painter.plane_shape[0]) if planes is None else planes
-                    planes[...] = painter.low if painter.fill is None else painter.fill
-                    painter.paint(planes, torch.cat(pending), np.arange(n), 0)
-                    _blocked_copy(out[completed], painter.reorientation.invert(planes))
-                    completed += 1
-                    pending, pending_size = [], 0
-            yield ProgressEvent(position, total, f"alpha {min(completed + 1, count)} of {count}",
+            yield ProgressEvent(position, total, f"alpha {min(position // n + 1, count)} of {count}",
                                 {"images_per_s": meter.rate}, stage="traverse")
+        for future in window:  # stopped: drop what has not started, let the rest finish writing
+            if not future.cancel():
+                future.result()
+        completed = position // n
         info = dict(self.info)
         if completed < count:
             info["stopped"] = True
