@@ -15,11 +15,14 @@ Computation
 ``M`` is never built. Pass 1 walks the slabs of planes that hold mask voxels, gathers each
 slab's masked voxels (one ``take`` per alpha) and accumulates the A x A sums of products in
 float64, each slab shifted by the first slab's column means so that the final centring is
-numerically exact. Pass 2 computes the maps slab by slab as one float32 product of the
-K eigenvectors with the differences from the baseline frame (small numbers, so float32
-keeps about 7 significant digits of the change, not of the anatomy) plus exact
-per-voxel corrections, then zeroes the voxels outside the mask; the difference maps fall
-out of the same buffer. Memory stays at O(A^2 + one slab) besides the K maps (slabs of
+numerically exact. Pass 2 computes the component values of each slab's masked voxels as
+one float32 product of the K eigenvectors with the differences from the baseline frame
+(small numbers, so float32 keeps about 7 significant digits of the change, not of the
+anatomy) plus exact per-voxel corrections; the difference maps fall out of the same pass.
+The result keeps the component values only at the mask's voxels, ``(voxels, K)`` like
+``M @ V`` itself, and makes a map on the volume grid when one is asked for
+(:meth:`EigenResult.component_map`); on a brain mask that is a third to a quarter of K
+whole volumes. Memory stays at O(A^2 + one slab) besides those values (slabs of
 about 16 MiB by default); with a :class:`~napari_latent.latent.traversal.LazyTraversal`
 the slabs are decoded on demand (once per pass, only the planes the passes need), so A x
 the volume is never in memory.
@@ -221,8 +224,10 @@ class EigenResult:
         ``(A,)`` eigenvalues over their sum (negative round-off clipped to 0).
     eigenvectors : numpy.ndarray
         ``(A, K)`` the first K eigenvectors as columns, signs per the module docstring.
-    maps : numpy.ndarray
-        ``(K, i, j, k)`` float32 component maps on the source grid, zero outside the mask.
+    projections : numpy.ndarray
+        ``(voxels, K)`` float32: component ``k`` at each voxel of the mask (the rows of
+        ``M``, in the mask's C order), i.e. ``M_c @ V``; :attr:`maps` and
+        :meth:`component_map` put them on the volume grid.
     mask : numpy.ndarray
         Boolean mask (source grid) of the voxels that formed the rows of ``M``.
     grid : Grid
@@ -251,7 +256,7 @@ class EigenResult:
     eigenvalues: np.ndarray
     explained_variance_ratio: np.ndarray
     eigenvectors: np.ndarray
-    maps: np.ndarray
+    projections: np.ndarray
     mask: np.ndarray
     grid: Grid
     baseline_index: int = 0
@@ -268,6 +273,26 @@ class EigenResult:
     def n_components(self) -> int:
         """K, the number of eigenvectors and maps kept."""
         return int(self.eigenvectors.shape[1])
+
+    def component_map(self, k: int) -> np.ndarray:
+        """Component map ``k`` (from 0) on the source grid ``(i, j, k)``, float32, zero outside the mask."""
+        if not -self.n_components <= int(k) < self.n_components:
+            raise UserInputError(f"component {k} is out of range (0 to {self.n_components - 1})")
+        out = np.zeros(self.grid.shape, dtype=np.float32)
+        out[self.mask] = self.projections[:, int(k)]
+        return out
+
+    @property
+    def maps(self) -> np.ndarray:
+        """``(K, i, j, k)`` float32 maps on the source grid, made on each access (K volumes).
+
+        To hold one map at a time use :meth:`component_map`; the values inside the mask
+        alone are the columns of :attr:`projections`.
+        """
+        out = np.zeros((self.n_components, *self.grid.shape), dtype=np.float32)
+        for k in range(self.n_components):
+            out[k][self.mask] = self.projections[:, k]
+        return out
 
     def alpha_correlation(self) -> np.ndarray:
         """``(K,)`` Pearson correlation of each eigenvector with the alphas (nan when constant)."""
@@ -331,7 +356,7 @@ class EigenResult:
         reference: Volume | Grid = self.grid if like is None else like
         self.grid.check_same(reference.grid if isinstance(reference, Volume) else reference, "the reference")
         for k in range(self.n_components):
-            save_volume(self.maps[k], out / f"component_{k + 1}.nii.gz", like=reference,
+            save_volume(self.component_map(k), out / f"component_{k + 1}.nii.gz", like=reference,
                         description=f"napari-latent eigencomponent {k + 1}")
         if self.differences is not None:
             for name, data in zip(self.difference_names(), self.differences):
@@ -359,17 +384,18 @@ class EigenResult:
         if int(meta.get("format_version", 0)) > EIGEN_VERSION:
             raise UserInputError(f"{path}: made by a newer napari-latent; please upgrade")
         grid = Grid.from_json(meta["grid"])
-        maps = np.stack([open_volume(folder / c["file"]).data for c in meta["components"]]) if meta["components"] \
-            else np.zeros((0, *grid.shape), dtype=np.float32)
         mask = open_volume(folder / "mask.nii.gz").data > 0.5
+        projections = np.empty((int(mask.sum()), len(meta["components"])), dtype=np.float32)
+        for k, component in enumerate(meta["components"]):  # one map in memory at a time
+            projections[:, k] = open_volume(folder / component["file"]).data[mask]
         differences = None
         if meta.get("differences"):
             differences = np.stack([open_volume(folder / d["file"]).data for d in meta["differences"]])
         mask_info = {k: v for k, v in meta.get("mask", {}).items() if k not in ("voxels", "file")}
         return cls(np.asarray(meta["alphas"]), np.asarray(meta["eigenvalues"]),
                    np.asarray(meta["explained_variance_ratio"]),
-                   np.asarray(meta["eigenvectors"], dtype=np.float64).reshape(len(meta["alphas"]), -1), maps, mask,
-                   grid, int(meta["baseline_index"]), meta.get("center", True),
+                   np.asarray(meta["eigenvectors"], dtype=np.float64).reshape(len(meta["alphas"]), -1), projections,
+                   mask, grid, int(meta["baseline_index"]), meta.get("center", True),
                    np.asarray(meta.get("column_means", [])), int(meta.get("n_voxels", 0)), differences,
                    np.asarray([d["index"] for d in meta.get("differences", [])], dtype=np.int64),
                    meta.get("units", "latent"), mask_info, meta.get("source") or {})
@@ -448,6 +474,19 @@ def _plane_extent(mask: np.ndarray) -> tuple[int, int]:
     """First and last-plus-one plane (axis 0) holding a voxel of ``mask``."""
     planes = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     return int(planes[0]), int(planes[-1]) + 1
+
+
+def _source_rank(traversal: TraversalLike, source_mask: np.ndarray, work_mask: np.ndarray) -> np.ndarray | None:
+    """Source-order row of each masked voxel, in the working order; None when the orders agree.
+
+    Made before the projections exist, from one int32 volume that is freed at once.
+    """
+    view = traversal.to_working(source_mask)
+    if view.strides == source_mask.strides and view.ctypes.data == source_mask.ctypes.data:
+        return None
+    order = np.zeros(source_mask.shape, dtype=np.int32)
+    order[source_mask] = np.arange(int(work_mask.sum()), dtype=np.int32)
+    return traversal.to_working(order)[work_mask]
 
 
 def orient_signs(vectors: np.ndarray, alphas: np.ndarray) -> np.ndarray:
@@ -538,42 +577,40 @@ def iter_eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | s
     ratio = positive / positive.sum() if positive.sum() > 0 else np.zeros_like(values)
     vectors = orient_signs(vectors[:, :keep], traversal.alphas)
 
-    # Pass 2: map k = v_k . (x - c) for every voxel of a slab as one float32 product, written
-    # straight into the maps, of the differences from the baseline frame (small numbers:
-    # float32 keeps ~7 digits of the change, not of the anatomy):
+    # Pass 2: component k = v_k . (x - c) at each masked voxel of a slab, as one float32
+    # product of the differences from the baseline frame (small numbers: float32 keeps ~7
+    # digits of the change, not of the anatomy):
     # v.(x - c) = sum over a != b of v_a (x_a - x_b) + (sum of v) x_b - v.c, the baseline's row
-    # of the buffer carrying x_b itself. Voxels outside the mask are zeroed afterwards.
-    maps = np.zeros((keep, *traversal.grid.shape), dtype=np.float32)
+    # of the gathered values carrying x_b itself. Rows come in the working order of the mask;
+    # ``rank`` (only for a reoriented traversal) says where each goes in the source order.
+    rank = _source_rank(traversal, source_mask, work_mask)
+    projections = np.empty((voxels, keep), dtype=np.float32)
     diffs = np.zeros((len(which), *traversal.grid.shape), dtype=np.float32) if len(which) else None
-    maps_view = traversal.to_working(maps)
     diffs_view = None if diffs is None else traversal.to_working(diffs)
-    weights = vectors.T.astype(np.float32)
-    weights[:, baseline] = 0.0 if center == "baseline" else vectors.sum(axis=0)
-    offset = (vectors.T @ means if center is True else np.zeros(keep)).astype(np.float32)[:, None]
+    weights = vectors.astype(np.float32)
+    weights[baseline] = 0.0 if center == "baseline" else vectors.sum(axis=0)
+    offset = (vectors.T @ means if center is True else np.zeros(keep)).astype(np.float32)
     is_baseline = np.asarray(which) == baseline
-    plane = int(np.prod(work_shape[1:]))
-    buffer = np.empty((count, chunk * plane), dtype=np.float32)
+    row = 0
     for start, stop_, block in traversal.iter_blocks(chunk, second_first, second_last):
-        local = work_mask[start:stop_]
         flat = block.reshape(count, -1)
-        reference = flat[baseline]
-        change = buffer[:, :flat.shape[1]]
-        np.subtract(flat, reference, out=change)
         if diffs_view is not None:  # whole planes: the difference maps cover the volume
-            diffs_view[:, start:stop_] = change[which].reshape(len(which), *block.shape[1:])
-        if local.any():
+            diffs_view[:, start:stop_] = (block[which] - block[baseline]).reshape(len(which), *block.shape[1:])
+        indices = np.flatnonzero(work_mask[start:stop_])
+        if indices.size:
+            change = np.empty((count, indices.size), dtype=np.float32)
+            for a in range(count):
+                np.take(flat[a], indices, out=change[a])
+            reference = change[baseline].copy()
+            change -= reference
             change[baseline] = reference
-            target = maps_view[:, start:stop_]
-            if target.flags.c_contiguous or _is_plane_view(target):
-                out = target.reshape(keep, -1)
-                np.matmul(weights, change, out=out)
-                out -= offset
-                out *= local.reshape(1, -1)
-            else:  # a reoriented (lazy) view: compute, then assign
-                projected = weights @ change
-                projected -= offset
-                projected *= local.reshape(1, -1)
-                target[...] = projected.reshape(target.shape)
+            if rank is None:
+                target = projections[row:row + indices.size]
+                np.matmul(change.T, weights, out=target)
+                target -= offset
+            else:
+                projections[rank[row:row + indices.size]] = change.T @ weights - offset
+            row += indices.size
         done += 1
         yield ProgressEvent(done, blocks, "component maps", stage="eigen")
         if stop_requested(stop):
@@ -585,7 +622,8 @@ def iter_eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | s
                             "fill", "info")}
     if isinstance(source_info.get("direction"), dict):
         source_info["direction"] = {k: v for k, v in source_info["direction"].items() if k != "vector"}
-    return EigenResult(np.asarray(traversal.alphas, dtype=np.float64), values, ratio, vectors, maps, source_mask,
+    return EigenResult(np.asarray(traversal.alphas, dtype=np.float64), values, ratio, vectors, projections,
+                       source_mask,
                        traversal.grid, baseline, center, means, voxels, diffs, np.asarray(which, dtype=np.int64),
                        traversal.units, mask_info, source_info)
 
@@ -624,7 +662,8 @@ def eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | str | 
     -------
     EigenResult
         Eigenvalues (all, descending), explained variance ratio, K eigenvectors (A x K),
-        K maps on the source grid (zero outside the mask), difference maps, the mask.
+        the K components at the mask's voxels (``projections``; maps on the source grid, zero
+        outside the mask, from :meth:`EigenResult.component_map`), difference maps, the mask.
     """
     result = run_operation(iter_eigencomponents(traversal, mask, n_components, center, chunk, differences, stop),
                            progress)

@@ -321,14 +321,15 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
         curve.set_title(f"component {k + 1}: {_percent(eigen.explained_variance_ratio[k])}{shape}", fontsize=8)
         if k == count - 1:
             curve.set_xlabel("alpha", fontsize=8)
-        limit = _symmetric_limit(eigen.maps[k][eigen.mask])
+        limit = _symmetric_limit(eigen.projections[:, k])
+        component = eigen.component_map(k)
         axes = []
         for c, position in enumerate(rows):
             ax = figure.add_subplot(grid[k, c + 2])
             axes.append(ax)
             ax.imshow(view.slice(image, position), cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
                       interpolation="nearest")
-            ax.imshow(_overlay(view.slice(eigen.maps[k], position), limit, opacity,
+            ax.imshow(_overlay(view.slice(component, position), limit, opacity,
                                view.slice(eigen.mask.astype(np.float32), position)),
                       aspect=view.aspect, interpolation="nearest")
             _hide_axes(ax)

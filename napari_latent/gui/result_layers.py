@@ -120,7 +120,7 @@ def eigen_layer_data(result: EigenResult, prefix: str = "eigen", path: str | Non
                  "explained_variance_ratio": float(result.explained_variance_ratio[k]),
                  "alpha_correlation": None if correlation[k] < 0 else float(result.alpha_correlation()[k]),
                  "eigenvector": [float(v) for v in result.eigenvectors[:, k]]}
-        layers.append(map_layer_data(result.maps[k], result.grid, f"{prefix} component {k + 1}", extra,
+        layers.append(map_layer_data(result.component_map(k), result.grid, f"{prefix} component {k + 1}", extra,
                                      visible=k == shown, mask=result.mask))
     if differences and result.differences is not None:
         for index, data in zip(result.difference_indices, result.differences):

@@ -264,6 +264,25 @@ def test_eigen_over_lazy_frames_equals_the_eager_result(lazy_traversal) -> None:
     assert streamed.source_info["units"] == "latent" and "vector" not in streamed.source_info["direction"]
 
 
+def test_results_keep_the_components_at_the_mask_and_make_maps_on_demand(lazy_traversal) -> None:
+    from napari_latent.analysis.eigen import _source_rank
+
+    lazy = lazy_traversal
+    mask = np.ascontiguousarray(lazy.modelled_mask())
+    # the lazy traversal works in the model's plane orientation, not in the source order
+    assert _source_rank(lazy, mask, np.ascontiguousarray(lazy.to_working(mask))) is not None
+    result = eigencomponents(lazy, mask=mask, n_components=3, differences="none")
+    assert result.projections.shape == (int(mask.sum()), 3) and result.projections.dtype == np.float32
+    maps = result.maps
+    for k in range(3):
+        component = result.component_map(k)
+        np.testing.assert_array_equal(component, maps[k])
+        np.testing.assert_array_equal(component[mask], result.projections[:, k])
+        assert np.all(component[~mask] == 0)
+    with pytest.raises(UserInputError, match="component 3 is out of range"):
+        result.component_map(3)
+
+
 def test_streaming_never_holds_every_alpha_volume(lazy_traversal) -> None:
     lazy = lazy_traversal
     mask = lazy.modelled_mask()
@@ -277,3 +296,5 @@ def test_streaming_never_holds_every_alpha_volume(lazy_traversal) -> None:
         tracemalloc.stop()
     assert result.maps.shape == (2, *lazy.grid.shape)
     assert peak < all_frames / 3, f"peak {peak / 1e6:.1f} MB against {all_frames / 1e6:.1f} MB for every frame"
+    two_maps = 2 * int(np.prod(lazy.grid.shape)) * 4
+    assert result.projections.nbytes < two_maps * mask.mean() + 1  # only the masked voxels are kept
