@@ -106,9 +106,10 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     traversal = run_operation(lazy.iter_compute(), progress)
     path = traversal.save(out)
     direction = traversal.direction
+    units = "latent units" if traversal.units == "latent" else \
+        f"{traversal.units} units; one is {traversal.alpha_scale:.4g} latent units"
     print(f"traversed {len(codes)} slices of {volume.name} along {direction.name!r} for {len(traversal)} alphas "
-          f"from {traversal.alphas[0]:g} to {traversal.alphas[-1]:g} ({traversal.units} units, "
-          f"{traversal.alpha_scale:.4g} latent units each); saved to {path} (sidecar "
+          f"from {traversal.alphas[0]:g} to {traversal.alphas[-1]:g} ({units}); saved to {path} (sidecar "
           f"{path.name.rsplit('.nii', 1)[0]}.json)")
     return 0
 

@@ -77,7 +77,8 @@ def test_traverse_with_saved_codes_and_a_weighted_sum(files: dict[str, Path], tm
     assert main(["traverse", "demo", str(files["volume"]), "--directions", str(files["dirs"]), "--codes", str(codes),
                  "--index", "0=1,2=1", "--alphas", "-1,0,1", "--units", "sd", "--out", str(out), "--quiet",
                  "--device", "cpu"]) == 0
-    assert "traversed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "traversed" in printed and "units; one is" in printed and "latent units each" not in printed
     back = Traversal.load(out)
     np.testing.assert_allclose(back.direction.vector, np.r_[1.0, 0.0, 1.0, np.zeros(29)] / np.sqrt(2), atol=1e-6)
     assert back.units == "std" and back.baseline_index == 1 and back.direction.weights == {"test 1": 1.0,
