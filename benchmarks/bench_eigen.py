@@ -164,7 +164,8 @@ def main() -> None:
             seconds, peak, _ = rows[name]
             print(f"vs {name}: {seconds / mine[0]:.1f}x faster (target >= 3x), {peak / mine[1]:.1f}x less memory "
                   f"(target >= 5x; {(peak - output_bytes) / max(mine[1] - output_bytes, 1):.1f}x besides the "
-                  f"output; with all K grid maps made at once, at least {peak / rows['+ K grid maps'][1]:.1f}x less memory)")
+                  f"output; with all K grid maps made at once, at least {peak / rows['+ K grid maps'][1]:.1f}x less "
+                  "memory)")
         if threads == default_threads:
             break
     print("deviation from a float64 reference (eigenvalues of the first, maps of their max):")
