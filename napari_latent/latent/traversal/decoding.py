@@ -167,7 +167,6 @@ class _Painter:
         crops = self.prepare(images) if isinstance(images, torch.Tensor) else images
         _paste(slab, self.indices[rows] - start, crops, self.geometry.box)
 
-
     def fill_frames(self, frames: np.ndarray) -> None:
         """Set source-ordered ``(..., i, j, k)`` frames to the fill (the source, or the window's low end)."""
         frames[...] = self.low if self.source_fill is None else self.source_fill
@@ -194,4 +193,3 @@ class _Painter:
             region = self.reorientation.source_region(
                 (slice(int(planes[first]), int(planes[last - 1]) + 1), slice(sr0, sr1), slice(sc0, sc1)))
             frame[region] = self.reorientation.invert(crops[first:last])
-
