@@ -462,14 +462,6 @@ def _gather(block: np.ndarray, flat_indices: np.ndarray, shift: np.ndarray | Non
     return values
 
 
-def _is_plane_view(view: np.ndarray) -> bool:
-    """True when each leading row of a 4D view is one contiguous run (reshape gives a view)."""
-    itemsize = view.itemsize
-    rows, cols = view.shape[2:]
-    return view.strides[3] == itemsize and view.strides[2] == cols * itemsize \
-        and view.strides[1] == rows * cols * itemsize
-
-
 def _plane_extent(mask: np.ndarray) -> tuple[int, int]:
     """First and last-plus-one plane (axis 0) holding a voxel of ``mask``."""
     planes = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
