@@ -53,10 +53,11 @@ two batches per stream submitted, and each stream resizes its own images and wri
 straight into the source-ordered frames (one reoriented box per run of slices, not a
 reoriented copy of the whole volume on the calling thread): about 20% faster than pasting
 alpha by alpha on the calling thread, with the same voxels. ``benchmarks/bench_traversal.py``
-(128-cube volume, 15 alphas, quiet machine): 2.9-3.2x faster than the one-slice-per-alpha
-loop at identical output (2e-6 of the intensity window), the decoder at ~210 GFLOP/s counted
-in the original network's FLOPs. ``bf16=True`` adds bfloat16 autocast: about 4.5x, but images
-differ from fp32 by up to ~0.9% of the intensity window, so fp32 is the default.
+(128-cube volume, 15 alphas, quiet machine): 2.9-3.6x (median 3.05x over eight runs) faster
+than the one-slice-per-alpha loop at identical output (2e-6 of the intensity window), the
+decoder at ~210 GFLOP/s counted in the original network's FLOPs. ``bf16=True`` adds
+bfloat16 autocast: about 4.5x, but images differ from fp32 by up to ~0.9% of the intensity
+window, so fp32 is the default.
 
 Streaming: a :class:`LazyTraversal` computes nothing up front. ``frame(i)`` decodes one alpha
 (one volume), ``iter_blocks`` yields slabs of slices with every alpha (for the chunked eigen
