@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,30 +89,30 @@ class _Decoder:
             images = self.model.decode(batch.to(self.device), self.space).float().cpu().contiguous()
             return images if post is None else post(images)
 
+    def submit(self, batch: torch.Tensor, post: Callable[[torch.Tensor], Any] | None = None) -> Future[Any]:
+        """Start decoding one batch of at most ``batch_size`` codes; see :meth:`start`."""
+        if self._streams > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._streams, thread_name_prefix="napari-latent-decode",
+                                                initializer=torch.set_num_threads, initargs=(1,))
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool.submit(self._decode_batch, batch, post)
+        future: Future[Any] = Future()
+        future.set_result(self._decode_batch(batch, post))
+        return future
+
     def start(self, codes: torch.Tensor, post: Callable[[torch.Tensor], Any] | None = None) -> list[Future[Any]]:
         """Start decoding ``(m, d)`` codes, batch by batch; :meth:`gather` the images.
 
         On the CPU the batches run in parallel streams, one single-threaded stream per core:
         for these small convolutions that is 1.2-1.3x faster than one stream whose every
         operation is split across the cores (their synchronisation costs more than it gains).
-        Work submitted here runs while the caller does something else (pasting the previous
-        images onto the grid). Elsewhere the batches are decoded at once. ``post``, when
-        given, is applied to each batch's ``(b, 1, S, S)`` images in its stream, and a
-        future's result is what it returns.
+        Work submitted here runs while the caller does something else. Elsewhere the batches
+        are decoded at once. ``post``, when given, is applied to each batch's ``(b, 1, S, S)``
+        images in its stream, and a future's result is what it returns.
         """
-        batches = [codes[start:start + self.batch_size] for start in range(0, len(codes), self.batch_size)]
-        if self._streams > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._streams, thread_name_prefix="napari-latent-decode",
-                                                initializer=torch.set_num_threads, initargs=(1,))
-                weakref.finalize(self, self._pool.shutdown, wait=False)
-            return [self._pool.submit(self._decode_batch, batch, post) for batch in batches]
-        done = []
-        for batch in batches:
-            future: Future[Any] = Future()
-            future.set_result(self._decode_batch(batch, post))
-            done.append(future)
-        return done
+        return [self.submit(codes[start:start + self.batch_size], post)
+                for start in range(0, len(codes), self.batch_size)]
 
     @staticmethod
     def gather(futures: list[Future[torch.Tensor]]) -> torch.Tensor:
@@ -125,27 +126,33 @@ class _Decoder:
 
 
 class _Painter:
-    """Pastes decoded images into plane-oriented slabs (exactly like ``SliceGeometry.to_volume``).
+    """Pastes decoded images onto the volume grid (exactly like ``SliceGeometry.to_volume``).
 
-    The fill is kept as one contiguous plane-oriented copy of the source (pasting into
-    contiguous planes is several times faster than into a reoriented view).
+    :meth:`write` pastes into source-ordered frames (the eager traversal); :meth:`paint`
+    into plane-oriented slabs (frames and blocks of the lazy one), whose fill is one
+    contiguous plane-oriented copy of the source, made on first use (pasting into contiguous
+    planes is several times faster than into a reoriented view).
     """
 
     def __init__(self, geometry: SliceGeometry, fill: Volume | None) -> None:
         self.geometry = geometry
         self.reorientation = geometry.reorientation
         self.low, self.high = geometry.window_values
-        self.fill = None if fill is None else np.ascontiguousarray(self.reorientation.apply(fill.data))
         self.source_fill = None if fill is None else np.asarray(fill.data, dtype=np.float32)
         self.indices = np.asarray(geometry.indices, dtype=np.int64)
         self.plane_shape = geometry.plane_shape
+
+    @functools.cached_property
+    def plane_fill(self) -> np.ndarray | None:
+        """The fill in the plane orientation, contiguous (None: the window's low end)."""
+        return None if self.source_fill is None else np.ascontiguousarray(self.reorientation.apply(self.source_fill))
 
     def blank(self, start: int, stop: int, count: int | None = None) -> np.ndarray:
         """``(count, stop - start, rows, cols)`` (or 3D without count) slabs of the fill."""
         shape = (stop - start, *self.plane_shape[1:])
         lead = () if count is None else (count,)
         out = np.empty(lead + shape, dtype=np.float32)
-        out[...] = self.low if self.fill is None else self.fill[start:stop]
+        out[...] = self.low if self.plane_fill is None else self.plane_fill[start:stop]
         return out
 
     def rows(self, start: int, stop: int) -> np.ndarray:

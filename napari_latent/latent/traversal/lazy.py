@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -232,7 +233,7 @@ class LazyTraversal(_TraversalFacts):
                         painter.fill_frames(out[alpha])
                     parts.append((int(alpha), int(where[0]), int(where[-1]) + 1, rows[where]))
                 codes = self.shifted_codes(alphas, rows)
-                window.append(decoder.start(codes, post=lambda images, parts=parts: finish(images, parts))[0])
+                window.append(decoder.submit(codes, functools.partial(finish, parts=parts)))
                 submitted += len(flat)
             take = window.popleft().result()
             position += take
