@@ -437,20 +437,29 @@ def resolve_mask(traversal: TraversalLike,
     return chosen, info
 
 
+def _take(block: np.ndarray, flat_indices: np.ndarray) -> np.ndarray:
+    """``(A, voxels)`` float32 values of a ``(A, ...)`` block at flat voxel indices.
+
+    One contiguous ``take`` per alpha is several times faster than boolean indexing of the
+    4D block.
+    """
+    flat = block.reshape(block.shape[0], -1)
+    out = np.empty((block.shape[0], flat_indices.size), dtype=np.float32)
+    for a in range(block.shape[0]):
+        np.take(flat[a], flat_indices, out=out[a])
+    return out
+
+
 def _gather(block: np.ndarray, flat_indices: np.ndarray, shift: np.ndarray | None,
             center: Center, baseline: int) -> np.ndarray:
     """``(A + 1, voxels)`` float64: the block's values at flat voxel indices, and a row of ones.
 
-    One contiguous ``take`` per alpha into a float32 buffer is several times faster than boolean
-    indexing of the 4D block; the values are widened to float64 (and shifted by ``shift``, in
-    float64) in the same step. The row of ones makes one matrix product give the sums beside
+    The values (:func:`_take`) are widened to float64 (and shifted by ``shift``, in float64)
+    in one step. The row of ones makes one matrix product give the sums beside
     the sums of products.
     """
     count = block.shape[0]
-    flat = block.reshape(count, -1)
-    buffer = np.empty((count, flat_indices.size), dtype=np.float32)
-    for a in range(count):
-        np.take(flat[a], flat_indices, out=buffer[a])
+    buffer = _take(block, flat_indices)
     values = np.empty((count + 1, flat_indices.size))
     if shift is None:
         values[:count] = buffer
@@ -585,14 +594,11 @@ def iter_eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | s
     is_baseline = np.asarray(which) == baseline
     row = 0
     for start, stop_, block in traversal.iter_blocks(chunk, second_first, second_last):
-        flat = block.reshape(count, -1)
         if diffs_view is not None:  # whole planes: the difference maps cover the volume
-            diffs_view[:, start:stop_] = (block[which] - block[baseline]).reshape(len(which), *block.shape[1:])
+            diffs_view[:, start:stop_] = block[which] - block[baseline]
         indices = np.flatnonzero(work_mask[start:stop_])
         if indices.size:
-            change = np.empty((count, indices.size), dtype=np.float32)
-            for a in range(count):
-                np.take(flat[a], indices, out=change[a])
+            change = _take(block, indices)
             reference = change[baseline].copy()
             change -= reference
             change[baseline] = reference
