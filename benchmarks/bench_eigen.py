@@ -26,6 +26,7 @@ which every method must hold. Targets: 3x faster, 5x less memory.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -81,17 +82,12 @@ def sklearn_pca(traversal: Traversal, mask: np.ndarray, components: int) -> dict
     return {"eigenvalues": pca.explained_variance_, "eigenvectors": pca.components_.T, "projections": projected}
 
 
-def ours(traversal: Traversal, mask: np.ndarray, components: int) -> dict[str, Any]:
+def ours(traversal: Traversal, mask: np.ndarray, components: int, grid_maps: bool = False) -> dict[str, Any]:
     result = eigencomponents(traversal, mask=mask, n_components=components, differences="none")
-    return {"eigenvalues": result.eigenvalues, "eigenvectors": result.eigenvectors,
-            "projections": result.projections}
-
-
-def ours_with_maps(traversal: Traversal, mask: np.ndarray, components: int) -> dict[str, Any]:
-    """Ours, then all K maps on the volume grid at once (what every method would pay for them)."""
-    result = eigencomponents(traversal, mask=mask, n_components=components, differences="none")
-    return {"eigenvalues": result.eigenvalues, "eigenvectors": result.eigenvectors,
-            "projections": result.projections, "maps": result.maps}
+    out = {"eigenvalues": result.eigenvalues, "eigenvectors": result.eigenvectors, "projections": result.projections}
+    if grid_maps:  # all K maps on the volume grid at once (what every method would pay for them)
+        out["maps"] = result.maps
+    return out
 
 
 def measure(function: Callable[..., dict[str, Any]], repeats: int, *args: Any) -> tuple[float, int, dict[str, Any]]:
@@ -151,7 +147,7 @@ def main() -> None:
         print(f"-- {threads} BLAS thread(s)")
         rows = {}
         with threadpool_limits(threads):
-            for name, function in (("ours (chunked)", ours), ("+ K grid maps", ours_with_maps),
+            for name, function in (("ours (chunked)", ours), ("+ K grid maps", functools.partial(ours, grid_maps=True)),
                                    ("np.cov + eigh", numpy_cov), ("sklearn PCA", sklearn_pca)):
                 rows[name] = measure(function, args.repeats, traversal, mask, args.components)
                 seconds, peak, result = rows[name]
