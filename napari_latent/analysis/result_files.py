@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..container import read_container_header
 from ..errors import UserInputError
 from ..latent.codes import CODES_FORMAT, LatentCodes
 from ..latent.directions import DIRECTIONS_FORMAT, Directions
 from ..latent.traversal import TRAVERSAL_FORMAT, Traversal, sidecar_path
 from ..models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ..models.checkpoint import load_model, read_safetensors_header
+from ..models.checkpoint import load_model
 from ..volumes.io import is_nifti_path
 from .eigen import EIGEN_FORMAT, EigenResult
 
@@ -80,7 +81,7 @@ def _json_format(path: Path) -> str | None:
 
 
 def _safetensors_format(path: Path) -> str:
-    header = read_safetensors_header(path)
+    header = read_container_header(path)
     return str(header.get("format")) if isinstance(header, dict) else ""
 
 

@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 
 from ..device import available_devices
 from ..errors import UserInputError
-from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_names
+from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_class, model_names
 from ..models.checkpoint import load_model
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..training.loop import TrainResult, iter_train
@@ -150,8 +150,8 @@ class ModelWidget(Container):
             self.output.value = folder.parent / f"{folder.name}_{self.model_type.value}.safetensors"
 
     def _on_model_type(self, name: str) -> None:
-        # A VQ-VAE's latent size follows from its codebook dimension and latent resolution.
-        self.latent_dim.enabled = name != "vqvae"
+        # Some families derive the latent size from other settings (a VQ-VAE: its code dimension and map size).
+        self.latent_dim.enabled = "latent_dim" not in model_class(str(name)).config_class.derived
 
     def _set_busy(self, busy: bool) -> None:
         for widget in (self.train_button, self.load_button, self.demo_button):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,17 +9,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_save
 
-from .._atomic import write_bytes_atomic
+from ..container import read_container, require_tensors, write_container
 from ..errors import MismatchError, UserInputError
 from ..models.base import GenerativeModel
 from ..volumes.slicing import SliceGeometry
 
 CODES_FORMAT = "napari-latent-codes"
 CODES_VERSION = 1
-HEADER_KEY = "napari_latent"
 
 
 @dataclass(eq=False)
@@ -77,7 +73,7 @@ class LatentCodes:
 
     def check_model(self, model: GenerativeModel) -> None:
         """Raise :class:`MismatchError` unless ``model`` is the model the codes belong to."""
-        if model.name != self.model_name:
+        if not model.matches(self.model_name):
             raise MismatchError(f"the codes belong to a {self.model_name!r} model, not to this {model.name!r} model")
         if self.model_fingerprint and model.fingerprint and model.fingerprint != self.model_fingerprint:
             raise MismatchError(f"the codes were computed with another model (fingerprint {self.model_fingerprint}); "
@@ -111,15 +107,11 @@ class LatentCodes:
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the codes to one ``.safetensors`` file (tensors plus a JSON header), atomically."""
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise UserInputError(f"{path}: a codes file must end in .safetensors")
-        header = {"format": CODES_FORMAT, "format_version": CODES_VERSION, "space": self.space,
-                  "method": self.method, "settings": self.settings, "model": self.model_name,
+        header = {"space": self.space, "method": self.method, "settings": self.settings, "model": self.model_name,
                   "model_fingerprint": self.model_fingerprint, "source": self.source,
                   "geometry": self.geometry.to_json()}
-        tensors = {"codes": self.codes.contiguous(), "errors": torch.from_numpy(self.errors.copy())}
-        return write_bytes_atomic(path, safetensors_save(tensors, metadata={HEADER_KEY: json.dumps(header)}))
+        tensors = {"codes": self.codes, "errors": torch.from_numpy(self.errors.copy())}
+        return write_container(path, CODES_FORMAT, CODES_VERSION, header, tensors, kind="codes file")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatentCodes:
@@ -127,20 +119,9 @@ class LatentCodes:
         path = Path(path)
         if not path.is_file():
             raise UserInputError(f"{path}: no such codes file")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise UserInputError(f"{path}: not a napari-latent codes file (not a valid safetensors file)") from exc
-        try:
-            header = json.loads(metadata[HEADER_KEY])
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{path}: not a napari-latent codes file (no napari-latent header)") from exc
-        if header.get("format") != CODES_FORMAT:
-            raise UserInputError(f"{path}: not a codes file (it is a {header.get('format')!r} file)")
-        if int(header.get("format_version", 0)) > CODES_VERSION:
-            raise UserInputError(f"{path}: made by a newer napari-latent; please upgrade")
+        header, tensors = read_container(path, CODES_FORMAT, CODES_VERSION,
+                                         kind="codes file")
+        require_tensors(path, tensors, ("codes", "errors"), "codes file")
         return cls(tensors["codes"], SliceGeometry.from_json(header["geometry"]), header["space"],
                    tensors["errors"].numpy(), header.get("method", ""), header.get("settings") or {},
                    header.get("model", ""), header.get("model_fingerprint", ""), header.get("source", ""))

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_save
 
-from .._atomic import write_bytes_atomic
+from ..container import read_container, require_tensors, write_container
 from ..errors import MismatchError, UserInputError
 from ..models.base import GenerativeModel
 from .codes import LatentCodes
 
 DIRECTIONS_FORMAT = "napari-latent-directions"
 DIRECTIONS_VERSION = 1
-HEADER_KEY = "napari_latent"
 
 
 def default_names(method: str, count: int) -> list[str]:
@@ -136,7 +132,7 @@ class Directions:
     # -- checks ------------------------------------------------------------------------------
     def check_model(self, model: GenerativeModel) -> None:
         """Raise :class:`MismatchError` unless the directions belong to ``model``."""
-        if model.name != self.model_name:
+        if not model.matches(self.model_name):
             raise MismatchError(f"the directions belong to a {self.model_name!r} model, not to this "
                                 f"{model.name!r} model")
         if self.model_fingerprint and model.fingerprint and model.fingerprint != self.model_fingerprint:
@@ -186,12 +182,9 @@ class Directions:
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to one ``.safetensors`` file (vectors plus a JSON header), atomically."""
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise UserInputError(f"{path}: a directions file must end in .safetensors")
-        payload = safetensors_save({"vectors": self.vectors.contiguous()},
-                                   metadata={HEADER_KEY: json.dumps(self.to_json())})
-        return write_bytes_atomic(path, payload)
+        header = {k: v for k, v in self.to_json().items() if k not in ("format", "format_version")}
+        return write_container(path, DIRECTIONS_FORMAT, DIRECTIONS_VERSION, header, {"vectors": self.vectors},
+                               kind="directions file")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Directions:
@@ -199,21 +192,9 @@ class Directions:
         path = Path(path)
         if not path.is_file():
             raise UserInputError(f"{path}: no such directions file")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                vectors = handle.get_tensor("vectors")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise UserInputError(f"{path}: not a napari-latent directions file (not a valid safetensors file "
-                                 "with vectors)") from exc
-        try:
-            header = json.loads(metadata[HEADER_KEY])
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{path}: not a napari-latent directions file (no napari-latent header)") from exc
-        if header.get("format") != DIRECTIONS_FORMAT:
-            raise UserInputError(f"{path}: not a directions file (it is a {header.get('format')!r} file)")
-        if int(header.get("format_version", 0)) > DIRECTIONS_VERSION:
-            raise UserInputError(f"{path}: made by a newer napari-latent; please upgrade")
-        return cls(vectors, header["space"], header.get("model", ""), header.get("model_fingerprint", ""),
+        header, tensors = read_container(path, DIRECTIONS_FORMAT, DIRECTIONS_VERSION,
+                                         kind="directions file")
+        require_tensors(path, tensors, ("vectors",), "directions file")
+        return cls(tensors["vectors"], header["space"], header.get("model", ""), header.get("model_fingerprint", ""),
                    header.get("method", ""), header.get("settings") or {}, header.get("names") or [],
                    header.get("scores") or {}, header.get("code_std") or [], header.get("info") or {})

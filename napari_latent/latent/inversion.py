@@ -97,19 +97,19 @@ def learning_rate(step: int, steps: int, settings: InversionSettings) -> float:
 
 
 def default_space(model: GenerativeModel) -> str:
-    """The space inversion uses by default: ``w`` where the model has it, else its main space."""
-    return "w" if "w" in model.spaces else model.default_space
+    """The space inversion uses by default: the model's :attr:`~GenerativeModel.analysis_space` (StyleGAN ``w``)."""
+    return model.analysis_space
 
 
 @torch.no_grad()
 def latent_statistics(model: GenerativeModel, space: str, samples: int = 512,
                       seed: int = 0) -> tuple[torch.Tensor, float]:
-    """Mean code and spread (root mean squared distance to the mean) of prior samples in ``space``."""
-    mean_latent = getattr(model, "mean_latent", None)
+    """Mean code (:meth:`~GenerativeModel.mean_latent`) and spread (root mean squared distance to it) of
+    prior samples in ``space``."""
     generator = torch.Generator().manual_seed(seed)
     source = model.default_space
     codes = model.to_space(model.sample_latent(samples, generator, source), source, space).float()
-    mean = mean_latent(space).float().reshape(1, -1).to(codes.device) if mean_latent else codes.mean(0, keepdim=True)
+    mean = model.mean_latent(space, samples, seed).float().reshape(1, -1).to(codes.device)
     spread = float((codes - mean).pow(2).sum(1).mean().sqrt()) / math.sqrt(codes.shape[1])
     return mean.cpu(), max(spread, 1e-6)
 

@@ -7,6 +7,16 @@ pre-quantisation map, flattened). Models with an encoder also map images to code
 
 Every model is configured by a small dataclass (its ``Config``), which is what the
 checkpoint stores; ``build_model(name, **settings)`` makes one from the registry.
+
+Models *describe themselves* to the later stages, which never test a model's class or
+name nor reach into its submodules: :meth:`GenerativeModel.latent_weights` (the weight
+that first acts on codes of a space: what SeFa factorises), :meth:`GenerativeModel.prior`
+(the prior of each space), :attr:`GenerativeModel.has_encoder` and
+:attr:`GenerativeModel.has_posterior` (with :meth:`GenerativeModel.posterior`),
+:meth:`GenerativeModel.mean_latent` and :attr:`GenerativeModel.analysis_space`.
+
+The registry (:data:`MODELS`) is filled from the ``napari_latent.models`` entry points, the
+built-ins' included (see :mod:`napari_latent.registry`).
 """
 
 from __future__ import annotations
@@ -15,16 +25,78 @@ import abc
 import dataclasses
 import hashlib
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, MismatchError, UserInputError
+from ..registry import Registry
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
 
-MODEL_REGISTRY: dict[str, type[GenerativeModel]] = {}
+#: Modules (in this package) that define and register the built-in models; declared as
+#: ``napari_latent.models`` entry points in ``setup.cfg`` (imported directly only when the
+#: package's metadata is not installed).
+BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan")
+
+#: The model families by registry name.
+MODELS: Registry[type[GenerativeModel]] = Registry(
+    "model", "napari_latent.models", tuple(f"{__package__}.{m}" for m in BUILTIN_MODEL_MODULES))
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentPrior:
+    """The prior of one latent space.
+
+    Attributes
+    ----------
+    standard_normal : bool
+        Codes are ``N(0, I)``: the spread along any unit direction is 1 (else it is
+        measured from :meth:`GenerativeModel.sample_latent`).
+    mean_is_typical : bool
+        The mean code is a point the model is well-behaved at (False for StyleGAN's ``z``,
+        whose second-moment normalisation is singular at 0): methods that linearise the
+        model there use a prior sample instead.
+    """
+
+    standard_normal: bool = True
+    mean_is_typical: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentWeights:
+    """The weights that act first on the codes of one latent space (what SeFa factorises).
+
+    Attributes
+    ----------
+    inputs : tuple of Tensor
+        Effective weights ``(units, input_dim)``, one per input group (a StyleGAN's style
+        inputs; one entry for the others), each the stacked affines fed by that input.
+    layout : str
+        How a flat code feeds the inputs:
+
+        ``"single"``
+            one input reads the whole code;
+        ``"shared"``
+            every input reads the same whole code (StyleGAN ``w``);
+        ``"blocks"``
+            the code is the inputs' codes one after another (StyleGAN ``w+``);
+        ``"tiled"``
+            the code is ``(input_dim, positions)`` channel-major, and the same weight acts
+            at every position (a VQ-VAE's 1x1 convolution on its latent map).
+    positions : int
+        Spatial positions of a ``"tiled"`` code (1 otherwise).
+    """
+
+    inputs: tuple[torch.Tensor, ...]
+    layout: Literal["single", "shared", "blocks", "tiled"] = "single"
+    positions: int = 1
+
+    @property
+    def selectable(self) -> bool:
+        """Whether some of the inputs can be chosen (``"shared"`` and ``"blocks"`` layouts)."""
+        return self.layout in ("shared", "blocks")
 
 
 @dataclasses.dataclass
@@ -48,6 +120,10 @@ class ModelConfig:
     latent_dim: int = 32
     base_channels: int = 16
     max_channels: int = 128
+
+    #: Settings that follow from others and are not chosen by users (a VQ-VAE's
+    #: ``latent_dim``); forms and option lists leave them out.
+    derived: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for unsupported settings."""
@@ -94,6 +170,8 @@ class GenerativeModel(nn.Module, abc.ABC):
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     spaces: ClassVar[tuple[str, ...]] = ("z",)
     has_encoder: ClassVar[bool] = False
+    #: A Gaussian posterior ``q(z | x)`` (:meth:`posterior`) exists.
+    has_posterior: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -114,8 +192,13 @@ class GenerativeModel(nn.Module, abc.ABC):
 
     @property
     def default_space(self) -> str:
-        """The space codes are in unless another is asked for."""
+        """The space codes are in unless another is asked for (the prior's space)."""
         return self.spaces[0]
+
+    @property
+    def analysis_space(self) -> str:
+        """The space inversion and discovery use by default (a StyleGAN's ``w``)."""
+        return self.default_space
 
     def latent_shape(self, space: str | None = None) -> tuple[int, ...]:
         """Natural shape of one code in ``space`` (flattened codes have ``prod`` of it)."""
@@ -187,6 +270,51 @@ class GenerativeModel(nn.Module, abc.ABC):
             return codes
         raise MismatchError(f"model {self.name!r} cannot map codes from {source!r} to {target!r}")
 
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log variance of ``q(z | x)``, each ``(n, latent_dim)`` (see :attr:`has_posterior`).
+
+        Raises
+        ------
+        UserInputError
+            If the model has no Gaussian posterior.
+        """
+        raise UserInputError(f"model {self.name!r} has no Gaussian posterior")
+
+    def prior(self, space: str | None = None) -> LatentPrior:
+        """The prior of ``space``: standard normal in the sampling space by default."""
+        space = self.check_space(space)
+        return LatentPrior(standard_normal=space == self.default_space)
+
+    @torch.no_grad()
+    def mean_latent(self, space: str | None = None, samples: int = 512, seed: int = 0) -> torch.Tensor:
+        """The centre of a space as a flat code ``(1, latent_dim(space))``.
+
+        The default is the mean of ``samples`` prior samples (drawn with ``seed``) mapped into
+        ``space``; models with a tracked mean (StyleGAN's ``w_avg``) return that.
+        """
+        space = self.check_space(space)
+        source = self.default_space
+        generator = torch.Generator().manual_seed(int(seed))
+        codes = self.to_space(self.sample_latent(samples, generator, source), source, space).float()
+        return codes.mean(0, keepdim=True)
+
+    def latent_weights(self, space: str | None = None) -> LatentWeights:
+        """The weights that act first on codes of ``space`` (see :class:`LatentWeights`).
+
+        Raises
+        ------
+        UserInputError
+            If the model's first layer on that space is not linear (or not exposed).
+        """
+        space = self.check_space(space)
+        raise UserInputError(f"model {self.name!r} does not expose a linear first layer for space {space!r}")
+
+    def matches(self, name: str, fingerprint: str = "") -> bool:
+        """Whether this is the model a result was made with (same registry name; same weights if known)."""
+        if name != self.name:
+            return False
+        return not (fingerprint and self.fingerprint and fingerprint != self.fingerprint)
+
     def describe(self) -> dict[str, Any]:
         """A short JSON-serialisable description for reports and the GUI."""
         return {"model": self.name, "family": self.family, "spaces": list(self.spaces),
@@ -195,26 +323,23 @@ class GenerativeModel(nn.Module, abc.ABC):
 
 
 def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
-    """Class decorator: make a model buildable by its :attr:`~GenerativeModel.name`."""
+    """Class decorator: make a model buildable (and its checkpoints loadable) by its :attr:`~GenerativeModel.name`.
+
+    Plugins use it in the module their ``napari_latent.models`` entry point names.
+    """
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
-    MODEL_REGISTRY[cls.name] = cls
-    return cls
+    return MODELS.add(cls.name, cls)
 
 
 def model_names() -> list[str]:
     """Names of the registered models."""
-    _load_builtin_models()
-    return sorted(MODEL_REGISTRY)
+    return MODELS.names()
 
 
 def model_class(name: str) -> type[GenerativeModel]:
     """The model class registered under ``name``."""
-    _load_builtin_models()
-    try:
-        return MODEL_REGISTRY[name]
-    except KeyError:
-        raise UserInputError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODEL_REGISTRY))}") from None
+    return MODELS.get(name)
 
 
 def build_model(name: str, **settings: Any) -> GenerativeModel:
@@ -241,15 +366,3 @@ def model_fingerprint(model: GenerativeModel) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _load_builtin_models() -> None:
-    """Import the modules that register the built-in models."""
-    import importlib
-
-    for module in BUILTIN_MODEL_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-
-
-#: Modules (in this package) that define and register the built-in models.
-BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan")

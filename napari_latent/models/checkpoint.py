@@ -19,7 +19,6 @@ safetensors file of another program) gets a :class:`CheckpointError`. Writes are
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,20 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from .._atomic import write_bytes_atomic
+from ..container import flatten_state, read_container, read_container_header, unflatten_state, write_container
 from ..device import get_device
-from ..errors import CheckpointError, UserInputError
+from ..errors import CheckpointError
 from ..volumes.slicing import SliceSpec
 from .base import GenerativeModel, model_class, model_fingerprint
 
 FORMAT = "napari-latent-checkpoint"
 FORMAT_VERSION = 1
-HEADER_KEY = "napari_latent"
 DEMO_NAME = "demo"
+KIND = "model file"
 
 
 @dataclass
@@ -71,46 +68,6 @@ class Checkpoint:
     state: dict[str, Any] | None = None
     header: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-
-
-# -- nested state <-> (JSON, tensors) ----------------------------------------------------------
-
-def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Move every tensor of a nested structure into ``tensors``; return the JSON remainder."""
-    if isinstance(obj, torch.Tensor):
-        key = f"{prefix}"
-        tensors[key] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        if not all(isinstance(k, str | int) for k in obj):
-            raise TypeError(f"state keys must be str or int at {prefix}")
-        return {"__dict__": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
-    if isinstance(obj, list | tuple):
-        items = [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
-        return {"__tuple__": items} if isinstance(obj, tuple) else items
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
-        return obj.item()
-    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
-
-
-def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`flatten_state`."""
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            try:
-                return tensors[obj["__tensor__"]]
-            except KeyError:
-                raise CheckpointError(f"the checkpoint is damaged: tensor {obj['__tensor__']!r} is missing") from None
-        if "__dict__" in obj:
-            return {k: unflatten_state(v, tensors) for k, v in obj["__dict__"]}
-        if "__tuple__" in obj:
-            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
-        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [unflatten_state(v, tensors) for v in obj]
-    return obj
 
 
 # -- save --------------------------------------------------------------------------------------
@@ -145,9 +102,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
     -------
     Path
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise UserInputError(f"{path}: a model file must end in .safetensors")
     tensors: dict[str, torch.Tensor] = {}
 
     def put(prefix: str, state_dict: dict[str, torch.Tensor]) -> None:
@@ -162,8 +116,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
         put(name, _state_dict_of(module))
     state_json = flatten_state(state, "state", tensors) if state is not None else None
     header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "model": model.name,
         "config": model.config.to_json(),
         "slice_spec": slice_spec.to_json() if slice_spec is not None else None,
@@ -174,8 +126,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
         "half_precision": bool(half_precision),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    payload = safetensors_save(tensors, metadata={HEADER_KEY: json.dumps(header)})
-    return write_bytes_atomic(path, payload)
+    return write_container(path, FORMAT, FORMAT_VERSION, header, tensors, kind=KIND)
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -201,44 +152,9 @@ def _resolve(path_or_name: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_safetensors_header(path: Path, not_ours: str = "not one of napari-latent's",
-                            prefix: str = "") -> Any:
-    """The parsed JSON header of any napari-latent ``.safetensors`` file (model, codes, directions).
-
-    Reads the header only, never the tensors and never a pickle. ``prefix`` starts the
-    message of an unreadable file and ``not_ours`` ends that of a safetensors file without
-    our header. Raises :class:`CheckpointError` (a :class:`UserInputError`).
-    """
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        hint = " (a PyTorch pickle? napari-latent never loads pickles)" if _looks_like_pickle(path) else ""
-        raise CheckpointError(f"{path}: {prefix}not a valid safetensors file{hint}") from exc
-    if HEADER_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file, but {not_ours} (no '{HEADER_KEY}' header)")
-    try:
-        return json.loads(metadata[HEADER_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: the napari-latent header is not valid JSON") from exc
-
-
 def read_header(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint's JSON header without loading weights."""
-    path = _resolve(path_or_name)
-    header = read_safetensors_header(path, "not a napari-latent model", "not a napari-latent model file: ")
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a napari-latent model file (format {header.get('format')!r})")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: made by a newer napari-latent (format version {version}); please upgrade")
-    return header
-
-
-def _looks_like_pickle(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        start = handle.read(4)
-    return start[:1] == b"\x80" or start[:2] == b"PK"
+    return read_container_header(_resolve(path_or_name), FORMAT, FORMAT_VERSION, kind=KIND, error=CheckpointError)
 
 
 def read_checkpoint(path_or_name: str | os.PathLike[str], device: str | torch.device = "cpu",
@@ -263,19 +179,16 @@ def read_checkpoint(path_or_name: str | os.PathLike[str], device: str | torch.de
     cls = model_class(header.get("model", ""))
     config = cls.config_class.from_json(header.get("config") or {})
     model = cls(config)
+    _, tensors = read_container(path, FORMAT, FORMAT_VERSION, kind=KIND, error=CheckpointError,
+                                keys=lambda key: with_state or not key.startswith("state."))
     groups: dict[str, dict[str, torch.Tensor]] = {}
     state_tensors: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not mappings
-                prefix, _, rest = key.partition(".")
-                if prefix == "state":
-                    if with_state:
-                        state_tensors[key] = handle.get_tensor(key)
-                    continue
-                groups.setdefault(prefix, {})[rest] = handle.get_tensor(key)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the model file is truncated or damaged ({exc})") from exc
+    for key, tensor in tensors.items():
+        prefix, _, rest = key.partition(".")
+        if prefix == "state":
+            state_tensors[key] = tensor
+        else:
+            groups.setdefault(prefix, {})[rest] = tensor
     weights = groups.pop("model", {})
     reference = model.state_dict()
     missing = sorted(set(reference) - set(weights))
@@ -293,7 +206,7 @@ def read_checkpoint(path_or_name: str | os.PathLike[str], device: str | torch.de
     spec = SliceSpec.from_json(header["slice_spec"]) if header.get("slice_spec") else None
     state = None
     if with_state and header.get("state") is not None:
-        state = unflatten_state(header["state"], state_tensors)
+        state = unflatten_state(header["state"], state_tensors, CheckpointError)
     attach_checkpoint_facts(model, spec, header.get("training") or {}, path)
     return Checkpoint(model, spec, header.get("training") or {}, groups, state, header, path)
 

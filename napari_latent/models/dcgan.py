@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from .base import ModelConfig, register_model
+from .base import LatentWeights, ModelConfig, register_model
 from .gan import GANModel, parse_diffaugment_policy
 
 
@@ -175,6 +175,11 @@ class DCGAN(GANModel):
         super().__init__(config)
         self.generator = DCGANGenerator(config)
         self.discriminator = DCGANDiscriminator(config)
+
+    def latent_weights(self, space: str | None = None) -> LatentWeights:
+        """The first transposed convolution (a 1x1 code to a 4x4 map), ``(d, C, 4, 4)`` read as ``(C * 16, d)``."""
+        self.check_space(space)
+        return LatentWeights((self.generator.net[0].weight.flatten(1).T,))
 
     def decode(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
         """Images of codes ``(n, latent_dim)``, with the generator's running batch-norm statistics."""

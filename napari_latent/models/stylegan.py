@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MismatchError, UserInputError
-from .base import ModelConfig, register_model
+from .base import LatentPrior, LatentWeights, ModelConfig, register_model
 from .gan import GANModel
 
 NoiseMode = Literal["const", "random", "none"]
@@ -631,10 +631,45 @@ class StyleGAN(GANModel):
         with torch.no_grad():
             return self.to_space(z, "z", space)
 
-    def mean_latent(self, space: str | None = None) -> torch.Tensor:
+    @property
+    def analysis_space(self) -> str:
+        """``w``: inversion and discovery work there by default."""
+        return "w"
+
+    def prior(self, space: str | None = None) -> LatentPrior:
+        """``z`` is standard normal but normalised by its second moment (so 0 is singular); ``w``/``w+`` are mapped."""
+        space = self.check_space(space)
+        return LatentPrior(standard_normal=space == "z", mean_is_typical=space != "z")
+
+    def style_affines(self) -> list[list[torch.Tensor]]:
+        """Effective weights ``(channels, w_dim)`` of the style affine layers fed by each style input."""
+        per_input: list[list[torch.Tensor]] = [[] for _ in range(self.num_ws)]
+        start = 0
+        for block in self.generator.synthesis.blocks:
+            for i, layer in enumerate(block.convs):
+                per_input[start + i].append(layer.affine.weight * layer.affine.weight_gain)
+            per_input[start + block.num_conv].append(block.to_gray.affine.weight * block.to_gray.affine.weight_gain)
+            start += block.num_conv
+        return per_input
+
+    def latent_weights(self, space: str | None = None) -> LatentWeights:
+        """``z``: the mapping's first layer; ``w``: all style affines (``"shared"``); ``w+``: a block per style input.
+
+        Each style input's entry stacks the affines it feeds: a 3x3 convolution's, and a
+        ``toGray``'s for inputs shared with one.
+        """
+        space = self.check_space(space)
+        if space == "z":
+            layer = self.generator.mapping.layers[0]
+            return LatentWeights((layer.weight * layer.weight_gain,))
+        inputs = tuple(torch.cat(weights) for weights in self.style_affines())
+        return LatentWeights(inputs, "shared" if space == "w" else "blocks")
+
+    def mean_latent(self, space: str | None = None, samples: int = 512, seed: int = 0) -> torch.Tensor:
         """The centre of a space as a flat code ``(1, latent_dim(space))``: ``w_avg`` in ``w``/``w+``, 0 in ``z``.
 
-        The start point of optimisation-based inversion.
+        The start point of optimisation-based inversion (``samples`` and ``seed`` are unused:
+        the mean is tracked).
         """
         space = self.check_space(space)
         if space == "z":

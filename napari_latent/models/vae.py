@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import GenerativeModel, ModelConfig, register_model
+from .base import GenerativeModel, LatentWeights, ModelConfig, register_model
 from .blocks import DownPath, UpPath
 
 
@@ -44,6 +44,7 @@ class VAE(GenerativeModel):
     config_class = VAEConfig
     spaces = ("z",)
     has_encoder = True
+    has_posterior = True
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -63,6 +64,11 @@ class VAE(GenerativeModel):
         """Posterior means of ``images``."""
         self.check_space(space)
         return self.posterior(images)[0]
+
+    def latent_weights(self, space: str | None = None) -> LatentWeights:
+        """The decoder's ``from_latent`` linear layer ``(features, latent_dim)``."""
+        self.check_space(space)
+        return LatentWeights((self.from_latent.weight,))
 
     def decode(self, codes: torch.Tensor, space: str | None = None) -> torch.Tensor:
         """Images of codes ``(n, latent_dim)``."""

@@ -31,13 +31,13 @@ global structure: they are for previews and null distributions, not a learned pr
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError
-from .base import GenerativeModel, ModelConfig, register_model
+from .base import GenerativeModel, LatentPrior, LatentWeights, ModelConfig, register_model
 from .blocks import DownPath, UpPath
 
 
@@ -74,6 +74,8 @@ class VQVAEConfig(ModelConfig):
     ema_decay: float = 0.99
     dead_code_threshold: float = 1.0
     blocks_per_level: int = 1
+
+    derived: ClassVar[tuple[str, ...]] = ("latent_dim",)
 
     def __post_init__(self) -> None:
         if self.latent_dim == 0:
@@ -155,6 +157,20 @@ class VQVAE(GenerativeModel):
         self.check_space(space)
         res = int(self.config.latent_resolution)
         return (int(self.config.code_dim), res, res)
+
+    def prior(self, space: str | None = None) -> LatentPrior:
+        """Not Gaussian: codes are codebook entries drawn per position (:meth:`sample_latent`)."""
+        self.check_space(space)
+        return LatentPrior(standard_normal=False)
+
+    def latent_weights(self, space: str | None = None) -> LatentWeights:
+        """The decoder's 1x1 convolution ``from_code`` ``(channels, code_dim)``, tiled over the latent map.
+
+        It acts on the ``code_dim`` channels of every position alike.
+        """
+        self.check_space(space)
+        res = int(self.config.latent_resolution)
+        return LatentWeights((self.from_code.weight[:, :, 0, 0],), "tiled", res * res)
 
     @property
     def codebook_size(self) -> int:

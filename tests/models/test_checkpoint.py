@@ -10,17 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from napari_latent.container import HEADER_KEY, flatten_state, unflatten_state
 from napari_latent.errors import CheckpointError, UserInputError
 from napari_latent.models.base import build_model, model_fingerprint, model_names
 from napari_latent.models.checkpoint import (
     FORMAT_VERSION,
-    HEADER_KEY,
-    flatten_state,
     load_model,
     read_checkpoint,
     read_header,
     save_checkpoint,
-    unflatten_state,
 )
 from napari_latent.volumes import SliceSpec
 

@@ -95,7 +95,7 @@ def iter_jacobian(model: GenerativeModel, *, space: str | None = None, count: in
     space = model.check_space(space or default_space(model))
     check_count(model, space, count)
     dim = model.latent_dim(space)
-    if code is None and model.name == "stylegan" and space == "z":  # z = 0 is singular for its normalisation
+    if code is None and not model.prior(space).mean_is_typical:  # e.g. StyleGAN z: 0 is singular for its normalisation
         point = model.sample_latent(1, torch.Generator().manual_seed(int(seed)), "z").reshape(-1)
     elif code is None:
         point = latent_statistics(model, space)[0].reshape(-1)

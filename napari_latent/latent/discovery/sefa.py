@@ -8,20 +8,20 @@ of ``A`` (the weights of one output unit) is first normalised to unit length, so
 unit counts equally (this also removes per-channel scales such as a following batch norm
 or StyleGAN's equalised-learning-rate gains); eigenvalues are sorted in descending order.
 
-The weight ``A`` per model and space:
+The weight ``A`` comes from the model (:meth:`~napari_latent.models.base.GenerativeModel.latent_weights`),
+by the layout of the code:
 
-* VAE / IntroVAE ``z``: the decoder's ``from_latent`` linear layer.
-* DCGAN ``z``: the first transposed convolution (a 1x1 code to a 4x4 map), its weight
-  ``(d, C, 4, 4)`` read as ``d`` columns of ``C * 16`` output units (SeFa's PGGAN case).
-* StyleGAN ``z``: the first fully connected layer of the mapping network.
-* StyleGAN ``w``: the style affine layers of all modulated convolutions and ``toGray``
-  layers, stacked (the official StyleGAN2 case; ``layers=`` restricts to some style inputs).
-* StyleGAN ``w+``: there every style input has its own ``w``, so ``A`` is block diagonal
-  with one block per style input (the affines fed by that input: a 3x3 convolution, and a
-  ``toGray`` for inputs shared with it). Its eigenvectors each live in one block, i.e. each
+* ``single`` (VAE / IntroVAE ``z``: the decoder's ``from_latent`` layer; DCGAN ``z``: the
+  first transposed convolution read as ``d`` columns of ``C * 16`` output units, SeFa's PGGAN
+  case; StyleGAN ``z``: the mapping's first layer): ``A`` itself.
+* ``shared`` (StyleGAN ``w``): every style input reads the same code, so ``A`` is the style
+  affines of all chosen inputs stacked (the official StyleGAN2 case; ``layers=`` restricts
+  to some style inputs).
+* ``blocks`` (StyleGAN ``w+``): every style input has its own code, so ``A`` is block
+  diagonal with one block per input. Its eigenvectors each live in one block, i.e. each
   direction edits one style input; ``info["style_input"]`` says which.
-* VQ-VAE ``z``: the decoder's 1x1 convolution ``from_code`` ``(C, D)`` acts on the ``D``
-  channels of every position alike, so on flat codes ``A^T A`` is ``(W^T W) (x) I_{hw}``:
+* ``tiled`` (VQ-VAE ``z``: the decoder's 1x1 convolution ``(C, D)`` acts on the ``D``
+  channels of every position alike): on flat codes ``A^T A`` is ``(W^T W) (x) I_{hw}``, so
   every eigenvalue has multiplicity ``h * w`` and any spatial pattern is equally good. We
   return the *global* member of each eigenspace (the same ``D``-vector at every position,
   scaled to unit length), so at most ``D`` directions exist.
@@ -35,39 +35,12 @@ from typing import Any
 import torch
 
 from ...errors import UserInputError
-from ...models.base import GenerativeModel
+from ...models.base import GenerativeModel, LatentWeights
 from ...progress import Operation, ProgressEvent, StopFlag
 from ..directions import Directions
 from ..inversion import default_space
 from . import check_count, register_method
 from .pca import projected_std, sign_fixed
-
-
-def style_affines(model: Any) -> list[list[torch.Tensor]]:
-    """Effective weights ``(channels, w_dim)`` of the style affine layers fed by each style input of a StyleGAN."""
-    per_input: list[list[torch.Tensor]] = [[] for _ in range(model.num_ws)]
-    start = 0
-    for block in model.generator.synthesis.blocks:
-        for i, layer in enumerate(block.convs):
-            per_input[start + i].append(layer.affine.weight * layer.affine.weight_gain)
-        per_input[start + block.num_conv].append(block.to_gray.affine.weight * block.to_gray.affine.weight_gain)
-        start += block.num_conv
-    return per_input
-
-
-def first_weight(model: GenerativeModel, space: str) -> torch.Tensor:
-    """The weight ``A`` (units, d) acting first on codes of ``space`` (StyleGAN ``w``: :func:`style_affines`)."""
-    if hasattr(model, "from_latent"):
-        return model.from_latent.weight
-    if hasattr(model, "from_code"):
-        return model.from_code.weight[:, :, 0, 0]
-    if model.name == "dcgan":
-        return model.generator.net[0].weight.flatten(1).T
-    if model.name == "stylegan" and space == "z":
-        layer = model.generator.mapping.layers[0]
-        return layer.weight * layer.weight_gain
-    raise UserInputError(f"sefa does not know the first layer of a {model.name!r} model")
-
 
 #: Eigendecompositions up to this size run on one thread (see :func:`factorize`).
 SINGLE_THREAD_DIM = 2048
@@ -106,6 +79,23 @@ def parse_layers(layers: str | list[int] | None, num_ws: int) -> list[int]:
     return chosen
 
 
+def _factorize_blocks(weights: LatentWeights, chosen: list[int], count: int,
+                      info: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-diagonal ``A``: factorise each chosen input's block, rank all eigenpairs together."""
+    block_dim = int(weights.inputs[0].shape[1])
+    found = []
+    for i in chosen:
+        block_values, block_vectors = factorize(weights.inputs[i])
+        padded = torch.zeros(block_dim, len(weights.inputs) * block_dim, dtype=torch.float64)
+        padded[:, i * block_dim:(i + 1) * block_dim] = block_vectors
+        found += [(float(v), i, padded[k]) for k, v in enumerate(block_values)]
+    found.sort(key=lambda item: -item[0])
+    if count > len(found):
+        raise UserInputError(f"the chosen style inputs give only {len(found)} directions")
+    info["style_input"] = [i for _, i, _ in found[:count]]
+    return torch.tensor([v for v, _, _ in found]), torch.stack([vector for _, _, vector in found])
+
+
 @register_method("sefa", "SeFa: closed-form factorisation of the first layer's weight")
 def iter_sefa(model: GenerativeModel, *, space: str | None = None, count: int = 10,
               layers: str | list[int] | None = None, stop: StopFlag | None = None) -> Operation[Directions]:
@@ -137,42 +127,29 @@ def iter_sefa(model: GenerativeModel, *, space: str | None = None, count: int = 
     """
     space = model.check_space(space or default_space(model))
     check_count(model, space, count)
-    styled = model.name == "stylegan" and space != "z"
-    if layers is not None and not styled:
+    weights = model.latent_weights(space)
+    if layers is not None and not weights.selectable:
         raise UserInputError("layers= selects style inputs of a StyleGAN in space 'w' or 'w+'")
     info: dict[str, Any] = {}
     with torch.no_grad():
-        if styled:
-            chosen = parse_layers(layers, model.num_ws)
+        if weights.selectable:
+            chosen = parse_layers(layers, len(weights.inputs))
             info["style_inputs"] = chosen
-            per_input = style_affines(model)
-            if space == "w":
-                values, vectors = factorize(torch.cat([w for i in chosen for w in per_input[i]]))
-            else:  # block diagonal: factorise each style input's block, rank all eigenpairs together
-                w_dim, found = int(model.config.w_dim), []
-                for i in chosen:
-                    block_values, block_vectors = factorize(torch.cat(per_input[i]))
-                    padded = torch.zeros(w_dim, model.num_ws * w_dim, dtype=torch.float64)
-                    padded[:, i * w_dim:(i + 1) * w_dim] = block_vectors
-                    found += [(float(v), i, padded[k]) for k, v in enumerate(block_values)]
-                found.sort(key=lambda item: -item[0])
-                if count > len(found):
-                    raise UserInputError(f"the chosen style inputs give only {len(found)} directions")
-                values = torch.tensor([v for v, _, _ in found])
-                vectors = torch.stack([vector for _, _, vector in found])
-                info["style_input"] = [i for _, i, _ in found[:count]]
+            if weights.layout == "shared":
+                values, vectors = factorize(torch.cat([weights.inputs[i] for i in chosen]))
+            else:
+                values, vectors = _factorize_blocks(weights, chosen, count, info)
         else:
-            values, vectors = factorize(first_weight(model, space))
-            if hasattr(model, "from_code"):  # VQ-VAE: the same D-vector at every position
+            values, vectors = factorize(weights.inputs[0])
+            if weights.layout == "tiled":  # the same D-vector at every position
                 if count > vectors.shape[0]:
-                    raise UserInputError(f"sefa finds at most code_dim = {vectors.shape[0]} directions in a VQ-VAE "
-                                         "(one per channel; see the sefa module)")
-                positions = model.latent_dim(space) // vectors.shape[0]
+                    raise UserInputError(f"sefa finds at most code_dim = {vectors.shape[0]} directions in this "
+                                         "model's tiled latent map (one per channel; see the sefa module)")
+                positions = weights.positions
                 vectors = vectors[:, :, None].expand(-1, -1, positions).flatten(1) / math.sqrt(positions)
                 info["positions"] = positions
     vectors, values = vectors[:count].float(), values[:count]
-    gaussian = space == "z" and not hasattr(model, "from_code")
-    code_std = [1.0] * count if gaussian else projected_std(model, space, vectors)
+    code_std = [1.0] * count if model.prior(space).standard_normal else projected_std(model, space, vectors)
     yield ProgressEvent(1, 1, "factorised", {"eigenvalue": float(values[0])}, stage="discover")
     return Directions(vectors, space, model.name, model.fingerprint, "sefa",
                       settings={"count": count, "layers": info.get("style_inputs") if layers is not None else None},

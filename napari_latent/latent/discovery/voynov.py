@@ -76,7 +76,6 @@ model, training continues from it, to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -84,15 +83,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from ..._atomic import write_bytes_atomic
+from ...container import (
+    FormatError,
+    NewerFormatError,
+    flatten_state,
+    read_container,
+    unflatten_state,
+    write_container,
+)
 from ...errors import UserInputError
 from ...models.base import GenerativeModel, model_fingerprint
 from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
-from ..directions import HEADER_KEY, Directions
+from ..directions import Directions
 from ..inversion import default_space, latent_statistics
 from . import check_count, register_method
 from .pca import projected_std, sign_fixed
@@ -100,7 +104,9 @@ from .pca import projected_std, sign_fixed
 DEFORMATORS = ("linear", "orthonormal", "proj")
 RECONSTRUCTORS = ("lenet", "resnet")
 STATE_FORMAT = "napari-latent-voynov-state"
-STATE_VERSION = 1
+#: Version 2 stores the nested state through :func:`~napari_latent.container.flatten_state`.
+STATE_VERSION = 2
+STATE_KIND = "voynov state file"
 #: Smoothing of the running accuracy reported during training (an exponential moving average).
 ACCURACY_SMOOTHING = 0.98
 #: Settings that may differ between a saved state and the run that continues from it.
@@ -233,7 +239,7 @@ def _sample_codes(model: GenerativeModel, space: str, n: int, generator: torch.G
 
 def is_gaussian(model: GenerativeModel, space: str) -> bool:
     """True for a standard normal prior space (``z`` of every model but the VQ-VAE)."""
-    return space == "z" and not hasattr(model, "from_code")
+    return model.prior(space).standard_normal
 
 
 # -- resumable state ---------------------------------------------------------------------------
@@ -241,32 +247,26 @@ def _save_state(path: Path, settings: dict[str, Any], step: int, running: dict[s
                 reconstructor: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
                 generator: torch.Generator) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in (("deformator", deformator), ("reconstructor", reconstructor)):
-        tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-    for label, optimizer in optimizers.items():
-        for index, entry in optimizer.state_dict()["state"].items():
-            tensors.update({f"optimizer.{label}.{index}.{k}": torch.as_tensor(v) for k, v in entry.items()})
-    tensors["rng"] = generator.get_state()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "settings": settings, "step": step,
-              "running": running}
-    write_bytes_atomic(path, safetensors_save(tensors, metadata={HEADER_KEY: json.dumps(header)}))
+    state = {"deformator": deformator.state_dict(), "reconstructor": reconstructor.state_dict(),
+             "optimizers": {label: optimizer.state_dict()["state"] for label, optimizer in optimizers.items()},
+             "rng": generator.get_state()}
+    header = {"settings": settings, "step": step, "running": running,
+              "state": flatten_state(state, "state", tensors)}
+    write_container(path, STATE_FORMAT, STATE_VERSION, header, tensors, kind=STATE_KIND)
 
 
 def _load_state(path: Path, settings: dict[str, Any], deformator: nn.Module, reconstructor: nn.Module,
                 optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator) -> tuple[int, dict]:
     """Restore everything from ``path``; return the step and the running numbers."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = json.loads((handle.metadata() or {})[HEADER_KEY])
-            names = list(handle.keys())  # a safe_open handle is not a mapping
-            tensors = {key: handle.get_tensor(key) for key in names}
-    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        header, tensors = read_container(path, STATE_FORMAT, STATE_VERSION, kind=STATE_KIND)
+    except NewerFormatError:
+        raise
+    except FormatError as exc:
         raise UserInputError(f"{path}: not a voynov state file (delete it or choose another state= path)") from exc
-    if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
-        raise UserInputError(f"{path}: not a voynov state file (delete it or choose another state= path)")
-    if int(header.get("format_version", 0)) > STATE_VERSION:
-        raise UserInputError(f"{path}: made by a newer napari-latent; please upgrade")
+    if header["format_version"] < STATE_VERSION:
+        raise UserInputError(f"{path}: a voynov state file of an earlier napari-latent, which this version cannot "
+                             "resume (delete it or choose another state= path)")
     saved = header.get("settings") or {}
     fixed = [k for k in sorted(set(saved) | set(settings)) if k not in RESUMABLE_CHANGES]
     differ = [k for k in fixed if saved.get(k) != settings.get(k)]
@@ -275,19 +275,15 @@ def _load_state(path: Path, settings: dict[str, Any], deformator: nn.Module, rec
         raise UserInputError(f"{path}: the saved voynov run has other settings ({details}); use the same settings to "
                              "continue it, or another state= path to start afresh")
     try:
-        for prefix, module in (("deformator", deformator), ("reconstructor", reconstructor)):
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        state = unflatten_state(header["state"], tensors)
+        deformator.load_state_dict(state["deformator"])
+        reconstructor.load_state_dict(state["reconstructor"])
         for label, optimizer in optimizers.items():
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            start = f"optimizer.{label}."
-            for key, value in tensors.items():
-                if key.startswith(start):
-                    index, name = key[len(start):].split(".", 1)
-                    state.setdefault(int(index), {})[name] = value
-            optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-        generator.set_state(tensors["rng"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise UserInputError(f"{path}: the voynov state file is incomplete or damaged ({exc})") from exc
+            optimizer.load_state_dict({"state": state["optimizers"][label],
+                                       "param_groups": optimizer.state_dict()["param_groups"]})
+        generator.set_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UserInputError(f"{path}: the {STATE_KIND} is incomplete or damaged ({exc})") from exc
     return int(header["step"]), dict(header.get("running") or {})
 
 

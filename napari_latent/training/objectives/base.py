@@ -21,13 +21,20 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...errors import UserInputError
 from ...models.base import GenerativeModel
+from ...registry import Registry
 from ..distributed import DistributedContext
 from ..precision import Precision
 from ..settings import TrainSettings
 
-OBJECTIVES: dict[str, type[Objective]] = {}
+#: Modules in this package that define and register the built-in objectives; declared as
+#: ``napari_latent.objectives`` entry points in ``setup.cfg``.
+BUILTIN_OBJECTIVE_MODULES = ("vae", "introvae", "vqvae", "gan")
+
+#: The training objectives by name (a model class names its own in ``objective``).
+OBJECTIVES: Registry[type[Objective]] = Registry(
+    "training objective", "napari_latent.objectives",
+    tuple(f"{__package__}.{m}" for m in BUILTIN_OBJECTIVE_MODULES))
 
 
 class Objective(abc.ABC):
@@ -111,22 +118,16 @@ class Objective(abc.ABC):
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make an objective available by its name."""
-    OBJECTIVES[cls.name] = cls
-    return cls
+    """Class decorator: make an objective available by its name.
 
-
-#: Modules in this package that define and register the built-in objectives.
-BUILTIN_OBJECTIVE_MODULES = ("vae", "introvae", "vqvae", "gan")
+    Plugins use it in a module named by a ``napari_latent.objectives`` entry point (or in
+    their model's module: a model's objective is looked up by the name the model class gives).
+    """
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    return OBJECTIVES.add(cls.name, cls)
 
 
 def objective_class(name: str) -> type[Objective]:
     """The objective registered under ``name``."""
-    import importlib
-
-    for module in BUILTIN_OBJECTIVE_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise UserInputError(f"no training objective {name!r}") from None
+    return OBJECTIVES.get(name)

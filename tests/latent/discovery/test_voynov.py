@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from napari_latent.container import HEADER_KEY
 from napari_latent.errors import UserInputError
-from napari_latent.latent.directions import HEADER_KEY
 from napari_latent.latent.discovery import discover, iter_discover, method_names, method_settings
 from napari_latent.latent.discovery.voynov import Deformator, make_shifts
 from napari_latent.latent.inversion import latent_statistics
