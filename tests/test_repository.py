@@ -31,6 +31,15 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert "torch==2.13.0" in command
 
 
+def test_the_main_command_installs_and_runs_the_demo_in_one_line() -> None:
+    command = readme_command("main-command")
+    assert "\n" not in command
+    steps = [step.strip() for step in command.split("&&")]
+    assert steps[0] == "pip install torch==2.13.0"  # the CPU wheel first, or pip picks a multi-GB CUDA build
+    assert steps[1].startswith("pip install -e") and "[all]" in steps[1]
+    assert steps[-1] == "napari-latent demo --out demo/"
+
+
 def test_no_gui_imports_outside_the_gui_package() -> None:
     offenders = []
     for path in (ROOT / "napari_latent").rglob("*.py"):
