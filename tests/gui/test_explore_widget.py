@@ -47,7 +47,7 @@ def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napa
     # go to a slice with a code: the middle of the kept slices
     codes = results.codes
     plane = int(codes.indices[len(codes) // 2])
-    axis, plane_of = widget._display_to_plane
+    axis, plane_of = widget.plane_axis()
     display_index = int(np.nonzero(plane_of == plane)[0][0])
     step = list(viewer.dims.current_step)
     step[axis] = display_index
@@ -97,7 +97,7 @@ def test_explore_outside_the_modelled_slices_says_so(make_napari_viewer, results
     session.set_result("last_codes", ("subject", results.codes))
     session.set_result("directions", results.directions)
     widget = ExploreWidget(viewer)
-    axis, plane_of = widget._display_to_plane
+    axis, plane_of = widget.plane_axis()
     missing = sorted(set(range(len(plane_of))) - set(results.codes.indices.tolist()))
     assert missing, "the phantom has slices without foreground"
     step = list(viewer.dims.current_step)
