@@ -68,9 +68,9 @@ def run(size: int, volume: Volume) -> dict[str, float]:
     source = viewer.add_image(data, **kwargs)
     session = get_session(viewer)
     session.set_model(model, "bench")
-    session.set_result("last_codes", (source.name, codes))
+    session.last_codes = (source.name, codes)
     widget = ExploreWidget(viewer)
-    session.set_result("directions", directions)
+    session.directions = directions
     axis, plane_of = widget.plane_axis()
     middle = int(codes.indices[len(codes) // 2])
     step = list(viewer.dims.current_step)

@@ -1,8 +1,8 @@
 """The Explore widget: sliders for the top latent directions, acting live on the current slice.
 
 Like the interfaces of GANSpace and SeFa, but on real anatomy: the session's codes of a volume
-(``session.results["last_codes"]``, from the Invert widget or a codes file) and its directions
-(``session.results["directions"]``, from the Discover widget or a directions file). Moving a
+(``session.last_codes``, from the Invert widget or a codes file) and its directions
+(``session.directions``, from the Discover widget or a directions file). Moving a
 slider shifts the code of the slice at the viewer's current position by
 ``value * code_std[k] * d_k`` (the slider counts standard deviations of the codes along the
 direction), decodes that one code and pastes the image into two preview layers on the source
@@ -21,7 +21,7 @@ the previous one. The work (plane mapping, shift, decode, paste) is
 this widget wires sliders and viewer events to it and refreshes the layers. Updates run on
 the GUI thread (one decode takes milliseconds, ``benchmarks/bench_explore.py``) and are
 coalesced to at most :data:`MAX_RATE` per second while dragging. "Traverse volume" hands the
-current direction and slider range to the Traverse widget (``session.results["explore_request"]``).
+current direction and slider range to the Traverse widget (``session.explore_request``).
 """
 
 from __future__ import annotations
@@ -88,25 +88,23 @@ class ExploreWidget(Container):
         self.reset_button.changed.connect(lambda: self.reset())
         self.traverse_button.changed.connect(lambda: self.request_traversal())
         self.show_difference.changed.connect(self._on_show_difference)
-        self.session.changed.connect(self._on_session_changed)
+        for signal in (self.session.events.model, self.session.events.codes, self.session.events.last_codes,
+                       self.session.events.directions):
+            signal.connect(self.refresh_state)
         napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self.refresh_state()
 
     # -- state ----------------------------------------------------------------------------------
-    def _on_session_changed(self, what: str) -> None:
-        if what in ("model", "last_codes", "codes", "directions"):
-            self.refresh_state()
-
     def missing(self) -> str | None:
         """What is missing before the widget can explore (None when ready)."""
         model = self.session.model
         if model is None:
             return NO_MODEL
-        last = self.session.results.get("last_codes")
+        last = self.session.last_codes
         if last is None:
             return NO_CODES
-        directions = self.session.results.get("directions")
+        directions = self.session.directions
         if not isinstance(directions, Directions):
             return NO_DIRECTIONS
         name, codes = last
@@ -145,8 +143,8 @@ class ExploreWidget(Container):
             self.status.value = problem
             self.traverse_button.enabled = False
             return
-        name, codes = self.session.results["last_codes"]
-        self._directions = self.session.results["directions"]
+        name, codes = self.session.last_codes
+        self._directions = self.session.directions
         self._source = self._find_source(name, codes)
         self._build_sliders()
         self._make_layers(codes)
@@ -321,7 +319,7 @@ class ExploreWidget(Container):
         """Ask the Traverse widget for the whole 4D traversal of the strongest slider's direction.
 
         Stores ``{"layer", "index", "weights", "alphas", "units"}`` as
-        ``session.results["explore_request"]``: the direction of the slider furthest from 0
+        ``session.explore_request``: the direction of the slider furthest from 0
         (its index, and the weights of every non-zero slider), alphas from minus to plus that
         slider's value (``"direction_std"`` units, 9 steps; +-3 when every slider is at 0).
         """
@@ -334,7 +332,7 @@ class ExploreWidget(Container):
         request = {"layer": self._source.name, "index": index,
                    "weights": {k: v for k, v in enumerate(values) if v},
                    "alphas": f"{-reach:g}:{reach:g}:9", "units": "direction_std"}
-        self.session.set_result("explore_request", request)
+        self.session.explore_request = request
         self.status.value = (f"Asked the Traverse widget for {self._directions.names[index]!r}, alphas "
                              f"{request['alphas']} (std); open it from Plugins > napari-latent if it is not docked.")
         return request
