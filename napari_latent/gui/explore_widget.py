@@ -58,7 +58,8 @@ class ExploreWidget(Container):
     Scriptable: ``widget.set_values({0: 2.0})`` (slider 0 to 2 standard deviations),
     ``widget.update_preview()``; ``widget.preview_layer``, ``widget.difference_layer`` and
     ``widget.current_plane`` tell where the preview is; ``widget.last_update_ms`` how long
-    the last update took.
+    the last update took; ``widget.preview`` is the
+    :class:`~napari_latent.latent.preview.SlicePreview` doing the work (None until ready).
     """
 
     def __init__(self, napari_viewer: Any) -> None:

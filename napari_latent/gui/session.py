@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from psygnal import Signal, SignalGroup, SignalGroupDescriptor
+from psygnal import Signal, SignalGroup, SignalGroupDescriptor  # signal_aliases and SignalGroup subclasses: >= 0.11
 
 from .session_script import SessionScript
 
