@@ -4,8 +4,9 @@
 
 A 128-cube disease phantom is open in napari; the Explore widget has codes and 8 directions.
 "Ours" is the time from setting a slider's value until both preview layers hold the new
-slice (decode one code with the widget's private channels-last copy, paste the slice into
-the preview and difference layers in place, refresh them). The baseline is the plain way:
+slice (the widget's SlicePreview decodes one code with its channels-last Decoder copy and
+pastes the slice into the preview and difference layers' data in place; the widget
+refreshes the layers). The baseline is the plain way:
 ``model.decode`` of the shifted code, the whole volume rebuilt on the source grid
 (``SliceGeometry.to_volume``) and set as the layer's data (``layer.data = ...``).
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import napari
 from _common import machine, ratio_line
 
+from napari_latent.gui import explore_widget
 from napari_latent.gui.explore_widget import ExploreWidget
 from napari_latent.gui.layers import grid_layer_data, volume_layer_data
 from napari_latent.gui.session import get_session
@@ -66,24 +68,26 @@ def run(size: int, volume: Volume) -> dict[str, float]:
     source = viewer.add_image(data, **kwargs)
     session = get_session(viewer)
     session.set_model(model, "bench")
-    session.set_result("last_codes", (source.name, codes))
+    session.last_codes = (source.name, codes)
     widget = ExploreWidget(viewer)
-    session.set_result("directions", directions)
-    axis, plane_of = widget._display_to_plane
+    session.directions = directions
+    axis, plane_of = widget.plane_axis()
     middle = int(codes.indices[len(codes) // 2])
     step = list(viewer.dims.current_step)
     step[axis] = int(np.nonzero(plane_of == middle)[0][0])
     viewer.dims.current_step = tuple(step)
     app = napari.qt.get_qapp()
+    rate = explore_widget.MAX_RATE
     ours = []
     slider = widget.sliders[0]
+    explore_widget.MAX_RATE = float("inf")  # measure one update each time, not the drag throttle
     for i in range(REPEATS + 3):
-        widget._last_time = 0.0  # measure one update, not the drag throttle
         start = time.perf_counter()
         slider.value = ((i % 10) - 4.5) * 0.5
         ours.append(time.perf_counter() - start)
         app.processEvents()
     ours = ours[3:]
+    explore_widget.MAX_RATE = rate
     # the baseline: plain decode, whole volume rebuilt and set as layer data
     geometry = codes.geometry
     row = int(np.searchsorted(codes.indices, middle))
@@ -102,12 +106,12 @@ def run(size: int, volume: Volume) -> dict[str, float]:
     # bfloat16 autocast for one image: speed and error in units of the intensity window range
     code = codes.codes[row:row + 1] + 1.5 * directions.vectors[0]
     with torch.inference_mode():
-        fp32 = widget._decoder(code)
+        fp32 = widget.preview.decoder(code)
         times = []
         for _ in range(10):
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                bf16 = widget._decoder.model.decode(code, codes.space).float()
+                bf16 = widget.preview.decoder.model.decode(code, codes.space).float()
             times.append(time.perf_counter() - start)
     error = float((bf16 - fp32).abs().max()) / 2.0  # images span [-1, 1]
     viewer.close()

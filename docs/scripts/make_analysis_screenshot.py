@@ -38,10 +38,10 @@ def main(demo: Path) -> Path:
     [source] = viewer.open(str(demo / "cohort" / f"{subject}.nii.gz"), plugin="napari-latent")
     session = get_session(viewer)
     session.set_model(load_model("demo", device="cpu"), "demo")
-    session.set_result("codes", {source.name: LatentCodes.load(demo / f"codes_{subject}.safetensors")})
-    session.set_result("last_codes", (source.name, session.results["codes"][source.name]))
-    session.set_result("directions", Directions.load(demo / "directions_supervised.safetensors"))
-    session.set_result("selected_direction", 0)
+    session.codes = {source.name: LatentCodes.load(demo / f"codes_{subject}.safetensors")}
+    session.last_codes = (source.name, session.codes[source.name])
+    session.directions = Directions.load(demo / "directions_supervised.safetensors")
+    session.selected_direction = 0
 
     traverse = TraverseWidget(viewer)
     viewer.window.add_dock_widget(traverse, name="4 Traverse (napari-latent)", area="right")

@@ -32,7 +32,7 @@ def main() -> Path:
     viewer.window._qt_window.resize(1500, 950)
     viewer.window._qt_window.show()
     _, explore = viewer.window.add_plugin_dock_widget("napari-latent", "6 Explore")
-    axis, plane_of = explore._display_to_plane
+    axis, plane_of = explore.plane_axis()
     middle = int(codes.indices[len(codes) // 2])
     step = list(viewer.dims.current_step)
     step[axis] = int(np.nonzero(plane_of == middle)[0][0])

@@ -92,10 +92,10 @@ def demo_result_screenshot() -> Path:
         layer.visible = layer in (subject, component)
     step = list(viewer.dims.current_step)
     # an axial slice in the middle of the supervised direction's slice band (ventricle level)
-    low, high = session.results["directions"].info["slices"]
+    low, high = session.directions.info["slices"]
     modelled = np.flatnonzero(np.abs(np.asarray(component.data)).sum(axis=(1, 2)) > 0)
     middle = int(modelled[int(len(modelled) * (low + high) / 2)])
-    step[0], step[1] = len(session.results["traversal"].alphas) - 1, middle
+    step[0], step[1] = len(session.traversal.alphas) - 1, middle
     viewer.dims.current_step = tuple(step)
     # the plot renders in a background thread, again after the dock's final layout
     return _shoot(viewer, "napari_sample_demo_result.png", settle=plots.canvas.wait)

@@ -66,7 +66,7 @@ def main() -> Path:
     viewer.dims.set_current_step(1, traversal_layer.data.shape[1] // 2)
     components = [layer for layer in viewer.layers if (layer.metadata.get(META_KEY) or {}).get("kind")
                   == "eigen_component"]
-    result = eigen.session.results["eigen"]
+    result = eigen.session.eigen
     best = int(np.nanargmax(np.abs(np.nan_to_num(result.alpha_correlation())))) + 1
     for layer in components:
         layer.visible = (layer.metadata[META_KEY].get("component") == best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def _no_path(value: Any) -> bool:
 class DiscoverWidget(Container):
     """Discover directions with any registered method; a table of them with editable names and scores.
 
-    The directions found go to ``session.results["directions"]`` and the selected row to
-    ``session.results["selected_direction"]`` (an index), where the Traverse widget reads them.
+    The directions found go to ``session.directions`` and the selected row to
+    ``session.selected_direction`` (an index), where the Traverse widget reads them.
 
     Scriptable: ``widget.method.value = "sefa"``, ``widget.count.value = 5``, ``widget.run()``,
     ``widget.runner.wait()``; ``widget.rename(0, "rotation")``, ``widget.select(1)``.
@@ -76,7 +77,8 @@ class DiscoverWidget(Container):
         self.method.changed.connect(self._on_method)
         self.table.native.itemChanged.connect(self._on_item_changed)
         self.table.native.itemSelectionChanged.connect(self._on_selection)
-        self.session.changed.connect(self._on_session_changed)
+        self.session.events.model.connect(partial(self._on_session_changed, "model"))
+        self.session.events.directions.connect(partial(self._on_session_changed, "directions"))
         self._on_method(self.method.value)
         self._on_session_changed("model")
 
@@ -113,7 +115,7 @@ class DiscoverWidget(Container):
             self.status.value = (f"Model: {model.name}, latent {dims}; device {model.device} "
                                  f"(session: {self.session.device}).")
         elif what == "directions":
-            found = self.session.results.get("directions")
+            found = self.session.directions
             if found is not self.directions and isinstance(found, Directions):
                 self.directions = found
                 self._fill_table()
@@ -161,7 +163,7 @@ class DiscoverWidget(Container):
     def _on_found(self, directions: Directions) -> str:
         self.directions = directions
         self._fill_table()
-        self.session.set_result("directions", directions)
+        self.session.directions = directions
         self.session.script.record("discover", self._script_lines, show={"directions": "directions"})
         self.select(0)
         self.save_button.enabled = True
@@ -218,7 +220,7 @@ class DiscoverWidget(Container):
             finally:
                 self._filling = False
             return
-        self.session.set_result("directions", self.directions)
+        self.session.directions = self.directions  # renamed in place: assigning again tells the widgets
         self._show_selected()
 
     def rename(self, index: int, name: str) -> None:
@@ -233,7 +235,7 @@ class DiscoverWidget(Container):
             return
         rows = sorted({index.row() for index in self.table.native.selectedIndexes()})
         if rows:
-            self.session.set_result("selected_direction", rows[0])
+            self.session.selected_direction = rows[0]
             self._show_selected()
 
     def select(self, index: int) -> None:
@@ -241,7 +243,7 @@ class DiscoverWidget(Container):
         if self.directions is None:
             raise UserInputError("no directions yet: run a discovery first")
         index = self.directions.index_of(int(index))
-        self.session.set_result("selected_direction", index)
+        self.session.selected_direction = index
         self._filling = True
         try:
             self.table.native.selectRow(index)
@@ -250,7 +252,7 @@ class DiscoverWidget(Container):
         self._show_selected()
 
     def _show_selected(self) -> None:
-        index = self.session.results.get("selected_direction")
+        index = self.session.selected_direction
         if self.directions is None or index is None:
             self.selected.value = "Selected direction: none"
             return

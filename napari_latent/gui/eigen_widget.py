@@ -1,11 +1,11 @@
 """The Eigen widget: eigencomponents of a traversal (the MS paper's analysis) as overlays on the anatomy.
 
-The traversal is the session's (``results["traversal"]``, from the Traverse widget) or any
+The traversal is the session's (``session.traversal``, from the Traverse widget) or any
 4D traversal layer (one the Traverse widget added, or a saved traversal opened with the
 reader). Component maps and the difference map of the farthest alpha are added as diverging
 overlays (blue negative, transparent at zero, red positive; symmetric contrast limits;
 partial opacity) on the traversal's grid, so they sit on the anatomy; the
-:class:`~napari_latent.analysis.eigen.EigenResult` goes to ``session.results["eigen"]``.
+:class:`~napari_latent.analysis.eigen.EigenResult` goes to ``session.eigen``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class EigenWidget(Container):
     Scriptable: ``widget.traversal.value = "(session traversal)"`` (or a layer name),
     ``widget.components.value = 5``, ``widget.center.value = "paper (covariance)"``,
     ``widget.run()``, ``widget.runner.wait()``; the result is in
-    ``widget.session.results["eigen"]``.
+    ``widget.session.eigen``.
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -95,13 +95,14 @@ class EigenWidget(Container):
         super().__init__(widgets=[self.status, self.traversal, self.mask, self.components, self.center,
                                   self.run_button, self.panel])
         self.run_button.changed.connect(lambda: self.run())
-        self.session.changed.connect(self._on_session_changed)
+        self.session.events.traversal.connect(self._on_traversal)
+        self.session.events.model.connect(self._refresh)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(lambda _event: self._refresh())
         self._refresh()
 
     def _traversal_choices(self, _widget: Any = None) -> list[str]:
-        names = [SESSION_TRAVERSAL] if isinstance(self.session.results.get("traversal"), Traversal) else []
+        names = [SESSION_TRAVERSAL] if isinstance(self.session.traversal, Traversal) else []
         return names + [layer.name for layer in traversal_layers(self.viewer)]
 
     def _mask_choices(self, _widget: Any = None) -> list[str]:
@@ -119,11 +120,10 @@ class EigenWidget(Container):
         else:
             self.status.value = "Choose a traversal and the number of components, then analyse."
 
-    def _on_session_changed(self, what: str) -> None:
-        if what in ("traversal", "model"):
-            self._refresh()
-            if what == "traversal" and SESSION_TRAVERSAL in self.traversal.choices:
-                self.traversal.value = SESSION_TRAVERSAL
+    def _on_traversal(self) -> None:
+        self._refresh()
+        if SESSION_TRAVERSAL in self.traversal.choices:
+            self.traversal.value = SESSION_TRAVERSAL
 
     def chosen_traversal(self) -> Traversal:
         """The traversal to analyse (the session's, or rebuilt from the chosen layer)."""
@@ -131,7 +131,7 @@ class EigenWidget(Container):
         if not choice:
             raise UserInputError(NO_TRAVERSAL)
         if choice == SESSION_TRAVERSAL:
-            traversal = self.session.results.get("traversal")
+            traversal = self.session.traversal
             if not isinstance(traversal, Traversal):
                 raise UserInputError(NO_TRAVERSAL)
             return traversal
@@ -191,7 +191,7 @@ class EigenWidget(Container):
         for data, kwargs, kind in layers:
             add_or_update_layer(self.viewer, (data, kwargs, kind))
             yield
-        self.session.set_result("eigen", result)
+        self.session.eigen = result
         self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})
         corr = result.alpha_correlation()
         ratio = result.explained_variance_ratio

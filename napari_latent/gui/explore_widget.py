@@ -1,8 +1,8 @@
 """The Explore widget: sliders for the top latent directions, acting live on the current slice.
 
 Like the interfaces of GANSpace and SeFa, but on real anatomy: the session's codes of a volume
-(``session.results["last_codes"]``, from the Invert widget or a codes file) and its directions
-(``session.results["directions"]``, from the Discover widget or a directions file). Moving a
+(``session.last_codes``, from the Invert widget or a codes file) and its directions
+(``session.directions``, from the Discover widget or a directions file). Moving a
 slider shifts the code of the slice at the viewer's current position by
 ``value * code_std[k] * d_k`` (the slider counts standard deviations of the codes along the
 direction), decodes that one code and pastes the image into two preview layers on the source
@@ -16,11 +16,12 @@ grid:
     elsewhere): the change the directions cause, without the reconstruction error.
 
 Moving through the volume (napari's slider) moves the preview to the new slice and restores
-the previous one. Decoding one code takes a few milliseconds to tens of milliseconds on the
-CPU (``benchmarks/bench_explore.py``), so it runs on the GUI thread, in fp32 (bfloat16 autocast
-is slower for single images on this CPU and not pixel-identical), and updates are coalesced to
-at most :data:`MAX_RATE` per second while dragging. "Traverse volume" hands the current
-direction and slider range to the Traverse widget (``session.results["explore_request"]``).
+the previous one. The work (plane mapping, shift, decode, paste) is
+:class:`~napari_latent.latent.preview.SlicePreview`'s, on views of the two layers' data;
+this widget wires sliders and viewer events to it and refreshes the layers. Updates run on
+the GUI thread (one decode takes milliseconds, ``benchmarks/bench_explore.py``) and are
+coalesced to at most :data:`MAX_RATE` per second while dragging. "Traverse volume" hands the
+current direction and slider range to the Traverse widget (``session.explore_request``).
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from magicgui.widgets import CheckBox, Container, FloatSlider, Label, PushButton, SpinBox
 
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
-from ..latent.traversal import _Decoder
-from ..volumes.orientation import display_geometry
-from ..volumes.slicing import _paste, resize_images
+from ..latent.preview import SlicePreview
+from ..volumes.orientation import DisplayGeometry, display_geometry
 from .layers import META_KEY, grid_layer_data
 from .result_layers import diverging_colormap
 from .session import get_session
@@ -59,7 +58,8 @@ class ExploreWidget(Container):
     Scriptable: ``widget.set_values({0: 2.0})`` (slider 0 to 2 standard deviations),
     ``widget.update_preview()``; ``widget.preview_layer``, ``widget.difference_layer`` and
     ``widget.current_plane`` tell where the preview is; ``widget.last_update_ms`` how long
-    the last update took.
+    the last update took; ``widget.preview`` is the
+    :class:`~napari_latent.latent.preview.SlicePreview` doing the work (None until ready).
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -75,19 +75,13 @@ class ExploreWidget(Container):
         super().__init__(widgets=[self.status, self.count, self.sliders_box, self.show_difference,
                                   self.reset_button, self.traverse_button])
         self.sliders: list[FloatSlider] = []
+        self.preview: SlicePreview | None = None
         self.preview_layer: Any = None
         self.difference_layer: Any = None
-        self.current_plane: int | None = None
         self.last_update_ms = float("nan")
         self._source: Any = None
-        self._codes: LatentCodes | None = None
         self._directions: Directions | None = None
-        self._decoder: _Decoder | None = None
-        self._base_images: dict[int, torch.Tensor] = {}
-        self._source_planes: np.ndarray | None = None
-        self._preview_planes: np.ndarray | None = None
-        self._difference_planes: np.ndarray | None = None
-        self._display_to_plane: tuple[int, np.ndarray] | None = None
+        self._display: DisplayGeometry | None = None
         self._last_time = 0.0
         self._timer: Any = None
         self._rebuilding = False
@@ -95,25 +89,23 @@ class ExploreWidget(Container):
         self.reset_button.changed.connect(lambda: self.reset())
         self.traverse_button.changed.connect(lambda: self.request_traversal())
         self.show_difference.changed.connect(self._on_show_difference)
-        self.session.changed.connect(self._on_session_changed)
+        for signal in (self.session.events.model, self.session.events.codes, self.session.events.last_codes,
+                       self.session.events.directions):
+            signal.connect(self.refresh_state)
         napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self.refresh_state()
 
     # -- state ----------------------------------------------------------------------------------
-    def _on_session_changed(self, what: str) -> None:
-        if what in ("model", "last_codes", "codes", "directions"):
-            self.refresh_state()
-
     def missing(self) -> str | None:
         """What is missing before the widget can explore (None when ready)."""
         model = self.session.model
         if model is None:
             return NO_MODEL
-        last = self.session.results.get("last_codes")
+        last = self.session.last_codes
         if last is None:
             return NO_CODES
-        directions = self.session.results.get("directions")
+        directions = self.session.directions
         if not isinstance(directions, Directions):
             return NO_DIRECTIONS
         name, codes = last
@@ -145,22 +137,18 @@ class ExploreWidget(Container):
     def refresh_state(self) -> None:
         """Re-read the session: model, codes and directions; rebuild sliders and preview layers."""
         problem = self.missing()
-        self._decoder = None
-        self._base_images = {}
+        self.preview = None
         if problem is not None:
-            self._codes = self._directions = self._source = None
+            self._directions = self._source = None
             self._build_sliders()
             self.status.value = problem
             self.traverse_button.enabled = False
             return
-        model = self.session.model
-        name, codes = self.session.results["last_codes"]
-        self._codes = codes
-        self._directions = self.session.results["directions"]
+        name, codes = self.session.last_codes
+        self._directions = self.session.directions
         self._source = self._find_source(name, codes)
-        self._decoder = _Decoder(model, codes.space, 1, False, True, codes.codes, streams=False)
         self._build_sliders()
-        self._make_layers()
+        self._make_layers(codes)
         self.traverse_button.enabled = True
         self.status.value = (f"{len(self._directions)} {self._directions.method} directions on {self._source.name} "
                              f"({len(codes)} slices with codes). Drag a slider; move through the volume with "
@@ -183,15 +171,14 @@ class ExploreWidget(Container):
             self.sliders.append(slider)
             self.sliders_box.append(slider)
 
-    def _make_layers(self) -> None:
-        """(Re)create the two preview layers on the source grid and the plane-oriented views of them."""
+    def _make_layers(self, codes: LatentCodes) -> None:
+        """(Re)create the two preview layers on the source grid and the preview that writes into them."""
         from napari.layers import Image
 
-        source, codes = self._source, self._codes
-        assert source is not None and codes is not None
+        source, directions = self._source, self._directions
+        assert source is not None and directions is not None
         grid = codes.geometry.grid
-        display = display_geometry(grid)
-        data = np.array(source.data, dtype=np.float32)
+        display = self._display = display_geometry(grid)
         names = (f"{source.name} explore", f"{source.name} explore difference")
         self._rebuilding = True
         try:
@@ -200,62 +187,53 @@ class ExploreWidget(Container):
                     self.viewer.layers.remove(name)
         finally:
             self._rebuilding = False
+        # display-ordered arrays (what napari shows); the preview writes through file-ordered views of them
+        shown = np.empty(np.shape(source.data), dtype=np.float32)
+        shown_difference = np.empty(np.shape(source.data), dtype=np.float32)
+        self.preview = SlicePreview(self.session.model, codes, directions,
+                                    display.from_display(np.asarray(source.data)),
+                                    preview=display.from_display(shown),
+                                    difference=display.from_display(shown_difference))
         extra = {"kind": "explore_preview", "source_layer": source.name}
-        preview = grid_layer_data(display.from_display(data), grid, names[0], extra=extra, colormap="gray",
+        preview = grid_layer_data(self.preview.preview, grid, names[0], extra=extra, colormap="gray",
                                   contrast_limits=list(source.contrast_limits))
         window = codes.geometry.window_values
         limit = 0.25 * float(window[1] - window[0]) or 1.0
-        difference = grid_layer_data(np.zeros(grid.shape, dtype=np.float32), grid, names[1],
+        difference = grid_layer_data(self.preview.difference, grid, names[1],
                                      extra={**extra, "kind": "explore_difference"}, colormap=diverging_colormap(),
                                      contrast_limits=[-limit, limit], opacity=0.8, blending="translucent",
                                      visible=bool(self.show_difference.value))
         self.preview_layer = self.viewer.add_layer(Image(preview[0], **preview[1]))
         self.difference_layer = self.viewer.add_layer(Image(difference[0], **difference[1]))
-        to_planes = codes.geometry.reorientation.apply
-        self._source_planes = to_planes(display.from_display(np.asarray(source.data)))
-        self._preview_planes = to_planes(display.from_display(self.preview_layer.data))
-        self._difference_planes = to_planes(display.from_display(self.difference_layer.data))
-        if not (np.shares_memory(self._preview_planes, self.preview_layer.data)
-                and np.shares_memory(self._difference_planes, self.difference_layer.data)):
+        if not (np.shares_memory(self.preview.preview, self.preview_layer.data)
+                and np.shares_memory(self.preview.difference, self.difference_layer.data)):
             raise RuntimeError("napari copied the preview data; in-place updates would not show")
-        self._display_to_plane = self._plane_mapping(np.shape(source.data), display, codes)
-        self.current_plane = None
         self.viewer.layers.selection.active = source
 
-    @staticmethod
-    def _plane_mapping(shape: tuple[int, ...], display: Any, codes: LatentCodes) -> tuple[int, np.ndarray]:
-        """``(display axis, plane index of each display index)`` of the model's slice axis (views only)."""
-        to_planes = codes.geometry.reorientation.apply
-        for axis in range(3):
-            ramp = np.arange(shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
-            planes = to_planes(display.from_display(np.broadcast_to(ramp, shape)))
-            along = np.asarray(planes[:, 0, 0])
-            if len(np.unique(along)) > 1:
-                plane_of = np.empty(shape[axis], dtype=np.int64)
-                plane_of[along] = np.arange(len(along))
-                return axis, plane_of
-        raise RuntimeError("the model's slice axis is not one of the display axes")
-
     # -- the preview ------------------------------------------------------------------------------
+    @property
+    def current_plane(self) -> int | None:
+        """The model slice (plane index) the preview layers show, or None."""
+        return None if self.preview is None else self.preview.plane
+
+    def plane_axis(self) -> tuple[int, np.ndarray]:
+        """``(display axis, plane index at each index along it)`` of the model's slices (see SlicePreview)."""
+        if self.preview is None or self._display is None:
+            raise RuntimeError("nothing to preview yet")
+        return self.preview.plane_axis(self._display.reorientation)
+
     def plane_at_cursor(self) -> int | None:
         """The model slice (plane index) at the viewer's current position, or None."""
-        if self._source is None or self._display_to_plane is None:
+        if self._source is None or self.preview is None or self._display is None:
             return None
-        axis, plane_of = self._display_to_plane
         coords = np.asarray(self._source.world_to_data(self.viewer.dims.point), dtype=np.float64)
-        index = int(np.clip(np.round(coords[-3:][axis]), 0, len(plane_of) - 1))
-        return int(plane_of[index])
+        return self.preview.plane_at(coords, self._display.reorientation)
 
-    def shift(self) -> torch.Tensor:
-        """The latent shift of the sliders: ``sum_k value_k * code_std_k * d_k``."""
-        directions = self._directions
-        assert directions is not None
-        shift = torch.zeros(directions.dim)
-        for k, slider in enumerate(self.sliders):
-            value = float(slider.value)
-            if value:
-                shift += value * float(directions.code_std[k]) * directions.vectors[k]
-        return shift
+    def shift(self) -> Any:
+        """The latent shift of the sliders: ``sum_k value_k * code_std_k * d_k`` (a torch tensor)."""
+        assert self.preview is not None
+        self.preview.set_values({k: float(slider.value) for k, slider in enumerate(self.sliders)})
+        return self.preview.shift()
 
     def set_values(self, values: dict[int, float]) -> None:
         """Set sliders by index (values in standard deviations) and update the preview once."""
@@ -286,7 +264,7 @@ class ExploreWidget(Container):
             self._timer.start(int(wait * 1000) + 1)
 
     def _on_dims_changed(self, _event: Any = None) -> None:
-        if self._codes is not None and self.plane_at_cursor() != self.current_plane:
+        if self.preview is not None and self.plane_at_cursor() != self.current_plane:
             self.update_preview()
 
     def _on_layer_removed(self, event: Any) -> None:
@@ -311,9 +289,7 @@ class ExploreWidget(Container):
         elif not any(layer is other for other in ours if other is not None):
             return
         self.preview_layer = self.difference_layer = None
-        self._preview_planes = self._difference_planes = None
-        self._codes = self._decoder = None
-        self.current_plane = None
+        self.preview = None
         self.status.value = "The preview layers were removed; press Reset sliders to make new ones."
 
     def _on_show_difference(self, value: bool) -> None:
@@ -324,42 +300,17 @@ class ExploreWidget(Container):
         """Decode the shifted code of the current slice and paste it into the preview layers."""
         start = time.perf_counter()
         self._last_time = start
-        codes, decoder = self._codes, self._decoder
-        if codes is None or decoder is None or self.preview_layer is None:
+        preview = self.preview
+        if preview is None or self.preview_layer is None:
             return
-        assert self._preview_planes is not None and self._difference_planes is not None
-        assert self._source_planes is not None
+        shift = self.shift()
         plane = self.plane_at_cursor()
-        previous = self.current_plane
-        if previous is not None and previous != plane:
-            self._preview_planes[previous] = self._source_planes[previous]
-            self._difference_planes[previous] = 0.0
-        self.current_plane = plane
-        indices = codes.indices
-        row = int(np.searchsorted(indices, plane)) if plane is not None else len(indices)
-        if row >= len(indices) or indices[row] != plane:
-            self.preview_layer.refresh()
-            self.difference_layer.refresh()
-            self.status.value = f"Slice {plane} has no code (outside the slices the model covers); move inside."
-            return
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one small image: a single thread is as fast, and far faster on a busy CPU
-        try:
-            base = self._base_images.get(row)
-            if base is None:
-                base = self._base_images[row] = decoder(codes.codes[row:row + 1])
-            shift = self.shift()
-            image = decoder(codes.codes[row:row + 1] + shift[None]) if bool(shift.any()) else base
-        finally:
-            torch.set_num_threads(threads)
-        geometry = codes.geometry
-        resized = resize_images(torch.cat([image, base]).float(), geometry.box_shape)[:, 0].numpy()
-        lo, hi = geometry.window_values
-        position = np.array([plane])
-        _paste(self._preview_planes, position, (resized[:1] + 1.0) * 0.5 * (hi - lo) + lo, geometry.box)
-        _paste(self._difference_planes, position, (resized[:1] - resized[1:]) * 0.5 * (hi - lo), geometry.box)
+        preview.update(plane)
         self.preview_layer.refresh()
         self.difference_layer.refresh()
+        if preview.row_of(plane) is None:
+            self.status.value = f"Slice {plane} has no code (outside the slices the model covers); move inside."
+            return
         self.last_update_ms = (time.perf_counter() - start) * 1e3
         self.status.value = (f"Slice {plane} of {self._source.name}: shift of {float(shift.norm()):.3g} latent units;"
                              f" preview in {self.last_update_ms:.0f} ms")
@@ -369,11 +320,11 @@ class ExploreWidget(Container):
         """Ask the Traverse widget for the whole 4D traversal of the strongest slider's direction.
 
         Stores ``{"layer", "index", "weights", "alphas", "units"}`` as
-        ``session.results["explore_request"]``: the direction of the slider furthest from 0
+        ``session.explore_request``: the direction of the slider furthest from 0
         (its index, and the weights of every non-zero slider), alphas from minus to plus that
         slider's value (``"direction_std"`` units, 9 steps; +-3 when every slider is at 0).
         """
-        if self._codes is None or self._directions is None or not self.sliders:
+        if self.preview is None or self._directions is None or not self.sliders:
             self.status.value = self.missing() or "Nothing to traverse yet."
             return None
         values = [float(s.value) for s in self.sliders]
@@ -382,7 +333,7 @@ class ExploreWidget(Container):
         request = {"layer": self._source.name, "index": index,
                    "weights": {k: v for k, v in enumerate(values) if v},
                    "alphas": f"{-reach:g}:{reach:g}:9", "units": "direction_std"}
-        self.session.set_result("explore_request", request)
+        self.session.explore_request = request
         self.status.value = (f"Asked the Traverse widget for {self._directions.names[index]!r}, alphas "
                              f"{request['alphas']} (std); open it from Plugins > napari-latent if it is not docked.")
         return request

@@ -73,7 +73,7 @@ class InvertWidget(Container):
     """Invert a 3D image layer with the session's model; adds its reconstruction layer.
 
     Scriptable: ``widget.layer.value = "sub-001"``, ``widget.method.value = "hybrid"``,
-    ``widget.run()``, ``widget.runner.wait()``; the codes are in ``widget.session.results``.
+    ``widget.run()``, ``widget.runner.wait()``; the codes are in ``widget.session.codes``.
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -90,10 +90,10 @@ class InvertWidget(Container):
         super().__init__(widgets=[self.status, self.layer, self.method, self.space, self.steps, self.run_button,
                                   self.panel])
         self.run_button.changed.connect(lambda: self.run())
-        self.session.changed.connect(self._on_session_changed)
+        self.session.events.model.connect(self._on_model)
         napari_viewer.layers.events.inserted.connect(lambda event: self.layer.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda event: self.layer.reset_choices())
-        self._on_session_changed("model")
+        self._on_model()
 
     def _layer_names(self, _widget: Any = None) -> list[str]:
         return [layer.name for layer in image_layers(self.viewer)]
@@ -102,9 +102,7 @@ class InvertWidget(Container):
         model = self.session.model
         return list(model.spaces) if model is not None else ["z"]
 
-    def _on_session_changed(self, what: str) -> None:
-        if what != "model":
-            return
+    def _on_model(self) -> None:
         self.space.reset_choices()
         model = self.session.model
         if model is None:
@@ -144,10 +142,8 @@ class InvertWidget(Container):
         source = self._source
         entry = source.metadata.get(META_KEY, {})
         add_or_update_layer(self.viewer, layer_data)
-        store = dict(self.session.results.get("codes") or {})
-        store[source.name] = codes
-        self.session.set_result("codes", store)
-        self.session.set_result("last_codes", (source.name, codes))
+        self.session.codes = {**self.session.codes, source.name: codes}
+        self.session.last_codes = (source.name, codes)
         self._record_step(source, entry.get("path"))
         return (f"Inverted {len(codes)} slices of {source.name} ({codes.method}, space {codes.space}): "
                 f"mean MSE {codes.errors.mean():.4g}")

@@ -97,19 +97,19 @@ def show(volume: Any = None, model: Any = None, traversal: Any = None, eigen: An
     traversal : path, Traversal, or a sequence of them, optional
         Saved traversals (``OUT.nii.gz`` with its ``OUT.json``) or objects: one 4D layer
         each, the alpha axis first and labelled ``"alpha"``; the last is
-        ``session.results["traversal"]``.
+        ``session.traversal``.
     eigen : path, EigenResult, or a sequence of them, optional
         Eigen result folders (or their ``eigen.json``) or objects: component and difference
-        maps as diverging overlays; the last is ``session.results["eigen"]``.
+        maps as diverging overlays; the last is ``session.eigen``.
     viewer : napari.Viewer, optional
         The viewer to fill; a new one is created when omitted.
     return_viewer : bool
         Return the viewer instead of blocking in ``napari.run()``.
     codes : path or LatentCodes, optional
-        Codes of a shown volume (``session.results["last_codes"]``), for the Explore and
+        Codes of a shown volume (``session.last_codes``), for the Explore and
         Traverse widgets.
     directions : path or Directions, optional
-        ``session.results["directions"]``.
+        ``session.directions``.
     widgets : bool or sequence of str
         Dock napari-latent's widgets (all, as tabs, in workflow order), none, or those named
         (display names such as ``"6 Explore"``).

@@ -67,8 +67,9 @@ class ModelWidget(Container):
         self.train_button.changed.connect(lambda: self.train())
         self.data.changed.connect(self._suggest_output)
         self.model_type.changed.connect(self._on_model_type)
-        self.device.changed.connect(lambda value: self.session.set_device(str(value)))
-        self.session.changed.connect(self._on_session_changed)
+        self.device.changed.connect(self._on_device_choice)
+        self.session.events.model.connect(self._on_model)
+        self.session.events.device.connect(self._on_device)
 
     # -- actions ---------------------------------------------------------------------------
     def load(self, path: str | Path | None = None) -> GenerativeModel | None:
@@ -157,8 +158,12 @@ class ModelWidget(Container):
         for widget in (self.train_button, self.load_button, self.demo_button):
             widget.enabled = not busy
 
-    def _on_session_changed(self, what: str) -> None:
-        if what == "model":
-            self.info.value = describe_model(self.session.model, self.session.model_source)
-        elif what == "device" and self.device.value != self.session.device:
+    def _on_device_choice(self, value: Any) -> None:
+        self.session.device = str(value)
+
+    def _on_model(self) -> None:
+        self.info.value = describe_model(self.session.model, self.session.model_source)
+
+    def _on_device(self) -> None:
+        if self.device.value != self.session.device:
             self.device.value = self.session.device

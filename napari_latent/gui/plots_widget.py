@@ -98,8 +98,12 @@ class PlotsWidget(QWidget):
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self.refresh)
         self.view.currentTextChanged.connect(lambda _text: self.refresh())
-        self.session.changed.connect(self._on_session_changed)
-        if not self.session.training_history and self.session.results.get("eigen") is not None:
+        events = self.session.events
+        events.training_progress.connect(self._on_training_progress)
+        events.training_started.connect(self._on_training_started)
+        events.eigen.connect(self._on_eigen)
+        events.model.connect(self.refresh)
+        if not self.session.training_history and self.session.eigen is not None:
             self.view.setCurrentText("eigenvectors")  # docked after an eigen analysis (or the demo sample)
         self.refresh()
 
@@ -176,7 +180,7 @@ class PlotsWidget(QWidget):
         return figure
 
     def _eigen_figure(self, view: str) -> tuple[Figure | None, str]:
-        eigen = self.session.results.get("eigen")
+        eigen = self.session.eigen
         if eigen is None:
             return None, "No eigen analysis yet: analyse a traversal in the Eigen widget to see it here."
         figure = figure_eigenvectors(eigen) if view == "eigenvectors" else figure_spectrum(eigen)
@@ -215,15 +219,16 @@ class PlotsWidget(QWidget):
         self.status.setText(f"Selected {layer.name}.")
         return layer
 
-    def _on_session_changed(self, what: str) -> None:
-        if what == "training_progress":
-            if self.view.currentText() == "training losses" and not self._redraw_timer.isActive():
-                self._redraw_timer.start()
-        elif what == "training_started":
-            self.view.setCurrentText("training losses")
+    def _on_training_progress(self) -> None:
+        if self.view.currentText() == "training losses" and not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _on_training_started(self) -> None:
+        self.view.setCurrentText("training losses")
+        self.refresh()
+
+    def _on_eigen(self, eigen: Any) -> None:
+        if eigen is not None and self.view.currentText() == "training losses":
+            self.view.setCurrentText("eigenvectors")  # refreshes
+        else:
             self.refresh()
-        elif what in ("eigen", "model"):
-            if what == "eigen" and self.view.currentText() == "training losses":
-                self.view.setCurrentText("eigenvectors")  # refreshes
-            else:
-                self.refresh()

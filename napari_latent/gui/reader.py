@@ -7,14 +7,14 @@ recognised):
   first);
 * a traversal (4D NIfTI with its ``.json`` sidecar): one 4D layer, the alpha axis first and
   labelled ``"alpha"``; alphas and direction in the layer metadata; also stored in the
-  viewer's :class:`~napari_latent.gui.session.Session` as ``results["traversal"]``;
+  viewer's :class:`~napari_latent.gui.session.Session` as ``session.traversal``;
 * an eigen result folder (or its ``eigen.json``): the component and difference maps as
   diverging overlays (symmetric contrast limits, partial opacity); the result goes to
-  ``results["eigen"]``; a single component or difference NIfTI of such a folder opens as one
+  ``session.eigen``; a single component or difference NIfTI of such a folder opens as one
   overlay;
 * codes, directions and model ``.safetensors`` files make no layer: they attach to the
-  session of the current viewer (``results["codes"]``/``["last_codes"]``,
-  ``results["directions"]``, the session's model), and the reader returns napari's
+  session of the current viewer (``session.codes``/``last_codes``,
+  ``session.directions``, the session's model), and the reader returns napari's
   null-layer sentinel ``[(None,)]``.
 
 A bad file never raises into napari: the reader shows a notification that says what is
@@ -164,16 +164,14 @@ def attach_to_session(viewer: Any, kind: str, obj: Any, path: str | os.PathLike[
         return f"model {obj.name} ({obj.image_size} px){where} is the session's model"
     if kind == "codes":
         name = layer_name or codes_layer_name(obj, path)
-        store = dict(session.results.get("codes") or {})
-        store[name] = obj
-        session.set_result("codes", store)
-        session.set_result("last_codes", (name, obj))
+        session.codes = {**session.codes, name: obj}
+        session.last_codes = (name, obj)
         return f"codes of {name} ({len(obj)} slices, space {obj.space}){where} attached to the session"
     if kind == "directions":
-        session.set_result("directions", obj)
+        session.directions = obj
         return f"{len(obj)} {obj.method} directions{where} attached to the session"
     if kind in ("traversal", "eigen"):
-        session.set_result(kind, obj)
+        setattr(session, kind, obj)
         return f"{kind}{where} attached to the session"
     raise ValueError(f"unknown result kind {kind!r}")
 

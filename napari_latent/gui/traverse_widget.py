@@ -1,12 +1,12 @@
 """The Traverse widget: move an inverted volume along a latent direction; a 4D layer over the source.
 
-The session provides the codes (``results["codes"]``, layer name -> LatentCodes, and
-``results["last_codes"]``) and the directions (``results["directions"]`` with
-``results["selected_direction"]``); a directions file may be chosen instead. The result is a
+The session provides the codes (``session.codes``, layer name -> LatentCodes, and
+``session.last_codes``) and the directions (``session.directions`` with
+``session.selected_direction``); a directions file may be chosen instead. The result is a
 4D traversal layer (the alpha axis first, labelled ``alpha``) on the source layer's grid,
 a 4D difference overlay (each alpha minus the baseline, diverging colours, transparent at
 zero), and the :class:`~napari_latent.latent.traversal.Traversal` in
-``session.results["traversal"]``.
+``session.traversal``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ SESSION_DIRECTIONS = "(session directions)"
 
 
 def _codes_store(session: Any) -> dict[str, LatentCodes]:
-    store = session.results.get("codes")
-    return dict(store) if isinstance(store, dict) else {}
+    return dict(session.codes)
 
 
 def label_alpha_axis(viewer: Any) -> None:
@@ -86,7 +85,7 @@ def iter_show_traversal(viewer: Any, traversal: Traversal, source_name: str,
     add_or_update_layer(viewer, (data, kwargs, kind))
     label_alpha_axis(viewer)
     viewer.dims.set_current_step(0, traversal.baseline_index)
-    get_session(viewer).set_result("traversal", traversal)
+    get_session(viewer).traversal = traversal
     return layer
 
 
@@ -118,7 +117,7 @@ class TraverseWidget(Container):
 
     Scriptable: ``widget.codes.value = "sub-001"``, ``widget.direction.value = 0`` (an index),
     ``widget.alphas.value = "0:3:15"``, ``widget.units.value = "direction_std"``, ``widget.run()``,
-    ``widget.runner.wait()``; the Traversal is in ``widget.session.results["traversal"]``.
+    ``widget.runner.wait()``; the Traversal is in ``widget.session.traversal``.
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -142,8 +141,13 @@ class TraverseWidget(Container):
                                   self.units, self.run_button, self.panel])
         self.run_button.changed.connect(lambda: self.run())
         self.directions_file.changed.connect(self._on_file_changed)
-        self.session.changed.connect(self._on_session_changed)
-        self._on_session_changed("model")
+        for signal in (self.session.events.model, self.session.events.codes, self.session.events.last_codes):
+            signal.connect(self._on_codes_changed)
+        for signal in (self.session.events.model, self.session.events.directions,
+                       self.session.events.selected_direction):
+            signal.connect(self._on_directions_changed)
+        self._on_codes_changed()
+        self._on_directions_changed()
 
     # -- choices ----------------------------------------------------------------------------
     def _codes_names(self, _widget: Any = None) -> list[str]:
@@ -153,7 +157,7 @@ class TraverseWidget(Container):
         """The directions file's directions when one is chosen, else the session's."""
         if self._file_directions is not None:
             return self._file_directions
-        directions = self.session.results.get("directions")
+        directions = self.session.directions
         return directions if isinstance(directions, Directions) else None
 
     def _direction_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
@@ -173,18 +177,19 @@ class TraverseWidget(Container):
         self.direction.reset_choices()
         self._update_status()
 
-    def _on_session_changed(self, what: str) -> None:
-        if what in ("model", "codes", "last_codes"):
-            self.codes.reset_choices()
-            last = self.session.results.get("last_codes")
-            if isinstance(last, tuple) and last and last[0] in self._codes_names():
-                self.codes.value = last[0]
-        if what in ("model", "directions", "selected_direction"):
-            self.direction.reset_choices()
-            selected = self.session.results.get("selected_direction")
-            if self._file_directions is None and isinstance(selected, int | np.integer) \
-                    and 0 <= int(selected) < len(self.direction.choices):
-                self.direction.value = int(selected)
+    def _on_codes_changed(self) -> None:
+        self.codes.reset_choices()
+        last = self.session.last_codes
+        if isinstance(last, tuple) and last and last[0] in self._codes_names():
+            self.codes.value = last[0]
+        self._update_status()
+
+    def _on_directions_changed(self) -> None:
+        self.direction.reset_choices()
+        selected = self.session.selected_direction
+        if self._file_directions is None and isinstance(selected, int | np.integer) \
+                and 0 <= int(selected) < len(self.direction.choices):
+            self.direction.value = int(selected)
         self._update_status()
 
     def _update_status(self) -> None:

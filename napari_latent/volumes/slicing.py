@@ -224,7 +224,7 @@ class SliceGeometry:
         else:
             raise ValueError(f"unknown kind {kind!r}")
         planes = self._filled_planes(fill, default_fill)
-        _paste(planes, take, resized, self.box)
+        paste(planes, take, resized, self.box)
         return np.ascontiguousarray(self.reorientation.invert(planes))
 
     def _filled_planes(self, fill: float | np.ndarray | Volume | None, default: float) -> np.ndarray:
@@ -242,7 +242,7 @@ class SliceGeometry:
         take = self.indices if indices is None else np.asarray(indices)
         planes = np.zeros(self.plane_shape, dtype=np.float32)
         rows, cols = self.box_shape
-        _paste(planes, take, np.ones((len(take), rows, cols), dtype=np.float32), self.box)
+        paste(planes, take, np.ones((len(take), rows, cols), dtype=np.float32), self.box)
         return np.ascontiguousarray(self.reorientation.invert(planes)) > 0.5
 
 
@@ -258,8 +258,20 @@ def _crop_padded(slices: np.ndarray, box: tuple[int, int, int, int], pad_value: 
     return out
 
 
-def _paste(planes: np.ndarray, indices: np.ndarray, crops: np.ndarray, box: tuple[int, int, int, int]) -> None:
-    """Write box-shaped crops into ``planes`` at ``indices``, dropping what lies outside."""
+def paste(planes: np.ndarray, indices: np.ndarray, crops: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    """Write box-shaped crops into ``planes`` at ``indices``, dropping what lies outside.
+
+    Parameters
+    ----------
+    planes : numpy.ndarray
+        ``(n, rows, cols)`` planes in the slicing orientation (views are written through).
+    indices : numpy.ndarray
+        The planes to write, one per crop.
+    crops : numpy.ndarray
+        ``(len(indices), r1 - r0, c1 - c0)`` crops of the box.
+    box : tuple of int
+        ``(r0, r1, c0, c1)``, the box in plane coordinates; it may reach outside the planes.
+    """
     r0, r1, c0, c1 = box
     _, rows, cols = planes.shape
     sr0, sr1 = max(r0, 0), min(r1, rows)

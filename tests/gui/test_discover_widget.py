@@ -50,9 +50,9 @@ def test_sefa_fills_the_table_and_the_session_and_names_are_editable(widget: Dis
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    found = session.results["directions"]
+    found = session.directions
     assert isinstance(found, Directions) and len(found) == 5 and found.method == "sefa"
-    assert session.results["selected_direction"] == 0
+    assert session.selected_direction == 0
     assert widget.table.shape == (5, len(found.table()[0]))
     assert cells(widget, "name") == ["sefa 1", "sefa 2", "sefa 3", "sefa 4", "sefa 5"]
     eigen = cells(widget, "eigenvalue")
@@ -60,14 +60,14 @@ def test_sefa_fills_the_table_and_the_session_and_names_are_editable(widget: Dis
     assert "Found 5 sefa directions" in widget.panel.status.value
     # renaming in the table renames the Directions object the session holds
     widget.rename(2, "ventricles")
-    assert found.names[2] == "ventricles" and session.results["directions"] is found
+    assert found.names[2] == "ventricles" and session.directions is found
     # a duplicate name is refused and the cell goes back
     widget.rename(3, "ventricles")
     assert found.names[3] == "sefa 4" and cells(widget, "name")[3] == "sefa 4"
     assert "already named" in widget.panel.status.value
     # selecting a row is what the Traverse step reads
     widget.table.native.selectRow(2)
-    assert session.results["selected_direction"] == 2
+    assert session.selected_direction == 2
     assert "2 ventricles" in widget.selected.value
     # score columns are read-only
     from qtpy.QtCore import Qt
@@ -84,7 +84,7 @@ def test_pca_run_and_save(widget: DiscoverWidget, tmp_path: Path) -> None:
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    found = session.results["directions"]
+    found = session.directions
     assert found.method == "pca" and len(found) == 3
     ratios = cells(widget, "explained_variance_ratio")
     assert len(ratios) == 3 and ratios == sorted(ratios, reverse=True) and 0 < sum(ratios) <= 1.0
@@ -105,7 +105,7 @@ def test_missing_model_and_missing_data_are_said_plainly(widget: DiscoverWidget,
     widget.run()
     assert not widget.runner.running
     assert "needs labelled data" in widget.panel.status.value
-    assert "directions" not in get_session(widget.viewer).results
+    assert get_session(widget.viewer).directions is None
     widget.data.value = tmp_path  # a folder without cohort.csv
     widget.run()
     assert not widget.runner.running and "no cohort.csv" in widget.panel.status.value
@@ -133,7 +133,7 @@ def test_cancel_stops_a_voynov_run_and_keeps_its_directions(widget: DiscoverWidg
     widget.panel.cancel_button.changed.emit(True)  # the user presses Cancel
     widget.runner.wait(120)
     assert widget.runner.last_error is None, widget.runner.last_error
-    found = session.results["directions"]
+    found = session.directions
     assert found.method == "voynov" and len(found) == 3
     assert 0 < found.info["steps_done"] < 1000
     assert "stopped after" in widget.panel.status.value

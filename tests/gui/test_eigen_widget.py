@@ -56,13 +56,13 @@ def test_eigen_of_the_session_traversal_adds_overlays_on_the_anatomy(make_napari
     assert widget.status.value == NO_TRAVERSAL
     widget.run()
     assert NO_TRAVERSAL in widget.panel.status.value
-    get_session(viewer).set_result("traversal", traversal)
+    get_session(viewer).traversal = traversal
     assert widget.traversal.value == SESSION_TRAVERSAL
     widget.components.value = 3
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    result = get_session(viewer).results["eigen"]
+    result = get_session(viewer).eigen
     assert isinstance(result, EigenResult) and result.n_components == 3
     reference = eigencomponents(traversal, n_components=3)
     np.testing.assert_allclose(result.eigenvalues, reference.eigenvalues, rtol=1e-6)
@@ -90,7 +90,7 @@ def test_eigen_of_a_traversal_layer_opened_from_a_file(make_napari_viewer, tiny_
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    result = get_session(viewer).results["eigen"]
+    result = get_session(viewer).eigen
     assert result.center == "baseline"
     _check_overlays(viewer, source, [], 2)
     # A mask layer on another grid is refused with a plain message.

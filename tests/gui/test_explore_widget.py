@@ -37,9 +37,9 @@ def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napa
     session.set_model(results.model, "test")
     assert widget.status.value == NO_CODES
     [source] = viewer.open(str(results.volume_path), plugin="napari-latent")
-    session.set_result("last_codes", ("subject", results.codes))
+    session.last_codes = ("subject", results.codes)
     assert widget.status.value == NO_DIRECTIONS
-    session.set_result("directions", results.directions)
+    session.directions = results.directions
     assert len(widget.sliders) == 3 and widget.preview_layer is not None
     preview, difference = widget.preview_layer, widget.difference_layer
     assert_on_grid(preview, source)
@@ -47,7 +47,7 @@ def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napa
     # go to a slice with a code: the middle of the kept slices
     codes = results.codes
     plane = int(codes.indices[len(codes) // 2])
-    axis, plane_of = widget._display_to_plane
+    axis, plane_of = widget.plane_axis()
     display_index = int(np.nonzero(plane_of == plane)[0][0])
     step = list(viewer.dims.current_step)
     step[axis] = display_index
@@ -83,7 +83,7 @@ def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napa
     assert widget.last_update_ms < 1000
     # the hand-over to the Traverse widget
     request = widget.request_traversal()
-    assert request == session.results["explore_request"]
+    assert request == session.explore_request
     assert request["index"] == 0 and request["alphas"] == "-1.5:1.5:9" and request["layer"] == "subject"
     widget.reset()
     np.testing.assert_allclose(difference.data, 0.0, atol=1e-6)
@@ -94,10 +94,10 @@ def test_explore_outside_the_modelled_slices_says_so(make_napari_viewer, results
     viewer.open(str(results.volume_path), plugin="napari-latent")
     session = get_session(viewer)
     session.set_model(results.model, "test")
-    session.set_result("last_codes", ("subject", results.codes))
-    session.set_result("directions", results.directions)
+    session.last_codes = ("subject", results.codes)
+    session.directions = results.directions
     widget = ExploreWidget(viewer)
-    axis, plane_of = widget._display_to_plane
+    axis, plane_of = widget.plane_axis()
     missing = sorted(set(range(len(plane_of))) - set(results.codes.indices.tolist()))
     assert missing, "the phantom has slices without foreground"
     step = list(viewer.dims.current_step)

@@ -43,7 +43,7 @@ def test_inversion_adds_a_reconstruction_on_the_source_grid(viewer_with_volume, 
     np.testing.assert_allclose(result.translate, source.translate)
     entry = result.metadata[META_KEY]
     assert entry["method"] == "hybrid" and len(entry["slice_mse"]) == len(entry["slice_indices"]) > 0
-    codes = get_session(viewer).results["codes"][source.name]
+    codes = get_session(viewer).codes[source.name]
     assert codes.codes.shape == (len(entry["slice_indices"]), 8)
 
 

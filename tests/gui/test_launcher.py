@@ -52,10 +52,10 @@ def test_show_with_files_fills_the_viewer_and_the_session(make_napari_viewer, re
         np.testing.assert_allclose(layer.contrast_limits[0], -layer.contrast_limits[1])
     session = get_session(viewer)
     assert session.model.fingerprint == results.model.fingerprint
-    assert session.results["last_codes"][0] == "subject"
-    assert session.results["directions"].names == results.directions.names
-    np.testing.assert_allclose(session.results["traversal"].alphas, results.traversal.alphas)
-    assert session.results["eigen"].n_components == 3
+    assert session.last_codes[0] == "subject"
+    assert session.directions.names == results.directions.names
+    np.testing.assert_allclose(session.traversal.alphas, results.traversal.alphas)
+    assert session.eigen.n_components == 3
     # the docked Explore widget starts from the session: sliders and a preview on the source grid
     explore = viewer.window.dock_widgets["6 Explore (napari-latent)"]
     preview = viewer.layers["subject explore"]

@@ -49,7 +49,7 @@ def test_eigenvectors_and_spectrum_and_picking_selects_the_component_layer(make_
         viewer.add_image(eigen_result.maps[k], name=f"component {k + 1}",
                          metadata={META_KEY: {"kind": "eigen_component", "component": k + 1}})
     viewer.add_image(np.zeros((6, 7, 8)), name="anatomy")
-    get_session(viewer).set_result("eigen", eigen_result)
+    get_session(viewer).eigen = eigen_result
     assert widget.view.currentText() == "eigenvectors"
     lines = widget.figure.axes[0].get_lines()[:eigen_result.n_components]
     np.testing.assert_allclose(lines[1].get_ydata(), eigen_result.eigenvectors[:, 1])

@@ -261,10 +261,10 @@ def test_result_files_open_in_napari_on_the_source_grid(make_napari_viewer, resu
     assert len(viewer.layers) == count
     session = get_session(viewer)
     assert session.model is not None and session.model.fingerprint == results.model.fingerprint
-    name, codes = session.results["last_codes"]
+    name, codes = session.last_codes
     assert name == source.name == "subject"
     np.testing.assert_array_equal(codes.codes.numpy(), results.codes.codes.numpy())
-    assert session.results["directions"].names == results.directions.names
+    assert session.directions.names == results.directions.names
 
 
 @pytest.mark.gui

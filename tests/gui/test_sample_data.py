@@ -30,12 +30,12 @@ def test_demo_result_opens_ready_and_its_traversal_reproduces_the_bundled_eigen_
         np.testing.assert_allclose(layer.scale, subject.scale)
         np.testing.assert_allclose(layer.translate, subject.translate)
     session = get_session(viewer)
-    codes = session.results["last_codes"][1]
-    assert session.model.fingerprint == codes.model_fingerprint == session.results["directions"].model_fingerprint
-    bundled = session.results["eigen"]
+    codes = session.last_codes[1]
+    assert session.model.fingerprint == codes.model_fingerprint == session.directions.model_fingerprint
+    bundled = session.eigen
     # the traversal is computed in a background thread and then added as a 4D layer
-    qtbot.waitUntil(lambda: "traversal" in session.results and not session.background_workers, timeout=120_000)
-    traversal = session.results["traversal"]
+    qtbot.waitUntil(lambda: session.traversal is not None and not session.background_workers, timeout=120_000)
+    traversal = session.traversal
     layer = viewer.layers[f"{subject.name} traversal"]
     assert layer.data.shape == (len(info["alphas"]), *subject.data.shape)
     assert viewer.dims.axis_labels[0] == "alpha"

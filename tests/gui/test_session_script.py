@@ -65,7 +65,7 @@ def test_the_copied_script_reproduces_the_session(make_napari_viewer, tiny_cohor
     namespace: dict = {}
     exec(compile(get_session(viewer).script.text(show=False), "session.py", "exec"), namespace)
     codes = namespace["codes_sub_001"]
-    session_codes = get_session(viewer).results["codes"][source.name]
+    session_codes = get_session(viewer).codes[source.name]
     np.testing.assert_array_equal(codes.indices, session_codes.indices)
     np.testing.assert_allclose(codes.codes, session_codes.codes, rtol=1e-5, atol=1e-5)
     layer = viewer.layers[f"{source.name} reconstruction"]

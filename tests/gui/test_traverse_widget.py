@@ -36,12 +36,12 @@ def ready_viewer(make_napari_viewer, tiny_cohort: Path, small_model):
     session = get_session(viewer)
     session.set_model(small_model, "test")
     codes = invert(small_model, open_volume(tiny_cohort / "sub-001.nii.gz"), method="encoder")
-    session.set_result("codes", {layer.name: codes})
-    session.set_result("last_codes", (layer.name, codes))
+    session.codes = {layer.name: codes}
+    session.last_codes = (layer.name, codes)
     directions = Directions(torch.eye(8)[:2], "z", small_model.name, small_model.fingerprint, "test",
                             code_std=[1.0, 0.5])
-    session.set_result("directions", directions)
-    session.set_result("selected_direction", 1)
+    session.directions = directions
+    session.selected_direction = 1
     return viewer, layer
 
 
@@ -54,7 +54,7 @@ def test_traversal_layers_overlay_the_source(ready_viewer, qtbot) -> None:
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    traversal = get_session(viewer).results["traversal"]
+    traversal = get_session(viewer).traversal
     assert isinstance(traversal, Traversal) and len(traversal) == 5
     np.testing.assert_allclose(traversal.latent_alphas, np.linspace(0, 1, 5))  # code_std 0.5 of direction 1
     layer = viewer.layers[f"{source.name} traversal"]
@@ -85,7 +85,7 @@ def test_a_directions_file_overrides_the_session(ready_viewer, qtbot, small_mode
     widget.units.value = "latent"
     widget.run()
     widget.runner.wait(60)
-    traversal = get_session(viewer).results["traversal"]
+    traversal = get_session(viewer).traversal
     np.testing.assert_allclose(traversal.direction.vector, torch.eye(8)[5].numpy())
     assert traversal.baseline_index == 1
 
@@ -103,12 +103,11 @@ def test_it_says_what_is_missing(make_napari_viewer, tiny_cohort: Path, small_mo
     widget.run()
     assert NO_CODES in widget.panel.status.value
     codes = invert(small_model, open_volume(tiny_cohort / "sub-001.nii.gz"), method="encoder")
-    session.set_result("codes", {layer.name: codes})
+    session.codes = {layer.name: codes}
     assert widget.status.value == NO_DIRECTIONS
     widget.run()
     assert NO_DIRECTIONS in widget.panel.status.value
-    session.set_result("directions", Directions(torch.eye(8)[:1], "z", small_model.name, small_model.fingerprint,
-                                                "test"))
+    session.directions = Directions(torch.eye(8)[:1], "z", small_model.name, small_model.fingerprint, "test")
     widget.alphas.value = "0:1"
     widget.run()
     assert "three parts" in widget.panel.status.value and not widget.runner.running

@@ -41,7 +41,7 @@ def test_model_invert_discover_traverse_eigen_export_and_the_script(make_napari_
     discover.count.value = 3
     discover.run()
     discover.runner.wait(120)
-    assert discover.runner.last_error is None and len(session.results["directions"]) == 3
+    assert discover.runner.last_error is None and len(session.directions) == 3
 
     traverse = TraverseWidget(viewer)
     traverse.codes.value = source.name
@@ -84,5 +84,5 @@ def test_model_invert_discover_traverse_eigen_export_and_the_script(make_napari_
     frames, _ = array_from_layer(np.asarray(traversal_layer.data), traversal_layer.metadata,
                                  list(traversal_layer.scale)[1:], list(traversal_layer.translate)[1:])
     np.testing.assert_allclose(traversal.images, frames, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(result.eigenvalues, session.results["eigen"].eigenvalues, rtol=1e-3, atol=1e-8)
-    np.testing.assert_allclose(np.abs(result.maps), np.abs(session.results["eigen"].maps), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(result.eigenvalues, session.eigen.eigenvalues, rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(np.abs(result.maps), np.abs(session.eigen.maps), rtol=1e-3, atol=1e-4)

@@ -275,13 +275,13 @@ def test_decoding_uses_a_private_copy_of_the_model(tiny_vae, codes, directions, 
 def test_parallel_decoding_streams_give_the_same_images_and_leave_the_callers_threads(tiny_vae, codes) -> None:
     import threading
 
-    from napari_latent.latent.traversal.decoding import _Decoder
+    from napari_latent.latent.traversal.decoding import Decoder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        parallel = _Decoder(tiny_vae, "z", 4, False, True, codes.codes)
-        serial = _Decoder(tiny_vae, "z", 4, False, True, codes.codes, streams=False)
+        parallel = Decoder(tiny_vae, "z", 4, False, True, codes.codes)
+        serial = Decoder(tiny_vae, "z", 4, False, True, codes.codes, streams=False)
         assert parallel.streams == 2 and parallel.ahead == 4 and serial.streams == 1
         seen = []
         original = parallel._decode_batch

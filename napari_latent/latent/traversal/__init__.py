@@ -75,7 +75,7 @@ from __future__ import annotations
 
 from .alphas import _ALPHA_HELP, _number, baseline_index, check_alphas, parse_alphas
 from .api import iter_frames, iter_traverse, traverse
-from .decoding import _Decoder, _Painter, default_batch_size
+from .decoding import Decoder, _Painter, default_batch_size
 from .direction import UNITS, DirectionArg, IndexArg, TraversalDirection, Units, alpha_scale, resolve_direction
 from .eager import Traversal
 from .facts import TRAVERSAL_FORMAT, TRAVERSAL_VERSION, _save, _TraversalFacts, _write_frames, sidecar_path
@@ -86,13 +86,13 @@ __all__ = [
            "TRAVERSAL_VERSION",
            "UNITS",
            "_ALPHA_HELP",
+           "Decoder",
            "DirectionArg",
            "IndexArg",
            "LazyTraversal",
            "Traversal",
            "TraversalDirection",
            "Units",
-           "_Decoder",
            "_Painter",
            "_TraversalFacts",
            "_number",

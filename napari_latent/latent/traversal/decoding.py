@@ -17,7 +17,7 @@ from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...models.inference_rewrites import rewrite_for_inference
 from ...volumes.io import Volume
-from ...volumes.slicing import SliceGeometry, _paste, resize_images
+from ...volumes.slicing import SliceGeometry, paste, resize_images
 
 # -- decoding and mapping back ------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ def default_batch_size(device: torch.device) -> int:
     return 16 if device.type == "cpu" else 64
 
 
-class _Decoder:
+class Decoder:
     """Batched, gradient-free decoding by a private eval-mode copy of a model.
 
     The copy lives on ``device`` (the model's own by default). It is rewritten for inference
@@ -34,6 +34,25 @@ class _Decoder:
     upsampling plus 3x3 convolution as one transposed convolution, SiLU in place) and, on the
     CPU, uses the channels-last memory format; each change is kept only when the copy still
     agrees with the model on ``probe`` codes (to 1e-4).
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The model to copy (never modified).
+    space : str
+        The latent space of the codes to decode.
+    batch_size : int or None
+        Codes per decoder call (:func:`default_batch_size` when None).
+    bf16 : bool
+        bfloat16 autocast on the CPU and CUDA (faster, not pixel-identical).
+    channels_last : bool
+        Try the channels-last memory format on the CPU.
+    probe : torch.Tensor
+        Codes (the first two are used) on which every rewrite must agree with the model.
+    device : str or torch.device, optional
+        Where the copy lives (the model's device by default).
+    streams : bool
+        Decode batches in parallel single-threaded streams on the CPU (one per core).
     """
 
     def __init__(self, model: GenerativeModel, space: str, batch_size: int | None, bf16: bool, channels_last: bool,
@@ -172,7 +191,7 @@ class _Painter:
         if len(rows) == 0:
             return
         crops = self.prepare(images) if isinstance(images, torch.Tensor) else images
-        _paste(slab, self.indices[rows] - start, crops, self.geometry.box)
+        paste(slab, self.indices[rows] - start, crops, self.geometry.box)
 
     def fill_frames(self, frames: np.ndarray) -> None:
         """Set source-ordered ``(..., i, j, k)`` frames to the fill (the source, or the window's low end)."""

@@ -20,7 +20,7 @@ from ...volumes.io import Volume
 from ..codes import LatentCodes
 from ..directions import Directions
 from .alphas import baseline_index, parse_alphas
-from .decoding import _Decoder, _Painter
+from .decoding import Decoder, _Painter
 from .direction import UNITS, DirectionArg, IndexArg, Units, alpha_scale, resolve_direction
 from .eager import Traversal
 from .facts import _save, _TraversalFacts
@@ -110,14 +110,14 @@ class LazyTraversal(_TraversalFacts):
             "codes_mean_mse": float(codes.errors.mean()) if len(codes.errors) else float("nan"),
             "slices": len(codes), "batch_size": self.batch_size, "bf16": self.bf16}
         self._painter = _Painter(codes.geometry, source)
-        self._decoder: _Decoder | None = None
+        self._decoder: Decoder | None = None
 
     # -- decoding -------------------------------------------------------------------------------
     @property
-    def decoder(self) -> _Decoder:
+    def decoder(self) -> Decoder:
         """The prepared decoder (made on first use)."""
         if self._decoder is None:
-            self._decoder = _Decoder(self.model, self.space, self.batch_size, self.bf16, self.channels_last,
+            self._decoder = Decoder(self.model, self.space, self.batch_size, self.bf16, self.channels_last,
                                      self.codes.codes, self.device)
         return self._decoder
 
