@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from napari_latent.analysis.metrics import image_metrics
+from napari_latent.metrics import image_metrics
 
 N, SIZE, REPEATS = 512, 64, 3
 

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from ..metrics import image_metrics
 from ..models.base import GenerativeModel
 from ..progress import Operation, ProgressArg, ProgressEvent, run_operation
 from ..training.data import iter_load_slices, split_subjects
 from ..volumes.cohort import Cohort, load_cohort
 from ..volumes.slicing import SliceSpec
 from .frechet import FeatureExtractor, frechet_distance
-from .metrics import image_metrics
 
 
 def _held_out_subjects(model: GenerativeModel, cohort: Cohort, spec: SliceSpec) -> tuple[list[int], str]:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..device import get_device
 from ..errors import MismatchError, UserInputError
-from .metrics import _check_images
+from ..metrics import check_images
 
 __all__ = ["FeatureExtractor", "RandomConvFeatures", "frechet_distance", "frechet_from_features"]
 
@@ -89,7 +89,7 @@ class RandomConvFeatures:
 
     def __call__(self, images: Tensor) -> Tensor:
         """Features ``(n, 512)`` float64 of images ``(n, 1, H, W)`` in [-1, 1]."""
-        _check_images(images, "images")
+        check_images(images, "images")
         with torch.no_grad():
             x = images.to(self.device, torch.float32)
             if tuple(x.shape[-2:]) != (self.size, self.size):
@@ -173,7 +173,7 @@ def frechet_from_features(
 
 
 def _features(images: Tensor, extractor: FeatureExtractor, batch_size: int, name: str) -> np.ndarray:
-    _check_images(images, name)
+    check_images(images, name)
     if images.shape[0] < 2:
         raise MismatchError(f"{name} must hold at least 2 images for a Fréchet distance, got {images.shape[0]}")
     chunks = []
@@ -219,8 +219,8 @@ def frechet_distance(
     MismatchError
         If a set is not single-channel 4D, holds fewer than 2 images, or the image sizes differ.
     """
-    _check_images(real, "the real images")
-    _check_images(fake, "the generated images")
+    check_images(real, "the real images")
+    check_images(fake, "the generated images")
     if real.shape[1:] != fake.shape[1:]:
         raise MismatchError(f"image sizes differ: {tuple(real.shape[1:])} and {tuple(fake.shape[1:])}")
     if int(batch_size) < 1:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..device import get_device
 from ..errors import UserInputError
-from .metrics import _check_images
+from ..metrics import check_images
 
 __all__ = ["InceptionFeatures"]
 
@@ -230,7 +230,7 @@ class InceptionFeatures:
 
     def __call__(self, images: Tensor) -> Tensor:
         """Features ``(n, 2048)`` float64 of images ``(n, 1, H, W)`` in [-1, 1]."""
-        _check_images(images, "images")
+        check_images(images, "images")
         out = []
         with torch.no_grad():
             for start in range(0, images.shape[0], self.batch_size):

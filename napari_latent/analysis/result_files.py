@@ -12,7 +12,8 @@ kind               recognised by
 ``"eigen"``        a folder holding ``eigen.json``, or that ``eigen.json`` itself
 ``"eigen_map"``    a NIfTI file listed in the ``eigen.json`` beside it (a component or
                    difference map, or the mask)
-``"volume"``       any other ``.nii``/``.nii.gz`` file (3D volume or 4D series)
+``"volume"``       any other file a volume reader accepts (3D volume or 4D series;
+                   ``.nii``/``.nii.gz`` built in, see :mod:`napari_latent.volumes.readers`)
 ``"codes"``        a ``.safetensors`` file whose header format is ``napari-latent-codes``
 ``"directions"``   a ``.safetensors`` file of format ``napari-latent-directions``
 ``"model"``        a ``.safetensors`` model checkpoint (``napari-latent-checkpoint``)
@@ -35,14 +36,19 @@ from ..latent.traversal import TRAVERSAL_FORMAT, Traversal, sidecar_path
 from ..models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..models.checkpoint import load_model
 from ..volumes.io import is_nifti_path
+from ..volumes.readers import formats_phrase, readable, suffixes_phrase
 from .eigen import EIGEN_FORMAT, EigenResult
 
 __all__ = ["KINDS", "ResultFile", "eigen_map_info", "identify", "load_result"]
 
 KINDS = ("volume", "traversal", "eigen", "eigen_map", "codes", "directions", "model")
 _SAFETENSORS_KINDS = {CODES_FORMAT: "codes", DIRECTIONS_FORMAT: "directions", CHECKPOINT_FORMAT: "model"}
-WHAT_WE_OPEN = ("napari-latent opens NIfTI volumes (.nii, .nii.gz), traversals (4D NIfTI + .json sidecar), "
-                "eigen result folders (eigen.json), and .safetensors codes, directions and model files")
+
+
+def _what_we_open() -> str:
+    """What napari-latent opens, for messages (the volume formats from the reader registry)."""
+    return (f"napari-latent opens {formats_phrase()} volumes ({suffixes_phrase()}), traversals (4D NIfTI + .json "
+            "sidecar), eigen result folders (eigen.json), and .safetensors codes, directions and model files")
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
             if _json_format(path / "eigen.json") != EIGEN_FORMAT:
                 raise UserInputError(f"{path / 'eigen.json'}: not an eigen analysis file")
             return ResultFile("eigen", path)
-        raise UserInputError(f"{path}: a folder without eigen.json (not an eigen result folder); {WHAT_WE_OPEN}")
+        raise UserInputError(f"{path}: a folder without eigen.json (not an eigen result folder); {_what_we_open()}")
     name = path.name.lower()
     if name.endswith(".json"):
         fmt = _json_format(path)
@@ -145,12 +151,13 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
                     return ResultFile("traversal", image)
             raise UserInputError(f"{path}: a traversal sidecar without its NIfTI file beside it")
         raise UserInputError(f"{path}: not a napari-latent JSON file (eigen.json or a traversal sidecar)")
-    if is_nifti_path(path):
+    if is_nifti_path(path):  # our results are NIfTI
         sidecar = sidecar_path(path)
         if sidecar.is_file() and _json_format(sidecar) == TRAVERSAL_FORMAT:
             return ResultFile("traversal", path)
         if path.name in _eigen_listing(path.parent):
             return ResultFile("eigen_map", path, path.parent)
+    if readable(path):
         return ResultFile("volume", path)
     if name.endswith(".safetensors"):
         fmt = _safetensors_format(path)
@@ -158,7 +165,7 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
         if kind is None:
             raise UserInputError(f"{path}: a napari-latent file of unknown format {fmt!r}")
         return ResultFile(kind, path)
-    raise UserInputError(f"{path}: unsupported file; {WHAT_WE_OPEN}")
+    raise UserInputError(f"{path}: unsupported file; {_what_we_open()}")
 
 
 def eigen_map_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -199,7 +206,8 @@ def load_result(path: str | os.PathLike[str] | ResultFile, device: str = "auto")
         :class:`~napari_latent.latent.codes.LatentCodes`,
         :class:`~napari_latent.latent.directions.Directions` or a model; for ``"volume"``
         and ``"eigen_map"`` it is the path (read it with the napari reader or
-        :func:`~napari_latent.volumes.open_series`), after checking that the header reads.
+        :func:`~napari_latent.volumes.io.open_series`), after checking that a NIfTI file's
+        header reads (other formats are checked by their reader when read).
 
     Raises
     ------
@@ -217,7 +225,8 @@ def load_result(path: str | os.PathLike[str] | ResultFile, device: str = "auto")
         return found, Directions.load(found.path)
     if found.kind == "model":
         return found, load_model(found.path, device=device)
-    _check_nifti_header(found.path)
+    if is_nifti_path(found.path):
+        _check_nifti_header(found.path)
     return found, found.path
 
 

@@ -187,7 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the slices back onto the volume: one 3D volume per alpha, saved as a 4D NIfTI with the "
                        "source affine and a JSON sidecar (alphas, direction, model fingerprint).")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("volume", metavar="VOLUME", help="the source .nii or .nii.gz volume")
+    p.add_argument("volume", metavar="VOLUME", help="the source volume (.nii or .nii.gz; reader plugins add formats)")
     p.add_argument("--directions", required=True, metavar="DIRS", help="a directions .safetensors file")
     p.add_argument("--index", default=None, metavar="K",
                    help="direction number (from 0) or name, or weights K=W,K=W for a weighted sum (default: the "

@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="describe a NIfTI volume",
                        description="Print shape, spacing, orientation, intensity range and foreground fraction.")
-    p.add_argument("volume", metavar="VOLUME", help="a .nii or .nii.gz file")
+    p.add_argument("volume", metavar="VOLUME", help="a volume file (.nii or .nii.gz; reader plugins add formats)")
     p.add_argument("--index", type=int, default=None, help="frame of a 4D series")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)

@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "model's plane). Methods: encoder, optimize (all slices as one batch), hybrid (encoder start, "
                        "then optimize), auto.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("volume", metavar="VOLUME", help="a .nii or .nii.gz volume")
+    p.add_argument("volume", metavar="VOLUME", help="a volume file (.nii or .nii.gz; reader plugins add formats)")
     p.add_argument("--out", required=True, metavar="CODES.safetensors", help="codes file to write")
     p.add_argument("--method", choices=METHODS, default="auto", help="inversion method (default auto)")
     p.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (default 200)")

@@ -95,10 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..volumes.slicing import PLANES
 
     p = sub.add_parser("train", help="train a generative model on slices of volumes",
-                       description="Train a generative model on 2D slices of NIfTI volumes. DATA is a NIfTI file "
+                       description="Train a generative model on 2D slices of volumes. DATA is a volume file "
                        "or a folder of them with an optional cohort.csv. Validation subjects are held out by subject. "
                        "Runs under 'torchrun --nproc_per_node N' train with DistributedDataParallel.")
-    p.add_argument("data", metavar="DATA", help="a NIfTI file or a folder of them")
+    p.add_argument("data", metavar="DATA", help="a volume file (NIfTI or a reader plugin's format) or a folder of them")
     p.add_argument("--model", required=True, choices=model_names(), help="model type")
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
     p.add_argument("--epochs", type=positive_int, default=20, help="passes over the data (default 20)")
@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(all subjects when DATA is not the training data), and the Frechet distance between "
                        "generated and real slices.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("data", metavar="DATA", help="a NIfTI file or a folder of them")
+    p.add_argument("data", metavar="DATA", help="a volume file (NIfTI or a reader plugin's format) or a folder of them")
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="generated images for the Frechet distance (default: as many as real slices)")

@@ -35,7 +35,8 @@ from ..analysis.result_files import ResultFile, eigen_map_info, identify, load_r
 from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.traversal import Traversal
-from ..volumes.io import is_nifti_path, open_series, open_volume, volume_name
+from ..volumes.io import open_series, open_volume, volume_name
+from ..volumes.readers import readable
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
 from .result_layers import eigen_layer_data, map_layer_data, traversal_layer_data
 
@@ -55,7 +56,7 @@ def _claims(path: str | os.PathLike[str]) -> bool:
     if p.is_dir():
         return (p / "eigen.json").is_file()
     name = p.name.lower()
-    if is_nifti_path(p) or name.endswith(".safetensors"):
+    if readable(p) or name.endswith(".safetensors"):
         return True
     if name.endswith(".json"):
         try:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.metrics import ssim
 from ..errors import UserInputError
+from ..metrics import ssim
 from ..models.base import GenerativeModel
 from ..models.inversion_encoder import inversion_encoder_of
 from ..progress import Operation, ProgressArg, ProgressEvent, StopFlag, run_operation, stop_requested

@@ -12,7 +12,6 @@ the seed, the step and the process rank).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,15 @@ from ..models.checkpoint import attach_checkpoint_facts, read_checkpoint, save_c
 from ..progress import Operation, ProgressArg, ProgressEvent, RateMeter, StopFlag, run_operation, stop_requested
 from ..volumes.cohort import Cohort
 from ..volumes.slicing import SliceSpec
-from .data import Augmentation, SliceSet, TrainingData, iter_prepare_data
+from .data import Augmentation, TrainingData, iter_prepare_data
 from .distributed import DistributedContext, distributed_context, distributed_device
+from .monitoring import PREVIEW_COUNT, preview_grid, validation_metrics
 from .objectives.base import Objective, objective_class
 from .precision import Precision
 from .settings import TrainSettings
 
-PREVIEW_COUNT = 8
+__all__ = ["PREVIEW_COUNT", "TrainResult", "epoch_order", "iter_train", "step_generator", "train_model",
+           "validation_metrics"]
 
 
 @dataclass
@@ -86,56 +87,6 @@ def _batches(order: list[int], batch_size: int) -> list[list[int]]:
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches.pop()  # a one-image batch adds noise and nothing else
     return batches
-
-
-@torch.no_grad()
-def validation_metrics(objective: Objective, images: torch.Tensor, device: torch.device,
-                       batch_size: int = 64) -> dict[str, float]:
-    """Mean squared error and PSNR of reconstructions of validation images."""
-    if len(images) == 0 or not objective.model.has_encoder:
-        return {}
-    objective.model.eval()
-    total, count = 0.0, 0
-    per_image: list[torch.Tensor] = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        recon = objective.reconstruct(batch)
-        if recon is None:
-            return {}
-        errors = (recon.float() - batch).pow(2).flatten(1).mean(1)
-        per_image.append(errors.cpu())
-        total += float(errors.sum())
-        count += batch.shape[0]
-    errors = torch.cat(per_image)
-    mse = total / count
-    psnr = float((10 * torch.log10(4.0 / errors.clamp_min(1e-10))).mean())
-    return {"val_mse": mse, "val_psnr": psnr}
-
-
-def _preview(objective: Objective, images: torch.Tensor, device: torch.device, seed: int) -> np.ndarray:
-    """A small grid for displays: originals over reconstructions, or generated samples."""
-    with torch.no_grad():
-        objective.model.eval()
-        batch = images[:PREVIEW_COUNT].to(device)
-        recon = objective.reconstruct(batch) if len(batch) else None
-        if recon is not None:
-            rows = torch.cat([batch, recon.float()], dim=0)
-            columns = batch.shape[0]
-        else:
-            rows = objective.samples(PREVIEW_COUNT, torch.Generator().manual_seed(seed)).float()
-            columns = PREVIEW_COUNT
-    tiles = rows[:, 0].cpu().numpy()
-    size = tiles.shape[-1]
-    n_rows = math.ceil(len(tiles) / columns)
-    grid = np.full((n_rows * size, columns * size), -1.0, np.float32)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
-    return grid
-
-
-def _preview_source(prepared: TrainingData) -> torch.Tensor:
-    return prepared.validation.images if len(prepared.validation) else prepared.train.images
 
 
 def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -226,111 +177,168 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
 def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: TrainSettings, spec: SliceSpec,
          state: dict[str, Any] | None, extras: dict[str, dict[str, torch.Tensor]], context: DistributedContext,
          device: torch.device, stop: StopFlag | None, labels: Any) -> Operation[TrainResult]:
+    """Prepare the data, build the objective (restored on resume), train, and return the result."""
     if isinstance(data, TrainingData):
         prepared = data
     else:
         prepared = yield from iter_prepare_data(data, spec, settings.val_fraction, settings.seed, labels, stop)
     if stop_requested(stop):
         return TrainResult(None, None, stopped=True)
+    _check_data(prepared, state)
+    run = _Run(net, _build_objective(net, settings, context, device), prepared, settings, spec, context, device,
+               out_path)
+    if state is not None:
+        run.restore(state, extras)
+    stopped = yield from run.iter_epochs(stop)
+    return TrainResult(run.finish(), run.written, run.step, run.epoch, stopped, run.history, run.last_metrics)
+
+
+def _check_data(prepared: TrainingData, state: dict[str, Any] | None) -> None:
+    """Resume needs the interrupted run's data; training needs at least 2 slices."""
     if state is not None and state.get("data_fingerprint") != prepared.fingerprint:
         raise DataError("resume needs the same data, slicing and split as the interrupted run "
                         "(the data fingerprint differs)")
-    train: SliceSet = prepared.train
-    if len(train) < 2:
-        raise DataError(f"only {len(train)} training slice(s); the data set is too small to train on")
+    if len(prepared.train) < 2:
+        raise DataError(f"only {len(prepared.train)} training slice(s); the data set is too small to train on")
 
+
+def _build_objective(net: GenerativeModel, settings: TrainSettings, context: DistributedContext,
+                     device: torch.device) -> Objective:
+    """The model's objective on ``device`` (its modules compiled when asked)."""
     net.to(device)
     precision = Precision(device, settings.amp)
     objective = objective_class(net.objective)(net, settings, context, precision)
     if settings.compile:
         for module in objective.modules().values():
             module.compile()
-    step, epoch, batch_in_epoch = 0, 0, 0
-    history: list[dict[str, float]] = []
-    epoch_rows: list[dict[str, float]] = []
-    if state is not None:
-        objective.load_state_dict(state["objective"])
-        objective.load_extras(extras)
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        history = list(state.get("history") or [])
-        epoch_rows = list(state.get("epoch_rows") or [])
-    augment = Augmentation(settings.augment_rotation, settings.augment_scale)
-    steps_per_epoch = len(_batches(epoch_order(len(train), settings.seed, 0, context), settings.batch_size))
-    total_steps = steps_per_epoch * settings.epochs
-    meter = RateMeter()
-    start_step = step
-    last_metrics: dict[str, float] = {}
+    return objective
 
-    def save(final: bool = False) -> Path | None:
-        if out_path is None or not context.is_main:
-            return None
-        facts = {
-            "epochs": epoch, "steps": step, "seed": settings.seed, "data_fingerprint": prepared.fingerprint,
-            "data_subjects": len(prepared.cohort), "train_slices": len(train),
-            "validation_subjects": len(prepared.validation.names), "settings": settings.to_json(),
-            "final_metrics": last_metrics, "completed": final, "world_size": context.world_size,
-            "device": str(device),
-        }
-        run_state = {"settings": settings.to_json(), "objective": objective.state_dict(), "step": step,
-                     "epoch": epoch, "batch_in_epoch": batch_in_epoch, "history": history,
-                     "epoch_rows": epoch_rows, "data_fingerprint": prepared.fingerprint}
-        path = save_checkpoint(out_path, net, spec, facts, objective.extras(), run_state)
-        attach_checkpoint_facts(net, spec, facts, path)
-        return path
 
+@dataclass(eq=False)
+class _Run:
+    """One training run in progress: what stays fixed, the counters a checkpoint stores, the
+    checkpoint writer and the epochs' steps."""
+
+    net: GenerativeModel
+    objective: Objective
+    prepared: TrainingData
+    settings: TrainSettings
+    spec: SliceSpec
+    context: DistributedContext
+    device: torch.device
+    out_path: Path | None
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_rows: list[dict[str, float]] = field(default_factory=list)
+    last_metrics: dict[str, float] = field(default_factory=dict)
     written: Path | None = None
-    stopped = False
-    while epoch < settings.epochs and not stopped:
-        batches = _batches(epoch_order(len(train), settings.seed, epoch, context), settings.batch_size)
-        for index in range(batch_in_epoch, len(batches)):
-            generator = step_generator(settings.seed, step, context.rank)
-            images = augment(train.images[batches[index]], generator).to(device)
+
+    def restore(self, state: dict[str, Any], extras: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Continue from a checkpoint's training state."""
+        self.objective.load_state_dict(state["objective"])
+        self.objective.load_extras(extras)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.history = list(state.get("history") or [])
+        self.epoch_rows = list(state.get("epoch_rows") or [])
+
+    def save(self, final: bool = False) -> None:
+        """Write the checkpoint (the main process only, when there is an output file)."""
+        if self.out_path is None or not self.context.is_main:
+            return
+        settings, prepared = self.settings, self.prepared
+        facts = {
+            "epochs": self.epoch, "steps": self.step, "seed": settings.seed, "data_fingerprint": prepared.fingerprint,
+            "data_subjects": len(prepared.cohort), "train_slices": len(prepared.train),
+            "validation_subjects": len(prepared.validation.names), "settings": settings.to_json(),
+            "final_metrics": self.last_metrics, "completed": final, "world_size": self.context.world_size,
+            "device": str(self.device),
+        }
+        run_state = {"settings": settings.to_json(), "objective": self.objective.state_dict(), "step": self.step,
+                     "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "history": self.history,
+                     "epoch_rows": self.epoch_rows, "data_fingerprint": prepared.fingerprint}
+        path = save_checkpoint(self.out_path, self.net, self.spec, facts, self.objective.extras(), run_state)
+        attach_checkpoint_facts(self.net, self.spec, facts, path)
+        self.written = path or self.written
+
+    def iter_epochs(self, stop: StopFlag | None) -> Operation[bool]:
+        """Train to the last epoch; returns True when the run was stopped early."""
+        settings, context, train = self.settings, self.context, self.prepared.train
+        augment = Augmentation(settings.augment_rotation, settings.augment_scale)
+        steps_per_epoch = len(_batches(epoch_order(len(train), settings.seed, 0, context), settings.batch_size))
+        total_steps = steps_per_epoch * settings.epochs
+        meter = RateMeter()
+        start_step = self.step
+        stopped = False
+        while self.epoch < settings.epochs and not stopped:
+            batches = _batches(epoch_order(len(train), settings.seed, self.epoch, context), settings.batch_size)
+            stopped = yield from self._iter_steps(batches, augment, meter, start_step, total_steps, stop)
+            if stopped:
+                break
+            yield from self._iter_epoch_end(total_steps)
+            if stop_requested(stop):
+                stopped = self.epoch < settings.epochs
+        if stopped:
+            self.save()
+        return stopped
+
+    def _iter_steps(self, batches: list[list[int]], augment: Augmentation, meter: RateMeter, start_step: int,
+                    total_steps: int, stop: StopFlag | None) -> Operation[bool]:
+        """The epoch's remaining steps (a checkpoint every ``checkpoint_every``); True when stopped."""
+        settings, context, objective = self.settings, self.context, self.objective
+        for index in range(self.batch_in_epoch, len(batches)):
+            generator = step_generator(settings.seed, self.step, context.rank)
+            images = augment(self.prepared.train.images[batches[index]], generator).to(self.device)
             metrics = objective.train_step(images, generator)
-            step += 1
-            batch_in_epoch = index + 1
-            epoch_rows.append(metrics)
+            self.step += 1
+            self.batch_in_epoch = index + 1
+            self.epoch_rows.append(metrics)
             meter.add(images.shape[0] * context.world_size)
             rate = meter.rate
-            eta = (total_steps - step) * (meter.elapsed / max(step - start_step, 1))
+            eta = (total_steps - self.step) * (meter.elapsed / max(self.step - start_step, 1))
             preview = None
-            if settings.preview_every and step % settings.preview_every == 0:
-                preview = _preview(objective, _preview_source(prepared), device, settings.seed)
-            yield ProgressEvent(step, total_steps, f"epoch {epoch + 1}/{settings.epochs}",
-                                {**metrics, "epoch": epoch + 1, "images_per_s": rate, "eta_s": eta},
+            if settings.preview_every and self.step % settings.preview_every == 0:
+                preview = preview_grid(objective, self.prepared, self.device, settings.seed)
+            yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch + 1}/{settings.epochs}",
+                                {**metrics, "epoch": self.epoch + 1, "images_per_s": rate, "eta_s": eta},
                                 preview=preview, stage="train")
             if stop_requested(stop):
-                stopped = True
-                break
-            if step % settings.checkpoint_every == 0:
-                written = save() or written
-        if stopped:
-            break
-        # end of epoch: validation, history, checkpoint
-        objective.on_epoch_end(epoch)
-        epoch += 1
-        batch_in_epoch = 0
-        val = validation_metrics(objective, prepared.validation.images, device)
-        row = {**_mean_metrics(epoch_rows), **val, "epoch": epoch, "step": step}
-        history.append(row)
-        epoch_rows = []
-        last_metrics = val or {k: v for k, v in row.items() if k not in ("epoch", "step")}
-        preview = _preview(objective, _preview_source(prepared), device, settings.seed)
-        yield ProgressEvent(step, total_steps, f"epoch {epoch}/{settings.epochs} done", row, preview=preview,
-                            stage="validate")
-        written = save(final=epoch >= settings.epochs) or written
-        if stop_requested(stop):
-            stopped = epoch < settings.epochs
-    if stopped:
-        written = save() or written
-    net.eval()
-    if not written:
-        net.slice_spec = spec
-    final = objective.model_for_use()
-    if final is not net:
-        final.slice_spec, final.training_info, final.source_path = net.slice_spec, net.training_info, net.source_path
-    final.fingerprint = model_fingerprint(final)
-    final.eval()
-    return TrainResult(final, written, step, epoch, stopped, history, last_metrics)
+                return True
+            if self.step % settings.checkpoint_every == 0:
+                self.save()
+        return False
+
+    def _iter_epoch_end(self, total_steps: int) -> Operation[None]:
+        """End of epoch: validation, history, a preview and a checkpoint."""
+        settings, objective = self.settings, self.objective
+        objective.on_epoch_end(self.epoch)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        val = validation_metrics(objective, self.prepared.validation.images, self.device)
+        row = {**_mean_metrics(self.epoch_rows), **val, "epoch": self.epoch, "step": self.step}
+        self.history.append(row)
+        self.epoch_rows = []
+        self.last_metrics = val or {k: v for k, v in row.items() if k not in ("epoch", "step")}
+        preview = preview_grid(objective, self.prepared, self.device, settings.seed)
+        yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch}/{settings.epochs} done", row,
+                            preview=preview, stage="validate")
+        self.save(final=self.epoch >= settings.epochs)
+
+    def finish(self) -> GenerativeModel:
+        """The trained model, in eval mode, with its slicing, facts and fingerprint."""
+        net = self.net
+        net.eval()
+        if not self.written:
+            net.slice_spec = self.spec
+        final = self.objective.model_for_use()
+        if final is not net:
+            final.slice_spec, final.training_info = net.slice_spec, net.training_info
+            final.source_path = net.source_path
+        final.fingerprint = model_fingerprint(final)
+        final.eval()
+        return final
 
 
 def train_model(data: str | os.PathLike[str] | Cohort, model: str | GenerativeModel = "vae",

@@ -1,10 +1,14 @@
-"""Data sets of volumes: a NIfTI file, or a folder of them with an optional ``cohort.csv``.
+"""Data sets of volumes: a volume file, or a folder of them with an optional ``cohort.csv``.
+
+A volume is anything a registered volume reader accepts (:mod:`napari_latent.volumes.readers`:
+NIfTI ``.nii``/``.nii.gz`` built in).
 
 ``cohort.csv`` has one row per volume: a ``path`` column (relative to the CSV's folder or
 absolute), an optional ``group`` column (for example ``healthy``/``disease``), and any
 numeric factor columns (age, lesion load, ...). When present, it is authoritative: only
-the volumes it lists are used. Without it, every ``.nii``/``.nii.gz`` file directly in
-the folder is a subject (sub-folders are not searched).
+the volumes it lists are used. Without it, every readable volume directly in the folder is a
+subject (a ``.nii``/``.nii.gz`` file, or a file or folder a reader plugin accepts; other
+sub-folders are not searched).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .io import is_nifti_path, volume_name
+from .io import volume_name
+from .readers import formats_phrase, readable, suffixes_phrase
 
 COHORT_FILE = "cohort.csv"
 
@@ -100,7 +105,7 @@ def read_cohort_table(csv_path: str | os.PathLike[str], root: Path | None = None
     ------
     DataError
         If the table is unreadable, lacks a ``path`` column, is empty, or names files that
-        do not exist or are not NIfTI.
+        do not exist or are not readable volumes.
     """
     csv_path = Path(csv_path)
     root = root or csv_path.parent
@@ -126,8 +131,8 @@ def read_cohort_table(csv_path: str | os.PathLike[str], root: Path | None = None
         if not path.is_file():
             missing.append(raw)
             continue
-        if not is_nifti_path(path):
-            raise DataError(f"{csv_path}: {raw} is not a NIfTI file (.nii or .nii.gz)")
+        if not readable(path):
+            raise DataError(f"{csv_path}: {raw} is not a {formats_phrase()} file ({suffixes_phrase()})")
         group = (row.get("group") or "").strip() or None
         factors = {c: float(_parse_float(row.get(c) or "")) for c in numeric}  # type: ignore[arg-type]
         subjects.append(Subject(path, group, factors))
@@ -143,7 +148,7 @@ def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | N
     Parameters
     ----------
     data : path-like
-        A NIfTI file (a cohort of one), or a folder of NIfTI files with an optional
+        A volume file (a cohort of one), or a folder of them with an optional
         ``cohort.csv``.
     labels : path-like, optional
         A cohort table to use instead of the folder's ``cohort.csv``.
@@ -155,7 +160,7 @@ def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | N
     Raises
     ------
     DataError
-        For a missing path, an empty folder, a folder without NIfTI files, or a bad table.
+        For a missing path, an empty folder, a folder without readable volumes, or a bad table.
     """
     data = Path(data)
     if labels is not None:
@@ -166,16 +171,18 @@ def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | N
     if not data.exists():
         raise DataError(f"{data}: no such file or folder")
     if data.is_file():
-        if not is_nifti_path(data):
-            raise DataError(f"{data}: not a NIfTI file or a folder of them")
+        if not readable(data):
+            raise DataError(f"{data}: not a {formats_phrase()} file or a folder of them")
         return Cohort(data.parent, [Subject(data)])
     table = data / COHORT_FILE
     if table.is_file():
         return read_cohort_table(table)
+    if readable(data):  # a folder that is one volume (a reader plugin's folder format)
+        return Cohort(data.parent, [Subject(data)])
     entries = sorted(p for p in data.iterdir() if not p.name.startswith("."))
     if not entries:
         raise DataError(f"{data}: the folder is empty")
-    volumes = [p for p in entries if p.is_file() and is_nifti_path(p)]
+    volumes = [p for p in entries if (p.is_file() or p.is_dir()) and readable(p)]
     if not volumes:
-        raise DataError(f"{data}: the folder holds no NIfTI files (.nii or .nii.gz)")
+        raise DataError(f"{data}: the folder holds no {formats_phrase()} files ({suffixes_phrase()})")
     return Cohort(data, [Subject(p) for p in volumes])

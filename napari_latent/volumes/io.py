@@ -1,4 +1,9 @@
-"""Reading and writing NIfTI volumes with their affine, safely and atomically.
+"""Volumes in memory; reading them (any registered format) and writing NIfTI, safely and atomically.
+
+:func:`open_volume` opens a file with the reader the volume reader registry
+(:mod:`napari_latent.volumes.readers`) chooses for it (NIfTI built in,
+:mod:`napari_latent.volumes.nifti`), then applies the same checks to every format.
+:func:`save_volume` always writes NIfTI.
 
 Policy for non-finite voxels: NaN and +/-Inf voxels (common outside the brain mask in
 some pipelines' outputs) are replaced by the smallest finite value of the volume, with a
@@ -22,6 +27,7 @@ import numpy as np
 from .._atomic import write_bytes_atomic
 from ..errors import MismatchError, VolumeError
 from .grid import Grid
+from .readers import reader_for, reader_suffixes
 
 #: Largest number of voxels in one 3D volume we agree to load (4 GiB as float32).
 MAX_VOXELS = 1024**3
@@ -105,125 +111,31 @@ class Volume:
 
 
 def volume_name(path: str | os.PathLike[str] | None) -> str:
-    """The file name without its NIfTI extension."""
+    """The file name without its NIfTI extension (or the longest suffix a volume reader accepts)."""
     if path is None:
         return "volume"
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".gz"):
+    for suffix in (*sorted(reader_suffixes(), key=len, reverse=True), ".nii.gz", ".nii", ".gz"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def is_nifti_path(path: str | os.PathLike[str]) -> bool:
-    """True when the file name ends in ``.nii`` or ``.nii.gz``."""
+    """True when the file name ends in ``.nii`` or ``.nii.gz`` (outputs; for inputs ask
+    :func:`~napari_latent.volumes.readers.readable`)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise VolumeError(f"{path}: no such file")
-    if path.is_dir():
-        raise VolumeError(f"{path}: is a folder, not a NIfTI file")
-    if not is_nifti_path(path):
-        raise VolumeError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
-    if path.stat().st_size == 0:
-        raise VolumeError(f"{path}: the file is empty")
-
-
-def _load_header(path: Path) -> nib.Nifti1Image:
-    try:
-        image = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, gzip.BadGzipFile) as exc:
-        raise VolumeError(f"{path}: not a valid NIfTI file ({_short(exc)})") from exc
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise VolumeError(f"{path}: not a NIfTI image (nibabel read it as {type(image).__name__})")
-    return image
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
-
-
-def _frame_shape(path: Path, shape: tuple[int, ...], index: int | None) -> tuple[tuple[int, ...], int | None, int]:
-    """Check dimensionality; return the 3D shape, the frame index to read, and the frame count."""
-    # Drop trailing singleton dimensions beyond the fourth (5D files with size-1 extras).
-    dims = list(shape)
-    while len(dims) > 4 and dims[-1] == 1:
-        dims.pop()
-    if len(dims) < 3:
-        raise VolumeError(f"{path}: a {len(dims)}D image of shape {tuple(shape)}; a 3D volume is needed")
-    if len(dims) > 4:
-        raise VolumeError(f"{path}: a {len(dims)}D image of shape {tuple(shape)}; only 3D volumes "
-                          "and 4D series (with an index) are supported")
-    frames = dims[3] if len(dims) == 4 else 1
-    if len(dims) == 4 and frames > 1:
-        if index is None:
-            raise VolumeError(f"{path}: a 4D series with {frames} frames; choose one with an index "
-                              f"from 0 to {frames - 1}")
-        if not -frames <= index < frames:
-            raise VolumeError(f"{path}: frame index {index} is out of range; the series has {frames} "
-                              f"frames (0 to {frames - 1})")
-        index = index % frames
-    elif index not in (None, 0, -1):
-        raise VolumeError(f"{path}: frame index {index} given, but the file holds a single 3D volume")
-    else:
-        index = 0 if len(dims) == 4 else None
-    spatial = tuple(dims[:3])
-    if any(n == 0 for n in spatial) or frames == 0:
-        raise VolumeError(f"{path}: the image has no voxels (shape {tuple(shape)})")
-    if any(n == 1 for n in spatial):
-        raise VolumeError(f"{path}: shape {tuple(shape)} is a single 2D slice; a 3D volume is needed")
-    voxels = int(np.prod(spatial, dtype=np.int64))
-    if voxels > MAX_VOXELS:
-        raise VolumeError(f"{path}: the header claims {voxels:,} voxels per volume (shape {tuple(shape)}), "
-                          f"more than the {MAX_VOXELS:,} supported; the header is probably corrupt")
-    return spatial, index, frames
-
-
-def _check_size_on_disk(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...]) -> None:
-    """For uncompressed files, compare the data size the header promises with the file."""
-    if str(path).lower().endswith(".gz"):
-        return
-    header = image.header
-    itemsize = header.get_data_dtype().itemsize
-    needed = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * itemsize
-    actual = path.stat().st_size
-    if actual < needed:
-        raise VolumeError(f"{path}: the file is truncated: the header promises {needed:,} bytes, "
-                          f"the file has {actual:,}")
-
-
-def _header_facts(image: nib.Nifti1Image, frame: int | None, frames: int) -> dict[str, Any]:
-    header = image.header
-    xyz_units, t_units = header.get_xyzt_units()
-    _sform, sform_code = image.get_sform(coded=True)
-    _qform, qform_code = image.get_qform(coded=True)
-    description = header["descrip"].tobytes().split(b"\x00", 1)[0].decode("latin-1", "replace").strip()
-    return {
-        "format": "nifti2" if isinstance(image, nib.Nifti2Image) else "nifti1",
-        "dtype": str(header.get_data_dtype()),
-        "xyz_units": xyz_units or "unknown",
-        "t_units": t_units or "unknown",
-        "sform_code": int(sform_code),
-        "qform_code": int(qform_code),
-        "affine_source": "sform" if sform_code else ("qform" if qform_code else "fallback"),
-        "description": description,
-        "frame": frame,
-        "frames": frames,
-        "nonfinite_voxels": 0,
-    }
 
 
 def open_volume(path: str | os.PathLike[str], index: int | None = None,
                 nonfinite: Literal["replace", "error"] = "replace") -> Volume:
-    """Read a NIfTI volume.
+    """Read a volume with the registered reader of its format (:mod:`napari_latent.volumes.readers`).
 
     Parameters
     ----------
     path : path-like
-        A ``.nii`` or ``.nii.gz`` file holding a 3D volume or a 4D series.
+        A file a registered reader accepts, holding a 3D volume or a 4D series: built in,
+        ``.nii`` and ``.nii.gz`` (NIfTI); reader plugins add formats.
     index : int, optional
         The frame to read from a 4D series (required when it has more than one frame).
     nonfinite : {"replace", "error"}
@@ -238,30 +150,15 @@ def open_volume(path: str | os.PathLike[str], index: int | None = None,
     Raises
     ------
     VolumeError
-        With a specific message for missing, empty, truncated, non-NIfTI, 2D, 5D+,
-        oversized or all-NaN files, a missing or out-of-range frame index, and
-        unsupported data types.
+        With a specific message for missing, empty, truncated, unreadable, 2D, 5D+,
+        oversized or all-NaN files, a format no reader accepts (the message lists the
+        accepted suffixes), a missing or out-of-range frame index, and unsupported data
+        types.
     """
     path = Path(path)
-    _check_readable(path)
-    image = _load_header(path)
-    spatial, frame, frames = _frame_shape(path, image.shape, index)
-    dtype = image.header.get_data_dtype()
-    if dtype.kind not in "biuf" or dtype.names is not None:
-        raise VolumeError(f"{path}: voxel type {dtype} is not supported (real-valued scalar images only)")
-    _check_size_on_disk(path, image, image.shape)
-    try:
-        proxy = image.dataobj
-        if len(image.shape) >= 4:
-            selector = (slice(None),) * 3 + (frame,) + (0,) * (len(image.shape) - 4)
-            data = np.asarray(proxy[selector], dtype=np.float32)
-        else:
-            data = np.asarray(proxy, dtype=np.float32)
-    except (EOFError, OSError, ValueError, zlib_error(), gzip.BadGzipFile) as exc:
-        raise VolumeError(f"{path}: the voxel data cannot be read; the file is truncated or corrupt "
-                          f"({_short(exc)})") from exc
-    data = np.ascontiguousarray(data.reshape(spatial))
-    facts = _header_facts(image, frame, frames)
+    volume = reader_for(path).read(path, index)
+    data, facts = volume.data, volume.header
+    facts.setdefault("nonfinite_voxels", 0)
     finite = np.isfinite(data)
     if not finite.all():
         bad = int(data.size - np.count_nonzero(finite))
@@ -274,47 +171,40 @@ def open_volume(path: str | os.PathLike[str], index: int | None = None,
         facts["nonfinite_voxels"] = bad
         warnings.warn(f"{path.name}: replaced {bad:,} NaN/Inf voxels by the minimum finite value {fill:g}",
                       NonFiniteVoxelsWarning, stacklevel=2)
-    affine = np.asarray(image.affine, dtype=np.float64)
+    affine = volume.affine
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeError(f"{path}: the header's affine is degenerate or not finite")
-    return Volume(data, affine, path, facts)
+    return volume
 
 
 def open_series(path: str | os.PathLike[str]) -> tuple[np.ndarray, Volume]:
-    """Read every frame of a NIfTI file at once.
+    """Read every frame of a volume file at once.
 
     Parameters
     ----------
     path : path-like
-        A 3D or 4D ``.nii``/``.nii.gz`` file.
+        A 3D or 4D file a registered reader accepts (``.nii``/``.nii.gz`` built in).
 
     Returns
     -------
     frames : numpy.ndarray
         float32 array ``(t, i, j, k)`` (``t`` is 1 for a 3D file).
     first : Volume
-        Frame 0 as a :class:`Volume` (grid, header facts).
+        Frame 0 as a :class:`Volume` (grid, header facts; ``header["frames"]`` says ``t``).
     """
     first = open_volume(path, index=0)
     frames = int(first.header.get("frames") or 1)
     if frames == 1:
         return first.data[None], first
-    image = nib.load(str(path))
-    try:
-        data = np.asarray(image.dataobj, dtype=np.float32).reshape((*first.shape, frames))
-    except (EOFError, OSError, ValueError, zlib_error()) as exc:
-        raise VolumeError(f"{path}: the voxel data cannot be read ({_short(exc)})") from exc
-    data = np.moveaxis(data, -1, 0)
+    path = Path(path)
+    reader = reader_for(path)
+    if reader.read_series is not None:
+        data = reader.read_series(path)
+    else:
+        data = np.stack([reader.read(path, frame).data for frame in range(frames)])
     if not np.all(np.isfinite(data)):
         data = np.where(np.isfinite(data), data, np.nanmin(np.where(np.isfinite(data), data, np.nan)))
     return np.ascontiguousarray(data, dtype=np.float32), first
-
-
-def zlib_error() -> type[BaseException]:
-    """The zlib error class (truncated or corrupt gzip streams raise it)."""
-    import zlib
-
-    return zlib.error
 
 
 def _reference(like: Volume | Grid | None,

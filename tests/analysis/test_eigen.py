@@ -265,7 +265,7 @@ def test_eigen_over_lazy_frames_equals_the_eager_result(lazy_traversal) -> None:
 
 
 def test_results_keep_the_components_at_the_mask_and_make_maps_on_demand(lazy_traversal) -> None:
-    from napari_latent.analysis.eigen import _source_rank
+    from napari_latent.analysis.eigen_passes import _source_rank
 
     lazy = lazy_traversal
     mask = np.ascontiguousarray(lazy.modelled_mask())

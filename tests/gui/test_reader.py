@@ -13,6 +13,7 @@ from napari_latent.gui.layers import META_KEY, grid_layer_data, volume_from_laye
 from napari_latent.gui.reader import NULL_LAYERS, get_reader, layers_for, read_files, read_nifti
 from napari_latent.volumes import open_volume, save_volume
 from tests.conftest import reoriented_copy
+from tests.volumes.test_readers import readers, register_npy, write_npy  # noqa: F401
 
 
 def test_get_reader_claims_only_nifti(anatomical_path: Path) -> None:
@@ -284,3 +285,13 @@ def test_bad_file_in_napari_gives_an_error_notification(make_napari_viewer, tmp_
     messages = [str(n.message) for n in seen]
     assert any("broken.nii" in m and "not a valid NIfTI" in m for m in messages), messages
     assert any(n.severity == "error" for n in seen)
+
+
+@pytest.mark.usefixtures("readers")  # a copy of the reader registry for this test
+def test_get_reader_claims_what_a_registered_volume_reader_accepts(tmp_path: Path) -> None:
+    path = write_npy(tmp_path / "scan.npy", np.arange(60, dtype=np.float32).reshape(3, 4, 5))
+    assert get_reader(str(path)) is None
+    register_npy()
+    assert get_reader(str(path)) is read_files
+    [(data, kwargs, kind)] = read_files(str(path))
+    assert kind == "image" and data.size == 60 and kwargs["name"] == "scan"

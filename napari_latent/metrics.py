@@ -41,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import MismatchError, UserInputError
+from .errors import MismatchError, UserInputError
 
 __all__ = [
     "MS_SSIM_WEIGHTS",
     "PSNR_CAP_DB",
+    "check_images",
     "image_metrics",
     "ms_ssim",
     "ms_ssim_settings",
@@ -71,7 +72,21 @@ _MIN_SIDE = 7
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _check_images(images: Tensor, name: str) -> None:
+def check_images(images: Tensor, name: str) -> None:
+    """Check that ``images`` is a non-empty batch of single-channel images ``(n, 1, H, W)``.
+
+    Parameters
+    ----------
+    images : Tensor
+        The batch to check.
+    name : str
+        What the batch is, for the message ("the real images").
+
+    Raises
+    ------
+    MismatchError
+        When ``images`` is not a tensor, not ``(n, 1, H, W)`` or empty.
+    """
     if not isinstance(images, Tensor):
         raise MismatchError(f"{name} must be a torch tensor (n, 1, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 1:
@@ -81,8 +96,8 @@ def _check_images(images: Tensor, name: str) -> None:
 
 
 def _check_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    _check_images(a, "the first image batch")
-    _check_images(b, "the second image batch")
+    check_images(a, "the first image batch")
+    check_images(b, "the second image batch")
     if a.shape != b.shape:
         raise MismatchError(f"image batches must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     return _as_float(a), _as_float(b).to(a.device)

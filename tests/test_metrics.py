@@ -12,9 +12,9 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from napari_latent.analysis import metrics
-from napari_latent.analysis.metrics import PSNR_CAP_DB, image_metrics, ms_ssim, mse, psnr, ssim
+from napari_latent import metrics
 from napari_latent.errors import MismatchError, UserInputError
+from napari_latent.metrics import PSNR_CAP_DB, image_metrics, ms_ssim, mse, psnr, ssim
 from tests.analysis._images import blurred, noisy, one_blas_thread, smooth_images  # noqa: F401
 
 
