@@ -2,11 +2,12 @@
 
 ``tests/plugin_example`` (the example of docs/contributing.md) is a package that adds the
 ``tinyae`` model family and its objective through entry points. It is installed with
-``pip install --target`` into a temporary folder, which then goes on ``PYTHONPATH`` of
-fresh processes that run the command line (``phantoms``, ``train``, ``discover``,
-``traverse``, ``eigen``) and load its checkpoint by the registered name. Without the plugin
-the same checkpoint fails with one clear error. A broken plugin (its module raises on
-import) is reported by a warning and leaves the built-ins working.
+``pip install --target`` (built by setuptools, a testing extra, without network) into a
+temporary folder, which then goes on ``PYTHONPATH`` of fresh processes that run the command
+line (``phantoms``, ``train``, ``discover``, ``traverse``, ``eigen``), load its checkpoint
+by the registered name and run the model contract on it. Without the plugin the same
+checkpoint fails with one clear error. A broken plugin (its module raises on import) is
+reported by a warning and leaves the built-ins working.
 """
 
 from __future__ import annotations
@@ -213,3 +214,13 @@ def test_a_broken_plugin_is_named_and_the_built_ins_still_work(broken_site: Path
     assert (tmp_path / "d.safetensors").exists()
     assert "entry point 'broken' (napari_latent_broken.model)" in result.stderr
     assert "broken on purpose" in result.stderr
+
+
+def test_the_model_contract_checks_the_plugins_family(tinyae_site: Path, tmp_path: Path) -> None:
+    """tests/models/test_contract.py is parametrised over the registered families: installing a plugin adds its own."""
+    result = run(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'pytest'}",
+                  "-k", "tinyae", str(ROOT / "tests" / "models" / "test_contract.py")], ROOT, tinyae_site)
+    assert result.returncode == 0, result.stdout[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.match(r"\d+ passed", summary), summary
+    assert int(summary.split()[0]) >= 10  # round trip, description, every discovery and inversion method, ...
