@@ -173,6 +173,8 @@ def test_discovery_method(family: Family, method: str, labelled_cohort: Path) ->
     model, space = family.model, family.space
     settings: dict[str, Any] = {"space": space, "count": COUNT, **METHOD_SETTINGS.get(method, {})}
     if method in NEEDS_COHORT:
+        with pytest.raises(UserInputError, match="needs labelled data"):
+            nl.discover(model, method, **settings)
         settings["data"] = labelled_cohort
     missing = unmet_requirement(model, method, space)
     if missing is not None:
