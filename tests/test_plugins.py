@@ -215,6 +215,12 @@ def test_a_broken_plugin_is_named_and_the_built_ins_still_work(broken_site: Path
     assert "entry point 'broken' (napari_latent_broken.model)" in result.stderr
     assert "broken on purpose" in result.stderr
 
+    result = cli(tmp_path, broken_site, "train", "data", "--model", "broken", "--out", "b.safetensors", "--quiet")
+    assert result.returncode == 2
+    assert "entry point 'broken' (napari_latent_broken.model)" in result.stderr  # the failure is named ...
+    assert result.stderr.strip().splitlines()[-1].startswith(  # ... before the one-line usage error
+        "napari-latent train: error: argument --model: invalid choice: 'broken'")
+
 
 def test_the_model_contract_checks_the_plugins_family(tinyae_site: Path, tmp_path: Path) -> None:
     """tests/models/test_contract.py is parametrised over the registered families: installing a plugin adds its own."""
