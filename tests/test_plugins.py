@@ -224,8 +224,9 @@ def test_a_broken_plugin_is_named_and_the_built_ins_still_work(broken_site: Path
 
 def test_the_model_contract_checks_the_plugins_family(tinyae_site: Path, tmp_path: Path) -> None:
     """tests/models/test_contract.py is parametrised over the registered families: installing a plugin adds its own."""
-    result = run(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'pytest'}",
-                  "-k", "tinyae", str(ROOT / "tests" / "models" / "test_contract.py")], ROOT, tinyae_site)
+    contract = ROOT / "tests" / "models" / "test_contract.py"
+    result = run(["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "no:xvfb",  # needs no display
+                  f"--basetemp={tmp_path / 'pytest'}", "-k", "tinyae", str(contract)], ROOT, tinyae_site)
     assert result.returncode == 0, result.stdout[-3000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert re.match(r"\d+ passed", summary), summary
