@@ -2,8 +2,9 @@
 
 Parametrised over :func:`model_names`: a newly registered family (a built-in or a plugin's
 imported before collection) is checked by registering it. For each family a tiny model is
-built and saved; the checks are the checkpoint round trip, every discovery method of
-:func:`method_names`, every inversion method, a traversal and its eigencomponents.
+built and saved; the checks are the checkpoint round trip, the model's description (means,
+priors, encoder and posterior, latent weights that fit their space), every discovery method
+of :func:`method_names`, every inversion method, a traversal and its eigencomponents.
 
 Whether a discovery or inversion method applies is decided from the model's own description
 (``has_posterior``, ``has_encoder``, ``latent_weights``), never from its name or class: a
@@ -164,6 +165,28 @@ def test_description_is_consistent(family: Family) -> None:
     else:
         with pytest.raises(UserInputError, match="posterior"):
             model.posterior(images)
+
+
+def test_latent_weights_fit_their_space(family: Family) -> None:
+    """Where a model exposes the weights on a space's codes, their input sizes add up to the code as the layout says."""
+    model = family.model
+    for space in model.spaces:
+        try:
+            weights = model.latent_weights(space)
+        except UserInputError:  # allowed: then sefa refuses (test_discovery_method checks the message)
+            continue
+        latent = model.latent_dim(space)
+        dims = [int(w.shape[1]) for w in weights.inputs]
+        assert dims and all(w.ndim == 2 and torch.isfinite(w).all() for w in weights.inputs)
+        if weights.layout == "single":
+            assert dims == [latent]
+        elif weights.layout == "shared":  # every input reads the whole code
+            assert set(dims) == {latent}
+        elif weights.layout == "blocks":  # the code is the inputs' codes one after another
+            assert sum(dims) == latent
+        else:
+            assert weights.layout == "tiled" and len(dims) == 1 and dims[0] * weights.positions == latent
+        assert weights.layout == "tiled" or weights.positions == 1
 
 
 # -- discovery ----------------------------------------------------------------------------------
