@@ -175,8 +175,8 @@ def test_without_the_plugin_the_checkpoint_fails_with_one_clear_error(trained: t
     result = cli(work, None, "discover", "m.safetensors", "--method", "sefa", "--count", "2", "--out", "d2.safetensors",
                  "--quiet")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "napari-latent discover: error: unknown model 'tinyae'; choose one of dcgan, introvae, stylegan, vae, vqvae"]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("napari-latent discover: error: unknown model 'tinyae'; choose one of dcgan, introvae, ")
     assert not (work / "d2.safetensors").exists()
 
 
