@@ -89,3 +89,17 @@ def test_widgets_are_docked_in_workflow_order_and_in_menus() -> None:
     widget_commands = {w.command for w in manifest.contributions.widgets}
     in_menus = {item.command for items in manifest.contributions.menus.values() for item in items}
     assert in_menus == widget_commands - {"napari-latent.model_widget"}
+
+
+def test_the_model_walkthrough_quotes_the_example_plugin() -> None:
+    """Every line of the code blocks of docs/contributing.md's model walkthrough is in tests/plugin_example."""
+    text = (ROOT / "docs" / "contributing.md").read_text()
+    section = text[text.index("## Add a model family"):text.index("## Add a discovery method")]
+    blocks = re.findall(r"```(python|toml)\n(.+?)\n```", section, re.S)
+    assert len(blocks) >= 4
+    example = ROOT / "tests" / "plugin_example"
+    source = "\n".join(p.read_text() for p in sorted(example.rglob("*")) if p.suffix in (".py", ".toml"))
+    source_lines = {line.strip() for line in source.splitlines()}
+    missing = [line for _, block in blocks for line in block.splitlines() if line.strip()
+               and line.strip() not in source_lines]
+    assert missing == []
