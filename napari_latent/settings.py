@@ -66,6 +66,8 @@ class Setting:
         Turns the text of a ``str`` setting into its value (raising :class:`UserInputError`).
     mode : {"r", "w", "d"}
         A ``path``: a file to read, a file to write, or a folder.
+    metavar : str
+        How its value is written on a command line (default: from the kind).
     """
 
     name: str
@@ -79,6 +81,7 @@ class Setting:
     form: bool = True
     parse: Callable[[str], Any] | None = dataclasses.field(default=None, compare=False)
     mode: Literal["r", "w", "d"] = "r"
+    metavar: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -109,8 +112,10 @@ class Setting:
         return self.kind != "object"
 
     @property
-    def metavar(self) -> str:
+    def value_name(self) -> str:
         """How its value is written on a command line."""
+        if self.metavar:
+            return self.metavar
         if self.kind == "choice":
             return "{" + ",".join(self.choices) + "}"
         return {"int": "N", "float": "X", "bool": "BOOL", "ints": "N,N-M", "floats": "X,X,...",

@@ -57,8 +57,7 @@ def _image_batches(model: GenerativeModel, data: str | os.PathLike[str] | Cohort
         Setting("seed", "int", 0, "seed of the prior samples"),
         Setting("batch_size", "int", 256, "images encoded at a time", minimum=1),
     ),
-    data=DataNeed("cohort", help="a cohort (a folder of volumes with cohort.csv) whose slices are encoded instead "
-                  "of the model's own images"))
+    data=DataNeed("cohort", help="a cohort whose slices are encoded instead of the model's own images"))
 def iter_axes(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 2000,
               data: str | os.PathLike[str] | Cohort | None = None, threshold: float = 0.01, seed: int = 0,
               batch_size: int = 256, stop: StopFlag | None = None) -> Operation[Directions]:

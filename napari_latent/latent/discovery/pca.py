@@ -100,8 +100,7 @@ class _Moments:
         Setting("seed", "int", 0, "seed of the prior samples"),
         Setting("batch_size", "int", 2048, "samples drawn and reduced at a time"),
     ),
-    data=DataNeed("codes", help="a cohort (a folder of volumes with cohort.csv) whose slices' codes are used "
-                  "instead of prior samples"))
+    data=DataNeed("codes", help="a cohort whose slices' codes are used instead of prior samples"))
 def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 20000,
              data: str | os.PathLike[str] | Cohort | CohortCodes | None = None, seed: int = 0,
              batch_size: int = 2048,

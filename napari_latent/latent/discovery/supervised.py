@@ -268,7 +268,7 @@ def _scores(codes: np.ndarray, code_labels: np.ndarray, subject: np.ndarray, in_
         Setting("val_fraction", "float", 0.25, "fraction of subjects per group held out to measure accuracy"),
         Setting("slices", "str", "auto", "the slices that train and score the classifier: auto (the band of slice "
                 "positions chosen by cross-validation on the training subjects), all, or a band of relative "
-                "positions such as 0.5:0.7", parse=parse_slices),
+                "positions such as 0.5:0.7", parse=parse_slices, metavar="auto|all|LOW:HIGH"),
         Setting("condition", "object", None, "directions to project out of the result (conditional manipulation)"),
         Setting("inversion", "choice", "auto", "how volumes are inverted (the encoder where the model has one)",
                 choices=INVERSION_METHODS),
