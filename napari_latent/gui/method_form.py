@@ -120,8 +120,8 @@ class MethodForm:
             field.choices = setting.choices
         if setting.kind in ("int", "float", "bool", "choice"):
             field.value = setting.default if setting.default is not None else field.value
-        elif setting.kind == "path":
-            field.value = "" if setting.default is None else setting.default
+        elif setting.kind == "path":  # (a FileEdit given "" would show the current folder)
+            field.line_edit.value = "" if setting.default is None else str(setting.default)
         else:
             field.value = "" if setting.default is None else format_value(setting.default)
 
