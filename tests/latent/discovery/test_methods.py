@@ -4,14 +4,11 @@ and a plugin's method works like the built-ins."""
 from __future__ import annotations
 
 import inspect
-import sys
-import types
 
 import pytest
 import torch
 
 from napari_latent.errors import UserInputError
-from napari_latent.latent.directions import Directions
 from napari_latent.latent.discovery import (
     METHODS,
     DataNeed,
@@ -22,8 +19,8 @@ from napari_latent.latent.discovery import (
     register_method,
 )
 from napari_latent.models.base import build_model, model_fingerprint
-from napari_latent.progress import ProgressEvent
 from napari_latent.settings import KINDS, Setting
+from tests._plugin_method import plugin_method_fixture  # noqa: F401 (the plugin_method fixture)
 
 BUILTINS = ("axes", "jacobian", "pca", "sefa", "supervised", "voynov")
 
@@ -48,7 +45,7 @@ def test_declared_settings_match_the_keyword_parameters_and_defaults(name: str) 
     own = {n: p.default for n, p in parameters.items()
            if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("space", "stop", "data", "labels")}
     assert {s.name: s.default for s in method.settings} == own
-    assert list(parameters)[0] == "model" and "space" in parameters and "stop" in parameters
+    assert next(iter(parameters)) == "model" and "space" in parameters and "stop" in parameters
     assert ("data" in parameters) == (method.data.kind != "none")
     assert ("labels" in parameters) == method.data.labels
     for setting in method.settings:
@@ -97,32 +94,6 @@ def test_a_description_that_drifts_from_its_function_is_refused() -> None:
         register_method("drift", "x", settings=(Setting("count", "int", 10, "n"), Setting("seed", "int", 0, "s")),
                         data=DataNeed("codes"))(iter_drift)
     assert "drift" not in method_names()
-
-
-@pytest.fixture
-def plugin_method(monkeypatch):
-    """A method registered by a plugin module, as its entry point would (removed afterwards)."""
-    module = types.ModuleType("napari_latent_test_plugin")
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
-    monkeypatch.setattr(METHODS, "_origins", dict(METHODS._origins))
-
-    def iter_random(model, *, space=None, count=4, seed=0, normalise=True, stop=None):
-        space = model.check_space(space)
-        generator = torch.Generator().manual_seed(seed)
-        vectors = torch.randn(count, model.latent_dim(space), generator=generator)
-        if normalise:
-            vectors = vectors / vectors.norm(dim=1, keepdim=True)
-        yield ProgressEvent(1, 1, "drawn", {}, stage="discover")
-        return Directions(vectors, space, model.name, model.fingerprint, "random",
-                          settings={"count": count, "seed": seed, "normalise": normalise})
-
-    iter_random.__module__ = module.__name__
-    register_method("random", "random unit directions (a baseline)", settings=(
-        Setting("count", "int", 4, "number of directions", minimum=1),
-        Setting("seed", "int", 0, "random seed"),
-        Setting("normalise", "bool", True, "unit length")))(iter_random)
-    return "random"
 
 
 def test_a_plugin_method_works_like_the_builtins(plugin_method: str) -> None:
