@@ -96,9 +96,10 @@ class _Moments:
     settings=(
         Setting("count", "int", 10, "number of components, in order of explained variance", minimum=1,
                 label="directions"),
-        Setting("samples", "int", 20000, "prior samples (without data); memory does not grow with it"),
+        Setting("samples", "int", 20000, "prior samples (without data); memory does not grow with it",
+                minimum=2),
         Setting("seed", "int", 0, "seed of the prior samples"),
-        Setting("batch_size", "int", 2048, "samples drawn and reduced at a time"),
+        Setting("batch_size", "int", 2048, "samples drawn and reduced at a time", minimum=1),
     ),
     data=DataNeed("codes", help="a cohort whose slices' codes are used instead of prior samples"))
 def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 20000,
