@@ -100,7 +100,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
         space = model.check_space(settings.get("space") or default_space(model))
         if need.check is not None:
             need.check(cohort, settings)  # fail before inverting
-        cohort_codes = run_operation(iter_cohort_codes(model, cohort, space), progress)
+        inversion = method.inversion_settings(settings) if need.kind == "codes" else {}
+        cohort_codes = run_operation(iter_cohort_codes(model, cohort, space, **inversion), progress)
     if need.kind == "codes" and cohort_codes is not None:
         settings["data"] = cohort_codes
     elif need.kind == "cohort" and cohort is not None:

@@ -194,3 +194,26 @@ def test_a_plugin_method_gets_its_options(capsys, tmp_path: Path, plugin_method:
     assert stdout.startswith(f"2 {plugin_method} directions in space z of vae")
     code, _, stderr = run(capsys, "demo", "--method", "sefa", "--normalise", "--out", str(out))
     assert code == 2 and "method 'sefa' has no --normalise setting" in stderr
+
+
+@pytest.mark.slow
+def test_codes_for_the_method_use_its_inversion_settings(capsys, tmp_path: Path, tiny_cohort: Path,
+                                                         monkeypatch) -> None:
+    from napari_latent.latent import cohort_codes
+
+    calls: list[dict] = []
+    original = cohort_codes.iter_cohort_codes
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cohort_codes, "iter_cohort_codes", recording)
+    out, report = tmp_path / "sup.safetensors", tmp_path / "sup.json"
+    code, _, stderr = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--inversion",
+                          "encoder", "--steps", "7", "--slices", "all", "--no-evaluate", "--out", str(out),
+                          "--report", str(report))
+    assert code == 0, stderr
+    assert calls == [{"method": "encoder", "steps": 7}]
+    assert json.loads(report.read_text())["settings"]["inversion"] == "encoder"
+    assert Directions.load(out).method == "supervised"

@@ -67,6 +67,9 @@ class DataNeed:
     check : callable, optional
         ``check(cohort, settings)`` raises :class:`~napari_latent.errors.UserInputError` for a
         cohort the method cannot use, before its (slow) codes are computed.
+    inversion : tuple of str, optional
+        A ``codes`` need: the names of the method's settings that give the inversion method
+        and its steps, with which codes computed for the method are computed.
     """
 
     kind: Literal["none", "codes", "cohort"] = "none"
@@ -74,12 +77,15 @@ class DataNeed:
     help: str = ""
     labels: bool = False
     check: Callable[[Any, Mapping[str, Any]], None] | None = field(default=None, compare=False)
+    inversion: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("none", "codes", "cohort"):
             raise TypeError(f"unknown data kind {self.kind!r}; use none, codes or cohort")
         if self.kind == "none" and (self.required or self.labels):
             raise TypeError("a method without data can neither require it nor take labels")
+        if self.inversion is not None and self.kind != "codes":
+            raise TypeError("only a 'codes' need names inversion settings")
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -127,6 +133,14 @@ class DiscoveryMethod:
         """The declared defaults by setting name."""
         return {s.name: s.default for s in self.settings}
 
+    def inversion_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``method`` and ``steps`` for computing the codes of a ``codes`` need, from the given settings."""
+        if self.data.inversion is None:
+            return {}
+        defaults = self.defaults()
+        return {key: settings.get(name, defaults.get(name)) for key, name in zip(("method", "steps"),
+                                                                              self.data.inversion)}
+
     def convert(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check and convert given settings (text or Python values; None means the default).
 
@@ -158,6 +172,8 @@ def check_signature(method: DiscoveryMethod) -> None:
     names = [s.name for s in method.settings]
     if len(set(names)) != len(names):
         raise TypeError(f"discovery method {method.name!r}: a setting is declared twice")
+    if method.data.inversion is not None and not set(method.data.inversion) <= set(names):
+        raise TypeError(f"discovery method {method.name!r}: its inversion settings are not declared")
 
 
 #: The discovery methods by registry name.

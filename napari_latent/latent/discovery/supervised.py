@@ -277,7 +277,7 @@ def _scores(codes: np.ndarray, code_labels: np.ndarray, subject: np.ndarray, in_
         Setting("count", "int", 2, "1 (the classifier's normal) or 2 (plus the difference of group means)",
                 minimum=1, label="directions", form=False),
     ),
-    data=DataNeed("codes", required=True, labels=True, check=_check_cohort,
+    data=DataNeed("codes", required=True, labels=True, check=_check_cohort, inversion=("inversion", "steps"),
                   help="labelled data: a folder of volumes with a cohort.csv (a 'group' column with two groups, "
                   "or a numeric column)"))
 def iter_supervised(model: GenerativeModel, *, space: str | None = None,
