@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ..errors import UserInputError
+from ..settings import Setting, convert_settings
 
 PROG = "napari-latent"
 EXIT_USAGE = 2
@@ -61,26 +62,35 @@ def fraction(text: str) -> float:
     return value
 
 
-
-
-def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs to model settings (numbers, booleans and strings)."""
-    settings: dict[str, Any] = {}
+def parse_pairs(pairs: list[str] | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs as text by key (dashes in keys read as underscores)."""
+    found: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--set expects KEY=VALUE, got {pair!r}")
-        value: Any = text.strip()
-        for convert in (int, float):
-            try:
-                value = convert(text)
-                break
-            except ValueError:
-                continue
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        settings[key.strip().replace("-", "_")] = value
-    return settings
+        found[key.strip().replace("-", "_")] = text.strip()
+    return found
+
+
+def parse_settings(pairs: list[str] | None, declared: Mapping[str, Setting], owner: str) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs checked and converted against the declared settings.
+
+    Parameters
+    ----------
+    pairs : list of str, optional
+        The ``--set`` values.
+    declared : mapping of str to Setting
+        What the owner accepts.
+    owner : str
+        For messages (``"model 'vae'"``, ``"method 'sefa'"``).
+
+    Raises
+    ------
+    UserInputError
+        One line for a pair that is not ``KEY=VALUE``, an unknown key or a bad value.
+    """
+    return convert_settings(declared, parse_pairs(pairs), owner)
 
 
 def is_main_process() -> bool:

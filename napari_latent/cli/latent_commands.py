@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, add_run_options, parse_settings, positive_float, positive_int
+from .common import CliError, add_run_options, positive_float, positive_int
+from .method_options import add_method_options, method_settings_from_args, methods_epilog
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
@@ -70,7 +72,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from .._atomic import write_json_atomic
     from ..analysis.direction_evaluation import iter_evaluate_directions
     from ..latent.cohort_codes import iter_cohort_codes
-    from ..latent.discovery import iter_discover, method_settings
+    from ..latent.discovery import METHODS, discovery_method, iter_discover
     from ..models.checkpoint import load_model
     from ..progress import run_operation
     from ..volumes.cohort import load_cohort
@@ -82,40 +84,28 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise CliError(f"{args.report}: --report must end in .json")
     if args.labels and not args.data:
         raise CliError("--labels needs --data (the folder of the volumes it labels)")
-    accepted = method_settings(args.method)
-    settings = parse_settings(args.set)
-    for option, key in (("count", "count"), ("steps", "steps"), ("space", "space"), ("seed", "seed"),
-                        ("column", "column"), ("positive", "positive"), ("slices", "slices")):
-        value = getattr(args, option)
-        if value is None:
-            continue
-        if option == "slices":
-            from ..latent.discovery.supervised import parse_slices
-
-            value = parse_slices(value)
-        if key not in accepted:
-            raise CliError(f"method {args.method!r} has no --{option.replace('_', '-')} setting")
-        settings[key] = value
+    method = discovery_method(args.method)
+    need = method.data
+    settings = method_settings_from_args(args, method, [entry for _, entry in METHODS.items()])
+    if need.required and not args.data:
+        raise CliError(f"the {method.name} method needs --data: {need.help}")
     progress = None if args.quiet else True
     model = load_model(args.model, device=args.device)
     cohort = load_cohort(args.data, args.labels) if args.data else None
+    evaluate = cohort is not None and not args.no_evaluate and bool(cohort.factor_names)
     cohort_codes = None
-    if cohort is not None and ("data" in accepted or not args.no_evaluate):
+    if cohort is not None and (need.kind == "codes" or evaluate):
         from ..latent.inversion import default_space
 
-        if "data" not in accepted and not cohort.factor_names:
-            cohort = None  # nothing to evaluate against and the method does not use data
-        else:
-            space = model.check_space(settings.get("space") or default_space(model))
-            if args.method == "supervised":
-                from ..latent.discovery.supervised import subject_labels
-
-                subject_labels(cohort, settings.get("column"), settings.get("positive"))  # fail before inverting
-            cohort_codes = run_operation(iter_cohort_codes(model, cohort, space), progress)
-    if "data" in accepted and cohort_codes is not None:
-        settings["data"] = cohort_codes if args.method in ("pca", "supervised") else cohort
-    elif args.method == "supervised":
-        raise CliError("the supervised method needs --data: a folder of volumes with a cohort.csv of groups")
+        space = model.check_space(settings.get("space") or default_space(model))
+        if need.check is not None:
+            need.check(cohort, settings)  # fail before inverting
+        inversion = method.inversion_settings(settings) if need.kind == "codes" else {}
+        cohort_codes = run_operation(iter_cohort_codes(model, cohort, space, **inversion), progress)
+    if need.kind == "codes" and cohort_codes is not None:
+        settings["data"] = cohort_codes
+    elif need.kind == "cohort" and cohort is not None:
+        settings["data"] = cohort
     directions = run_operation(iter_discover(model, args.method, **settings), progress)
     report: dict[str, Any] = {"model": str(args.model), "model_name": model.name, "method": directions.method,
                               "space": directions.space, "settings": _jsonable(directions.settings),
@@ -172,33 +162,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p)
     p.set_defaults(func=cmd_invert)
 
-    from ..latent.discovery import method_names
+    from ..latent.discovery import METHODS
 
+    methods = [entry for _, entry in METHODS.items()]
+    names = [m.name for m in methods]
+    uses = [f"{m.name} ({'required' if m.data.required else 'optional'}): {m.data.help}" for m in methods
+            if m.data.kind != "none"]
     p = sub.add_parser("discover", help="discover interpretable latent directions",
-                       description="Find latent directions with an unsupervised method (pca, sefa, voynov, axes, "
-                       "jacobian) or from labelled groups (supervised). Prints the directions and their scores; "
-                       "with labelled --data whose cohort.csv has factor columns (the phantoms'), also how each "
-                       "direction changes each factor.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=methods_epilog(methods),
+                       description=textwrap.fill(
+                           f"Find latent directions with one of the methods ({', '.join(names)}; listed below with "
+                           "their settings). Prints the directions and their scores; with labelled --data whose "
+                           "cohort.csv has factor columns (the phantoms'), also how each direction changes each "
+                           "factor.", 88))
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("--method", required=True, choices=method_names(), help="discovery method")
+    p.add_argument("--method", required=True, choices=names, help="discovery method")
     p.add_argument("--out", required=True, metavar="DIRS.safetensors", help="directions file to write")
-    p.add_argument("--count", type=positive_int, default=None, help="number of directions (default: the method's)")
-    p.add_argument("--steps", type=positive_int, default=None, help="training steps (voynov) or inversion steps")
     p.add_argument("--space", default=None, help="latent space: z, w or w+ (default: w for StyleGAN, else z)")
-    p.add_argument("--data", metavar="DATA", help="a folder of volumes with cohort.csv (supervised; pca of real "
-                   "codes; evaluation)")
+    p.add_argument("--data", metavar="DATA", help="a folder of volumes with cohort.csv: "
+                   + "; ".join([*uses, "with factor columns, the evaluation"]))
     p.add_argument("--labels", metavar="CSV", help="a cohort table to use instead of DATA/cohort.csv")
-    p.add_argument("--column", default=None, help="supervised: a numeric column split at its median instead of "
-                   "'group'")
-    p.add_argument("--positive", default=None, help="supervised: the group the direction points to")
-    p.add_argument("--slices", default=None, metavar="auto|all|LOW:HIGH",
-                   help="supervised: the slices that train and score the classifier: auto (default: the band of "
-                   "slice positions chosen by cross-validation on the training subjects), all, or a band of "
-                   "relative positions such as 0.5:0.7")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other method setting, e.g. --set deformator=proj --set classifier=logistic")
+                   help="any method setting, checked against the method's description, e.g. --set deformator=proj "
+                   "--set classifier=logistic")
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation against the cohort's factors")
     p.add_argument("--report", metavar="OUT.json", help="also write the table (and evaluation) as JSON")
+    add_method_options(p, methods)
     add_run_options(p)
     p.set_defaults(func=cmd_discover)

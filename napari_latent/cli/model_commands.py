@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..settings import Setting, settings_of_dataclass
 from .common import CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
 
 
@@ -25,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              augment_scale=0.0 if args.no_augment else args.scale, compile=args.compile,
                              checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
     settings.validate()
-    model_settings = parse_settings(args.set)
+    model_settings = parse_settings(args.set, model_setting_declarations(args.model), f"model {args.model!r}")
     for name in ("latent_dim", "beta"):
         if getattr(args, name) is not None:
             model_settings[name] = getattr(args, name)
@@ -45,6 +46,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{state}: {result.epochs_completed} epochs, {result.steps} steps; saved {result.path}"
           + (f" ({numbers})" if numbers else ""))
     return 0
+
+
+def model_setting_declarations(name: str) -> dict[str, Setting]:
+    """The settings ``--set`` may give a model family: its config's fields, less the derived ones."""
+    from ..models.base import model_class
+
+    config = model_class(name).config_class
+    return settings_of_dataclass(config, skip=config.derived)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -6,26 +6,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, Table
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table
 
 from ..errors import UserInputError
 from ..latent.directions import Directions
-from ..latent.discovery import METHODS, iter_discover, method_names, method_settings
-from ..latent.discovery.supervised import parse_slices
+from ..latent.discovery import METHODS, discovery_method, iter_discover, method_names
 from ..latent.inversion import default_space
 from ..progress import Operation, StopFlag
+from .method_form import MethodForm, data_message, no_path
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
-NEEDS_DATA = ("The supervised method needs labelled data: choose a folder of volumes with a cohort.csv "
-              "(a 'group' column with two groups, or give a numeric column).")
+#: What :meth:`DiscoverWidget.missing` says for the built-in supervised method without data
+#: (made from its description by :func:`~napari_latent.gui.method_form.data_message`).
+NEEDS_DATA = ("The supervised method needs labelled data: a folder of volumes with a cohort.csv (a 'group' column "
+              "with two groups, or a numeric column).")
 #: Columns of the results table; only ``name`` is editable.
 NAME_COLUMN = "name"
-
-
-def _no_path(value: Any) -> bool:
-    return value is None or str(value) in ("", ".")
 
 
 class DiscoverWidget(Container):
@@ -33,6 +31,8 @@ class DiscoverWidget(Container):
 
     The directions found go to ``session.directions`` and the selected row to
     ``session.selected_direction`` (an index), where the Traverse widget reads them.
+    The method's settings fields are generated from its description (:class:`MethodForm`);
+    each is an attribute named like its setting (``widget.count``, ``widget.steps``, ...).
 
     Scriptable: ``widget.method.value = "sefa"``, ``widget.count.value = 5``, ``widget.run()``,
     ``widget.runner.wait()``; ``widget.rename(0, "rotation")``, ``widget.select(1)``.
@@ -47,21 +47,11 @@ class DiscoverWidget(Container):
         self.method = ComboBox(label="method", choices=method_names(), value="sefa")
         self.summary = Label(value="")
         self.space = ComboBox(label="space", choices=self._spaces)
-        self.count = SpinBox(label="directions", min=1, max=4096, value=10)
-        self.steps = SpinBox(label="steps", min=1, max=1_000_000, value=2000,
-                             tooltip="voynov: training steps; supervised: inversion steps where optimised")
-        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
-        self.data = FileEdit(label="labelled data", mode="d",
-                             tooltip="A folder of volumes with cohort.csv (needed by supervised; pca and axes use "
-                             "it instead of prior samples when given)")
-        self.column = LineEdit(label="column", value="",
-                               tooltip="supervised: a numeric cohort column split at its median instead of 'group'")
-        self.positive = LineEdit(label="positive group", value="",
-                                 tooltip="supervised: the group the direction points to (default: disease)")
-        self.slices = LineEdit(label="slices", value="auto",
-                               tooltip="supervised: the slices that train and score the classifier: auto (the band "
-                               "of slice positions chosen by cross-validation on the training subjects), all, or "
-                               "a band of relative positions such as 0.5:0.7")
+        self.form = MethodForm([entry for _, entry in METHODS.items()])
+        self.data = self.form.data
+        for key, field in self.form.fields.items():
+            if key.isidentifier() and (key == "count" or not hasattr(type(self), key)):  # count: as before
+                setattr(self, key, field)
         self.run_button = PushButton(text="Discover")
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
@@ -69,9 +59,8 @@ class DiscoverWidget(Container):
         self.selected = Label(value="Selected direction: none")
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save directions", enabled=False)
-        super().__init__(widgets=[self.status, self.method, self.summary, self.space, self.count, self.steps,
-                                  self.seed, self.data, self.column, self.positive, self.slices, self.run_button,
-                                  self.panel, self.table, self.selected, self.out, self.save_button])
+        super().__init__(widgets=[self.status, self.method, self.summary, self.space, *self.form.widgets,
+                                  self.run_button, self.panel, self.table, self.selected, self.out, self.save_button])
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)
@@ -88,18 +77,9 @@ class DiscoverWidget(Container):
         return list(model.spaces) if model is not None else ["z"]
 
     def _on_method(self, name: str) -> None:
-        accepted = set(method_settings(str(name)))
-        self.summary.value = METHODS[str(name)].summary
-        self.steps.visible = "steps" in accepted
-        self.count.visible = "count" in accepted and name != "supervised"
-        self.seed.visible = "seed" in accepted
-        self.data.visible = "data" in accepted
-        self.column.visible = self.positive.visible = "column" in accepted
-        self.slices.visible = "slices" in accepted
-        if name == "voynov":
-            self.steps.value = 2000
-        elif name == "supervised":
-            self.steps.value = 100
+        """Show the chosen method's fields, set to its defaults."""
+        self.summary.value = discovery_method(str(name)).summary
+        self.form.show(str(name))
 
     def _on_session_changed(self, what: str) -> None:
         if what == "model":
@@ -124,8 +104,9 @@ class DiscoverWidget(Container):
         """What is missing before a run can start (None when it can)."""
         if self.session.model is None:
             return NO_MODEL
-        if METHODS[str(self.method.value)].needs_data and _no_path(self.data.value):
-            return NEEDS_DATA
+        method = discovery_method(str(self.method.value))
+        if method.data.required and no_path(self.data.value):
+            return data_message(method)
         return None
 
     # -- running ---------------------------------------------------------------------------
@@ -139,23 +120,14 @@ class DiscoverWidget(Container):
             raise UserInputError(problem)
         model = self.session.model
         method = str(self.method.value)
-        accepted = set(method_settings(method))
+        entry = discovery_method(method)
         settings: dict[str, Any] = {"space": str(self.space.value)}
-        if "count" in accepted and method != "supervised":
-            settings["count"] = int(self.count.value)
-        if "steps" in accepted:
-            settings["steps"] = int(self.steps.value)
-        if "seed" in accepted:
-            settings["seed"] = int(self.seed.value)
-        if "data" in accepted and not _no_path(self.data.value):
+        if entry.data.kind != "none" and not no_path(self.data.value):
             folder = Path(str(self.data.value))
-            if not (folder / "cohort.csv").is_file() and method == "supervised":
-                raise UserInputError(f"{folder} has no cohort.csv; {NEEDS_DATA}")
+            if not (folder / "cohort.csv").is_file() and entry.data.required:
+                raise UserInputError(f"{folder} has no cohort.csv; {data_message(entry)}")
             settings["data"] = folder
-        if method == "supervised":
-            settings["column"] = self.column.value.strip() or None
-            settings["positive"] = self.positive.value.strip() or None
-            settings["slices"] = parse_slices(self.slices.value)
+        settings.update(self.form.values(method))
         arguments = "".join(f", {k}={str(v.resolve()) if isinstance(v, Path) else v!r}" for k, v in settings.items())
         self._script_lines = [f"directions = nl.discover(model, {method!r}{arguments})"]
         return iter_discover(model, method, stop=stop, **settings)
@@ -265,7 +237,7 @@ class DiscoverWidget(Container):
         try:
             if self.directions is None:
                 raise UserInputError("no directions yet: run a discovery first")
-            if _no_path(target):
+            if no_path(target):
                 raise UserInputError("choose where to save the directions (a .safetensors file)")
             written = self.directions.save(target)
         except UserInputError as exc:

@@ -11,6 +11,7 @@ import pytest
 
 from napari_latent.cli import main
 from napari_latent.latent.directions import Directions
+from tests._plugin_method import plugin_method_fixture  # noqa: F401 (the plugin_method fixture)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -131,3 +132,88 @@ def test_bad_output_names_are_refused_before_any_work(capsys, tmp_path: Path) ->
     code, _, stderr = run(capsys, "demo", "--method", "sefa", "--out", str(tmp_path / "d.safetensors"), "--report",
                           str(tmp_path / "r.txt"))
     assert code == 2 and "--report must end in .json" in stderr and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "sefa", "--count", "abc"], "method 'sefa': count must be a whole number, got 'abc'"),
+    (["--method", "sefa", "--set", "count=abc"], "method 'sefa': count must be a whole number, got 'abc'"),
+    (["--method", "sefa", "--count", "0"], "method 'sefa': count must be at least 1, got 0"),
+    (["--method", "sefa", "--layers", "0-x"], "method 'sefa': layers must be whole numbers such as 0-3,6"),
+    (["--method", "voynov", "--set", "deformator=fc"], "method 'voynov': unknown deformator 'fc'; use one of"),
+    (["--method", "voynov", "--deformator", "fc"], "method 'voynov': unknown deformator 'fc'; use one of"),
+    (["--method", "voynov", "--batch-size", "1"], "method 'voynov': batch_size must be at least 2, got 1"),
+    (["--method", "voynov", "--set", "lr=fast"], "method 'voynov': lr must be a number, got 'fast'"),
+    (["--method", "voynov", "--set", "bogus=1"], "method 'voynov' has no setting(s) bogus; it accepts"),
+    (["--method", "supervised", "--set", "condition=x", "--data", "{cohort}"], "condition can only be given from "
+     "Python"),
+    (["--method", "pca", "--set", "data=somewhere"], "--set data=...: give the data with --data"),
+    (["--method", "pca", "--deformator", "proj"], "method 'pca' has no --deformator setting"),
+    (["--method", "sefa", "--set", "count"], "--set expects KEY=VALUE"),
+])
+def test_settings_are_checked_against_the_method_description(capsys, tmp_path: Path, tiny_cohort: Path,
+                                                             argv: list[str], message: str) -> None:
+    out = tmp_path / "dirs.safetensors"
+    code, stdout, stderr = run(capsys, "demo", *[a.format(cohort=tiny_cohort) for a in argv], "--out", str(out))
+    assert code == 2, (stdout, stderr)
+    assert stderr.count("\n") == 1 and stderr.startswith("napari-latent discover: error: "), stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_generated_options_reach_the_method(capsys, tmp_path: Path) -> None:
+    out, report = tmp_path / "pca.safetensors", tmp_path / "pca.json"
+    code, _, stderr = run(capsys, "demo", "--method", "pca", "--count", "3", "--samples", "600", "--set",
+                          "seed=4", "--batch-size", "256", "--out", str(out), "--report", str(report))
+    assert code == 0, stderr
+    settings = json.loads(report.read_text())["settings"]
+    assert settings == {"count": 3, "samples": 600, "seed": 4, "batch_size": 256, "data": None}
+    assert Directions.load(out).info["samples"] == 600
+
+
+def test_help_lists_every_method_with_its_settings(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["discover", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "methods (--method NAME):" in text
+    for name in ("axes", "jacobian", "pca", "sefa", "supervised", "voynov"):
+        assert f"{name}: " in text
+    assert "--deformator {linear,orthonormal,proj}" in text and "--classifier {svm,logistic}" in text
+    assert "--slices auto|all|LOW:HIGH" in text and "--layers N,N-M" in text and "--eval-samples N" in text
+    assert "supervised: inversion steps where volumes are optimised (default 100); voynov: training steps" in text
+    assert "steps=2000" in text and "data: required --data" in text
+    assert "--condition" not in text  # a Python object: not on the command line
+
+
+def test_a_plugin_method_gets_its_options(capsys, tmp_path: Path, plugin_method: str) -> None:
+    out, report = tmp_path / "r.safetensors", tmp_path / "r.json"
+    code, stdout, stderr = run(capsys, "demo", "--method", plugin_method, "--count", "2", "--seed", "3",
+                               "--no-normalise", "--out", str(out), "--report", str(report))
+    assert code == 0, stderr
+    assert json.loads(report.read_text())["settings"] == {"count": 2, "seed": 3, "normalise": False}
+    assert stdout.startswith(f"2 {plugin_method} directions in space z of vae")
+    code, _, stderr = run(capsys, "demo", "--method", "sefa", "--normalise", "--out", str(out))
+    assert code == 2 and "method 'sefa' has no --normalise setting" in stderr
+
+
+@pytest.mark.slow
+def test_codes_for_the_method_use_its_inversion_settings(capsys, tmp_path: Path, tiny_cohort: Path,
+                                                         monkeypatch) -> None:
+    from napari_latent.latent import cohort_codes
+
+    calls: list[dict] = []
+    original = cohort_codes.iter_cohort_codes
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cohort_codes, "iter_cohort_codes", recording)
+    out, report = tmp_path / "sup.safetensors", tmp_path / "sup.json"
+    code, _, stderr = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--inversion",
+                          "encoder", "--steps", "7", "--slices", "all", "--no-evaluate", "--out", str(out),
+                          "--report", str(report))
+    assert code == 0, stderr
+    assert calls == [{"method": "encoder", "steps": 7}]
+    assert json.loads(report.read_text())["settings"]["inversion"] == "encoder"
+    assert Directions.load(out).method == "supervised"

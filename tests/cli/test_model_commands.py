@@ -129,3 +129,28 @@ def test_train_encoder_stores_the_encoder_in_the_model_file(cli_model: Path, tmp
     assert "inversion_encoder" in model.extras
     assert model.training_info["inversion_encoder"]["steps"] == 20
     assert read_checkpoint(copy, device="cpu").state is not None  # training state kept
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("base_channels=abc", "model 'vae': base_channels must be a whole number, got 'abc'"),
+    ("beta=heavy", "model 'vae': beta must be a number, got 'heavy'"),
+    ("colour=red", "model 'vae' has no setting(s) colour; it accepts base_channels, beta, blocks_per_level, "
+     "image_size, latent_dim, max_channels"),
+])
+def test_train_set_is_checked_against_the_model_config(pair: str, message: str, tiny_cohort: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--set", pair, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("napari-latent train: error: "), err
+    assert message in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_train_set_leaves_out_derived_settings(tiny_cohort: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vqvae", "--set", "latent_dim=64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model 'vqvae' has no setting(s) latent_dim" in err and "codebook_size" in err
+    assert not out.exists()

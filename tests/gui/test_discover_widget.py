@@ -11,6 +11,7 @@ from napari_latent.gui.discover_widget import NEEDS_DATA, NO_MODEL, DiscoverWidg
 from napari_latent.gui.session import get_session
 from napari_latent.latent.directions import Directions
 from napari_latent.models.base import build_model, model_fingerprint
+from tests._plugin_method import plugin_method_fixture  # noqa: F401 (the plugin_method fixture)
 
 pytestmark = pytest.mark.gui
 
@@ -138,3 +139,65 @@ def test_cancel_stops_a_voynov_run_and_keeps_its_directions(widget: DiscoverWidg
     assert 0 < found.info["steps_done"] < 1000
     assert "stopped after" in widget.panel.status.value
     assert widget.table.shape[0] == 3
+
+
+def test_fields_are_generated_from_the_method_descriptions(widget: DiscoverWidget) -> None:
+    from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+
+    from napari_latent.latent.discovery import discovery_method, method_names
+
+    for name in method_names():
+        widget.method.value = name
+        method = discovery_method(name)
+        in_form = {s.name for s in method.settings if s.in_forms}
+        assert {k for k, f in widget.form.fields.items() if shown(f)} == in_form, name
+        assert shown(widget.data) == (method.data.kind != "none")
+        for setting in method.settings:
+            if setting.name in in_form and setting.kind in ("int", "float", "choice"):
+                assert widget.form.fields[setting.name].value == pytest.approx(setting.default) \
+                    if setting.kind == "float" else widget.form.fields[setting.name].value == setting.default
+    widget.method.value = "voynov"
+    assert widget.steps.value == 2000 and widget.count.value == 10
+    assert isinstance(widget.form.fields["deformator"], ComboBox)
+    assert widget.form.fields["deformator"].choices == ("linear", "orthonormal", "proj")
+    assert isinstance(widget.form.fields["lr"], FloatSpinBox) and widget.form.fields["lr"].value == pytest.approx(1e-4)
+    assert isinstance(widget.form.fields["state"], FileEdit) and isinstance(widget.steps, SpinBox)
+    assert widget.form.fields["batch_size"].min == 2 and widget.form.fields["batch_size"].value == 32
+    widget.method.value = "supervised"
+    assert widget.steps.value == 100 and not shown(widget.count) and isinstance(widget.slices, LineEdit)
+    assert widget.form.fields["classifier"].value == "svm"
+    widget.method.value = "pca"
+    assert widget.form.fields["batch_size"].min == 1 and widget.form.fields["batch_size"].value == 2048
+    # only settings changed from the method's defaults are passed, converted
+    assert widget.form.values("pca") == {}
+    widget.count.value = 4
+    widget.form.fields["samples"].value = 500
+    assert widget.form.values("pca") == {"count": 4, "samples": 500}
+    widget.method.value = "voynov"
+    widget.form.fields["deformator"].value = "proj"
+    widget.form.fields["state"].value = "/tmp/run.safetensors"
+    assert widget.form.values("voynov") == {"deformator": "proj", "state": Path("/tmp/run.safetensors")}
+    widget.method.value = "supervised"
+    widget.slices.value = "0.2:0.8"
+    widget.column.value = " age "
+    assert widget.form.values("supervised") == {"slices": (0.2, 0.8), "column": "age"}
+
+
+def test_a_plugin_method_gets_its_fields(make_napari_viewer, plugin_method: str) -> None:
+    from magicgui.widgets import CheckBox
+
+    widget = DiscoverWidget(make_napari_viewer())
+    assert plugin_method in widget.method.choices
+    widget.method.value = plugin_method
+    assert "random unit directions" in widget.summary.value
+    normalise = widget.form.fields["normalise"]
+    assert isinstance(normalise, CheckBox) and shown(normalise) and normalise.value is True
+    assert widget.count.value == 4 and not shown(widget.steps) and not shown(widget.data)
+    get_session(widget.viewer).set_model(tiny_model(), "test")
+    normalise.value = False
+    widget.count.value = 2
+    widget.run()
+    widget.runner.wait(60)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    found = get_session(widget.viewer).results["directions"]
+    assert found.method == plugin_method and found.settings == {"count": 2, "seed": 0, "normalise": False}

@@ -23,11 +23,12 @@ from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...models.vae import kl_to_standard_normal
 from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
+from ...settings import Setting
 from ...volumes.cohort import Cohort, load_cohort
 from ...volumes.io import open_volume
 from ...volumes.slicing import SliceSpec, slice_volume
 from ..directions import Directions
-from . import check_count, register_method
+from . import DataNeed, check_count, register_method
 
 
 def _image_batches(model: GenerativeModel, data: str | os.PathLike[str] | Cohort | None, samples: int, seed: int,
@@ -47,7 +48,16 @@ def _image_batches(model: GenerativeModel, data: str | os.PathLike[str] | Cohort
             yield images[start:start + batch_size].to(model.device), step + 1, len(cohort)
 
 
-@register_method("axes", "latent axes of a VAE, active units first, ranked by KL")
+@register_method(
+    "axes", "latent axes of a VAE, active units first, ranked by KL",
+    settings=(
+        Setting("count", "int", 10, "number of axes returned (the best ranked)", minimum=1, label="directions"),
+        Setting("samples", "int", 2000, "prior samples decoded and re-encoded (without data)", minimum=1),
+        Setting("threshold", "float", 0.01, "activity above which a unit is active (Burda et al.: 0.01)"),
+        Setting("seed", "int", 0, "seed of the prior samples"),
+        Setting("batch_size", "int", 256, "images encoded at a time", minimum=1),
+    ),
+    data=DataNeed("cohort", help="a cohort whose slices are encoded instead of the model's own images"))
 def iter_axes(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 2000,
               data: str | os.PathLike[str] | Cohort | None = None, threshold: float = 0.01, seed: int = 0,
               batch_size: int = 256, stop: StopFlag | None = None) -> Operation[Directions]:

@@ -25,6 +25,7 @@ import torch
 from ...errors import MismatchError
 from ...models.base import GenerativeModel
 from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
+from ...settings import Setting
 from ..directions import Directions
 from ..inversion import default_space, latent_statistics
 from . import check_count, register_method
@@ -56,7 +57,16 @@ def gram_operator(model: GenerativeModel, code: torch.Tensor, space: str,
     return apply
 
 
-@register_method("jacobian", "local directions: top singular vectors of the Jacobian at a code")
+@register_method(
+    "jacobian", "local directions: top singular vectors of the Jacobian at a code",
+    settings=(
+        Setting("count", "int", 10, "number of directions, by descending singular value", minimum=1,
+                label="directions"),
+        Setting("code", "floats", None, "the flat code to linearise at (default: the mean code; a prior sample "
+                "where the mean is atypical)", form=False),
+        Setting("iterations", "int", 30, "subspace iterations (each two reverse passes)", minimum=0),
+        Setting("seed", "int", 0, "seed of the random start block"),
+    ))
 def iter_jacobian(model: GenerativeModel, *, space: str | None = None, count: int = 10,
                   code: torch.Tensor | Sequence[float] | None = None, iterations: int = 30, seed: int = 0,
                   stop: StopFlag | None = None) -> Operation[Directions]:

@@ -35,11 +35,12 @@ import torch
 from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
+from ...settings import Setting
 from ...volumes.cohort import Cohort
 from ..cohort_codes import CohortCodes, iter_cohort_codes
 from ..directions import Directions
 from ..inversion import default_space
-from . import check_count, register_method
+from . import DataNeed, check_count, register_method
 
 
 def sample_codes(model: GenerativeModel, space: str, samples: int, seed: int = 0,
@@ -90,7 +91,17 @@ class _Moments:
         self.n = total
 
 
-@register_method("pca", "GANSpace: principal components of prior samples or of real codes")
+@register_method(
+    "pca", "GANSpace: principal components of prior samples or of real codes",
+    settings=(
+        Setting("count", "int", 10, "number of components, in order of explained variance", minimum=1,
+                label="directions"),
+        Setting("samples", "int", 20000, "prior samples (without data); memory does not grow with it",
+                minimum=2),
+        Setting("seed", "int", 0, "seed of the prior samples"),
+        Setting("batch_size", "int", 2048, "samples drawn and reduced at a time", minimum=1),
+    ),
+    data=DataNeed("codes", help="a cohort whose slices' codes are used instead of prior samples"))
 def iter_pca(model: GenerativeModel, *, space: str | None = None, count: int = 10, samples: int = 20000,
              data: str | os.PathLike[str] | Cohort | CohortCodes | None = None, seed: int = 0,
              batch_size: int = 2048,

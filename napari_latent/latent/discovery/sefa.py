@@ -37,6 +37,7 @@ import torch
 from ...errors import UserInputError
 from ...models.base import GenerativeModel, LatentWeights
 from ...progress import Operation, ProgressEvent, StopFlag
+from ...settings import Setting
 from ..directions import Directions
 from ..inversion import default_space
 from . import check_count, register_method
@@ -96,7 +97,13 @@ def _factorize_blocks(weights: LatentWeights, chosen: list[int], count: int,
     return torch.tensor([v for v, _, _ in found]), torch.stack([vector for _, _, vector in found])
 
 
-@register_method("sefa", "SeFa: closed-form factorisation of the first layer's weight")
+@register_method(
+    "sefa", "SeFa: closed-form factorisation of the first layer's weight",
+    settings=(
+        Setting("count", "int", 10, "number of directions, by descending eigenvalue", minimum=1, label="directions"),
+        Setting("layers", "ints", None, "StyleGAN w/w+ only: the style inputs whose affines are factorised, "
+                "e.g. 0-3 (the coarse layers; default all)"),
+    ))
 def iter_sefa(model: GenerativeModel, *, space: str | None = None, count: int = 10,
               layers: str | list[int] | None = None, stop: StopFlag | None = None) -> Operation[Directions]:
     """Closed-form directions: top eigenvectors of ``A^T A`` (a generator; see ``discover(model, "sefa")``).

@@ -59,23 +59,41 @@ split at a quantile (above: positive).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 
 from ...errors import DataError, UserInputError
 from ...models.base import GenerativeModel
 from ...progress import Operation, ProgressEvent, StopFlag
+from ...settings import Setting
 from ...volumes.cohort import Cohort, load_cohort
 from ..cohort_codes import CohortCodes, iter_cohort_codes
 from ..directions import Directions
+from ..inversion import METHODS as INVERSION_METHODS
 from ..inversion import default_space
-from . import register_method
+from . import DataNeed, register_method
+from .supervised_fit import (
+    CLASSIFIERS,
+    MIN_BAND_SLICES,
+    MIN_VARIANCE_RATIO,
+    SLICE_BAND,
+    SLICE_BAND_STEP,
+    accuracy,
+    choose_slice_band,
+    fit_normal,
+    held_out_scores,
+    informative_subspace,
+    project_out,
+    subject_folds,
+)
 
-CLASSIFIERS = ("svm", "logistic")
+__all__ = ["CLASSIFIERS", "MIN_BAND_SLICES", "MIN_SUBJECTS_PER_GROUP", "MIN_VARIANCE_RATIO", "SLICE_BAND",
+           "SLICE_BAND_STEP", "choose_slice_band", "informative_subspace", "iter_supervised", "parse_slices",
+           "project_out", "split_subjects_stratified", "subject_folds", "subject_labels"]
+
 MIN_SUBJECTS_PER_GROUP = 2
 
 
@@ -131,98 +149,6 @@ def split_subjects_stratified(labels: np.ndarray, val_fraction: float, seed: int
     return np.sort(np.array(train)), np.sort(np.array(val))
 
 
-def project_out(vector: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
-    """Remove the components of ``vector`` along the span of ``conditions``; unit length."""
-    if not conditions:
-        return vector / np.linalg.norm(vector)
-    basis, _ = np.linalg.qr(np.stack(conditions, axis=1))
-    result = vector - basis @ (basis.T @ vector)
-    norm = np.linalg.norm(result)
-    if norm < 1e-8:
-        raise UserInputError("the direction lies in the span of the conditioning directions; nothing is left")
-    return result / norm
-
-
-MIN_VARIANCE_RATIO = 1e-3
-
-
-def informative_subspace(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and orthonormal basis ``(d, r)`` of the principal components carrying >= 0.1% of the variance."""
-    mean = codes.mean(0)
-    _, singular, vt = np.linalg.svd(codes - mean, full_matrices=False)
-    variance = singular**2
-    keep = variance / variance.sum() >= MIN_VARIANCE_RATIO if variance.sum() > 0 else np.ones(len(variance), bool)
-    keep[0] = True
-    return mean, vt[keep].T
-
-
-def _classifier(kind: str, strength: float, seed: int) -> Any:
-    if kind == "svm":
-        return LinearSVC(C=strength, dual="auto", max_iter=20_000, random_state=seed)
-    if kind == "logistic":
-        return LogisticRegression(C=strength, max_iter=5_000)
-    raise UserInputError(f"unknown classifier {kind!r}; use one of {', '.join(CLASSIFIERS)}")
-
-
-#: Width of the automatic slice band, and the spacing of its candidate starts (relative positions).
-SLICE_BAND = 0.1
-SLICE_BAND_STEP = 0.05
-#: Slices of every subject a candidate band must hold (fewer: too little to train on, too noisy to score).
-MIN_BAND_SLICES = 3
-
-
-def _fit_normal(codes: np.ndarray, labels: np.ndarray, kind: str, strength: float,
-                seed: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """The classifier's (unnormalised) weights in code space, its offset, and the informative subspace's mean."""
-    mean, basis = informative_subspace(codes)
-    model_ = _classifier(kind, strength, seed)
-    model_.fit((codes - mean) @ basis, labels)
-    return basis @ np.asarray(model_.coef_, dtype=np.float64).ravel(), float(model_.intercept_[0]), mean
-
-
-def subject_folds(subjects: np.ndarray, labels: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Folds of subjects for cross-validation: one per subject of the smaller group, each with both groups."""
-    rng = np.random.default_rng(seed)
-    groups = [rng.permutation(subjects[labels == value]) for value in (0, 1)]
-    count = min(len(g) for g in groups)
-    return [np.concatenate(parts) for parts in zip(*(np.array_split(g, count) for g in groups))]
-
-
-def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, position: np.ndarray,
-                      kind: str = "svm", strength: float = 1.0, seed: int = 0, width: float = SLICE_BAND,
-                      step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
-    """The band of slice positions ``(low, high)`` the classifier separates best, and its cross-validated accuracy.
-
-    The candidates are every slice ``(0, 1)`` and the bands of ``width`` starting every
-    ``step``; a band counts only when every subject has at least :data:`MIN_BAND_SLICES`
-    slices in it. Only the given
-    (training) codes are used, in the leave-subjects-out folds of :func:`subject_folds`; on a
-    tie the wider candidate wins. Returns ``(0, 1, None)`` when a group has fewer than two
-    subjects.
-    """
-    subjects = np.unique(subject)
-    per_subject = np.array([labels[subject == s][0] for s in subjects])
-    if np.bincount(per_subject, minlength=2).min() < 2:
-        return 0.0, 1.0, None
-    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
-    starts = np.arange(0.0, 1.0 - width + 1e-9, step)
-    best: tuple[float, float, float] | None = None
-    for low, high in [(0.0, 1.0)] + [(round(float(a), 6), round(float(a + width), 6)) for a in starts]:
-        band = (position >= low) & (position <= high)
-        if min(int((band & (subject == s)).sum()) for s in subjects) < MIN_BAND_SLICES:
-            continue
-        correct = 0
-        for held_out in folds:
-            test, train = band & held_out, band & ~held_out
-            weights, intercept, mean = _fit_normal(codes[train], labels[train], kind, strength, seed)
-            correct += int((((codes[test] - mean) @ weights + intercept > 0).astype(int) == labels[test]).sum())
-        accuracy = correct / int(band.sum())
-        if best is None or accuracy > best[0] + 1e-9:
-            best = (accuracy, low, high)
-    assert best is not None  # (0, 1) always qualifies
-    return best[1], best[2], best[0]
-
-
 def parse_slices(text: str) -> str | tuple[float, float]:
     """The ``slices`` setting from text: ``auto``, ``all`` or ``LOW:HIGH`` relative slice positions (0..1).
 
@@ -258,27 +184,102 @@ def _band(slices: str | tuple[float, float]) -> tuple[float, float] | str:
     return low, high
 
 
-def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean((scores > 0).astype(int) == labels))
+
+def _check_cohort(cohort: Cohort, settings: Mapping[str, Any]) -> None:
+    """Fail on unusable labels before the (slow) codes of the cohort are computed."""
+    subject_labels(cohort, settings.get("column"), settings.get("positive"), settings.get("quantile", 0.5))
 
 
-def _held_out_scores(codes: np.ndarray, labels: np.ndarray, direction: np.ndarray, offset: float,
-                     subjects: np.ndarray, per_code_subject: np.ndarray) -> dict[str, float]:
-    """Slice- and subject-level accuracy of thresholding projections on held-out subjects."""
-    mask = np.isin(per_code_subject, subjects)
-    scores = codes[mask] @ direction + offset
-    slice_accuracy = _accuracy(scores, labels[mask])
-    present = [s for s in subjects if (per_code_subject[mask] == s).any()]
-    subject_scores = np.array([scores[per_code_subject[mask] == s].mean() for s in present])
-    subject_labels_ = np.array([labels[mask][per_code_subject[mask] == s][0] for s in present])
-    positive, negative = scores[labels[mask] == 1], scores[labels[mask] == 0]
-    spread = np.sqrt(0.5 * (positive.var() + negative.var())) or 1.0
-    return {"accuracy": slice_accuracy, "subject_accuracy": _accuracy(subject_scores, subject_labels_),
-            "separation": float((positive.mean() - negative.mean()) / spread)}
+def _iter_codes(model: GenerativeModel, data: str | os.PathLike[str] | Cohort | CohortCodes,
+                labels: str | os.PathLike[str] | None, space: str, settings: Mapping[str, Any], inversion: str,
+                steps: int, stop: StopFlag | None) -> Operation[CohortCodes]:
+    """The codes of ``data`` in ``space`` (computed unless given), its labels checked first."""
+    if isinstance(data, CohortCodes):
+        if data.space != space:
+            raise UserInputError(f"the given codes are in space {data.space!r}, not {space!r}")
+        return data
+    cohort = data if isinstance(data, Cohort) else load_cohort(data, labels)
+    _check_cohort(cohort, settings)  # fail before the (slow) inversion
+    return (yield from iter_cohort_codes(model, cohort, space, inversion, steps, stop=stop))
 
 
-@register_method("supervised", "InterFaceGAN: the normal of a linear classifier between two labelled groups",
-                 needs_data=True)
+def _slice_band(codes: np.ndarray, code_labels: np.ndarray, cohort_codes: CohortCodes, train_mask: np.ndarray,
+                band: str | tuple[float, float], classifier: str, strength: float,
+                seed: int) -> tuple[float, float, float | None, np.ndarray]:
+    """The band ``(low, high)``, its cross-validated accuracy (``"auto"`` only) and which codes lie in it."""
+    band_cv = None
+    if band == "auto":
+        low, high, band_cv = choose_slice_band(codes[train_mask], code_labels[train_mask],
+                                               cohort_codes.subject[train_mask], cohort_codes.position[train_mask],
+                                               classifier, strength, seed)
+    else:
+        low, high = (0.0, 1.0) if band == "all" else band
+    in_band = (cohort_codes.position >= low) & (cohort_codes.position <= high)
+    if not (in_band & ~train_mask).any() or len(np.unique(code_labels[in_band & train_mask])) < 2:
+        raise DataError(f"the slice band {low:g}..{high:g} leaves no slices of one group or of the held-out subjects")
+    return low, high, band_cv, in_band
+
+
+def _directions(codes: np.ndarray, code_labels: np.ndarray, train_mask: np.ndarray, classifier: str,
+                strength: float, seed: int, condition: Directions | None,
+                space: str) -> tuple[list[np.ndarray], list[float], np.ndarray]:
+    """The classifier's unit normal and the mean difference (conditions projected out), their offsets, the means."""
+    weights, intercept, mean = fit_normal(codes[train_mask], code_labels[train_mask], classifier, strength, seed)
+    norm = np.linalg.norm(weights)
+    if norm < 1e-12:
+        raise DataError("the classifier found no separating direction (all weights are zero)")
+    conditions = [condition.vectors[i].double().numpy() for i in range(len(condition))] if condition else []
+    if condition is not None and condition.space != space:
+        raise UserInputError(f"conditioning directions are in space {condition.space!r}, not {space!r}")
+    normal = project_out(weights / norm, conditions)
+    offset = (intercept - float(weights @ mean)) / norm
+    positive_mean = codes[train_mask & (code_labels == 1)].mean(0)
+    negative_mean = codes[train_mask & (code_labels == 0)].mean(0)
+    means = positive_mean - negative_mean
+    mean_direction = project_out(means, conditions)
+    midpoint = 0.5 * (positive_mean + negative_mean)
+    offsets = [offset if not conditions else -float(midpoint @ normal), -float(midpoint @ mean_direction)]
+    return [normal, mean_direction], offsets, means
+
+
+def _scores(codes: np.ndarray, code_labels: np.ndarray, subject: np.ndarray, in_band: np.ndarray,
+            train_mask: np.ndarray, vectors: list[np.ndarray], offsets: list[float],
+            val_subjects: np.ndarray) -> dict[str, list[float]]:
+    """Held-out and training scores of each direction, on the codes in the band."""
+    scores: dict[str, list[float]] = {"accuracy": [], "subject_accuracy": [], "separation": [], "train_accuracy": []}
+    for vector, bias in zip(vectors, offsets):
+        held_out = held_out_scores(codes[in_band], code_labels[in_band], vector, bias, val_subjects, subject[in_band])
+        for key, value in held_out.items():
+            scores[key].append(value)
+        scores["train_accuracy"].append(accuracy(codes[train_mask] @ vector + bias, code_labels[train_mask]))
+    return scores
+
+
+@register_method(
+    "supervised", "InterFaceGAN: the normal of a linear classifier between two labelled groups",
+    settings=(
+        Setting("column", "str", None, "a numeric cohort column split at quantile instead of the 'group' column"),
+        Setting("positive", "str", None, "the group the direction points to (default: disease if present)",
+                label="positive group"),
+        Setting("quantile", "float", 0.5, "split point of a numeric column (above: positive)"),
+        Setting("classifier", "choice", "svm", "linear SVM (InterFaceGAN) or logistic regression",
+                choices=CLASSIFIERS),
+        Setting("strength", "float", 1.0, "inverse regularisation C of the classifier"),
+        Setting("val_fraction", "float", 0.25, "fraction of subjects per group held out to measure accuracy"),
+        Setting("slices", "str", "auto", "the slices that train and score the classifier: auto (the band of slice "
+                "positions chosen by cross-validation on the training subjects), all, or a band of relative "
+                "positions such as 0.5:0.7", parse=parse_slices, metavar="auto|all|LOW:HIGH"),
+        Setting("condition", "object", None, "directions to project out of the result (conditional manipulation)"),
+        Setting("inversion", "choice", "auto", "how volumes are inverted (the encoder where the model has one)",
+                choices=INVERSION_METHODS),
+        Setting("steps", "int", 100, "inversion steps where volumes are optimised", minimum=1),
+        Setting("seed", "int", 0, "seed of the subject split", minimum=0),
+        Setting("count", "int", 2, "1 (the classifier's normal) or 2 (plus the difference of group means)",
+                minimum=1, label="directions", form=False),
+    ),
+    data=DataNeed("codes", required=True, labels=True, check=_check_cohort, inversion=("inversion", "steps"),
+                  help="labelled data: a folder of volumes with a cohort.csv (a 'group' column with two groups, "
+                  "or a numeric column)"))
 def iter_supervised(model: GenerativeModel, *, space: str | None = None,
                     data: str | os.PathLike[str] | Cohort | CohortCodes | None = None,
                     labels: str | os.PathLike[str] | None = None, column: str | None = None,
@@ -337,52 +338,20 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     if data is None:
         raise UserInputError("the supervised method needs labelled data (a folder of volumes with cohort.csv)")
     space = model.check_space(space or default_space(model))
-    if isinstance(data, CohortCodes):
-        cohort_codes = data
-        if cohort_codes.space != space:
-            raise UserInputError(f"the given codes are in space {cohort_codes.space!r}, not {space!r}")
-    else:
-        cohort = data if isinstance(data, Cohort) else load_cohort(data, labels)
-        subject_labels(cohort, column, positive, quantile)  # fail before the (slow) inversion
-        cohort_codes = yield from iter_cohort_codes(model, cohort, space, inversion, steps, stop=stop)
+    label_settings = {"column": column, "positive": positive, "quantile": quantile}
+    cohort_codes = yield from _iter_codes(model, data, labels, space, label_settings, inversion, steps, stop)
     cohort = cohort_codes.cohort
     per_subject, positive_name, negative_name = subject_labels(cohort, column, positive, quantile)
     train_subjects, val_subjects = split_subjects_stratified(per_subject, val_fraction, seed)
     codes = cohort_codes.codes.double().numpy()
     code_labels = per_subject[cohort_codes.subject]
     train_mask = np.isin(cohort_codes.subject, train_subjects)
-    band_cv = None
-    if band == "auto":
-        low, high, band_cv = choose_slice_band(codes[train_mask], code_labels[train_mask],
-                                               cohort_codes.subject[train_mask], cohort_codes.position[train_mask],
-                                               classifier, strength, seed)
-    else:
-        low, high = (0.0, 1.0) if band == "all" else band
-    in_band = (cohort_codes.position >= low) & (cohort_codes.position <= high)
-    if not (in_band & ~train_mask).any() or len(np.unique(code_labels[in_band & train_mask])) < 2:
-        raise DataError(f"the slice band {low:g}..{high:g} leaves no slices of one group or of the held-out subjects")
+    low, high, band_cv, in_band = _slice_band(codes, code_labels, cohort_codes, train_mask, band, classifier,
+                                              strength, seed)
     train_mask &= in_band
-    weights, intercept, mean = _fit_normal(codes[train_mask], code_labels[train_mask], classifier, strength, seed)
-    norm = np.linalg.norm(weights)
-    if norm < 1e-12:
-        raise DataError("the classifier found no separating direction (all weights are zero)")
-    conditions = [condition.vectors[i].double().numpy() for i in range(len(condition))] if condition else []
-    if condition is not None and condition.space != space:
-        raise UserInputError(f"conditioning directions are in space {condition.space!r}, not {space!r}")
-    normal = project_out(weights / norm, conditions)
-    offset = (intercept - float(weights @ mean)) / norm
-    means = codes[train_mask & (code_labels == 1)].mean(0) - codes[train_mask & (code_labels == 0)].mean(0)
-    mean_direction = project_out(means, conditions)
-    midpoint = 0.5 * (codes[train_mask & (code_labels == 1)].mean(0) + codes[train_mask & (code_labels == 0)].mean(0))
-    vectors = [normal, mean_direction][:count]
-    offsets = [offset if not conditions else -float(midpoint @ normal), -float(midpoint @ mean_direction)][:count]
-    scores: dict[str, list[float]] = {"accuracy": [], "subject_accuracy": [], "separation": [], "train_accuracy": []}
-    for vector, bias in zip(vectors, offsets):
-        held_out = _held_out_scores(codes[in_band], code_labels[in_band], vector, bias, val_subjects,
-                                    cohort_codes.subject[in_band])
-        for key, value in held_out.items():
-            scores[key].append(value)
-        scores["train_accuracy"].append(_accuracy(codes[train_mask] @ vector + bias, code_labels[train_mask]))
+    vectors, offsets, means = _directions(codes, code_labels, train_mask, classifier, strength, seed, condition, space)
+    vectors, offsets = vectors[:count], offsets[:count]
+    scores = _scores(codes, code_labels, cohort_codes.subject, in_band, train_mask, vectors, offsets, val_subjects)
     yield ProgressEvent(1, 1, f"separated {positive_name} from {negative_name}", {"accuracy": scores["accuracy"][0]},
                         stage="discover")
     code_std = [float((codes @ v).std()) for v in vectors]

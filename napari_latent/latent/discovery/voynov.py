@@ -60,6 +60,9 @@ change the shifts cause (score ``image_change``). Directions are returned ranked
 gives each one's column of the deformator. With ``eval_samples=0`` they stay in deformator
 order and have no scores.
 
+The networks are in :mod:`.voynov_networks`, the training loop and the evaluation in
+:mod:`.voynov_training`, the state file in :mod:`.voynov_state`.
+
 Other choices: the original images ``G(c)`` are decoded without a gradient (they do not
 depend on the deformator; same result, less work); training runs in float32 (bfloat16
 autocast on the CPU would only add rounding to a small, decoder-bound computation). The
@@ -76,165 +79,54 @@ model, training continues from it, to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ...container import (
-    FormatError,
-    NewerFormatError,
-    flatten_state,
-    read_container,
-    unflatten_state,
-    write_container,
-)
 from ...errors import UserInputError
 from ...models.base import GenerativeModel, model_fingerprint
-from ...progress import Operation, ProgressEvent, StopFlag, stop_requested
+from ...progress import Operation, StopFlag
+from ...settings import Setting
 from ..directions import Directions
 from ..inversion import default_space, latent_statistics
 from . import check_count, register_method
-from .pca import projected_std, sign_fixed
+from .pca import projected_std
+from .voynov_networks import (
+    DEFORMATORS,
+    RECONSTRUCTORS,
+    Deformator,
+    LeNetReconstructor,
+    ResNetReconstructor,
+    make_reconstructor,
+)
+from .voynov_state import RESUMABLE_CHANGES, STATE_FORMAT, STATE_KIND, STATE_VERSION
+from .voynov_training import ACCURACY_SMOOTHING, VoynovRun, frozen, make_shifts
 
-DEFORMATORS = ("linear", "orthonormal", "proj")
-RECONSTRUCTORS = ("lenet", "resnet")
-STATE_FORMAT = "napari-latent-voynov-state"
-#: Version 2 stores the nested state through :func:`~napari_latent.container.flatten_state`.
-STATE_VERSION = 2
-STATE_KIND = "voynov state file"
-#: Smoothing of the running accuracy reported during training (an exponential moving average).
-ACCURACY_SMOOTHING = 0.98
-#: Settings that may differ between a saved state and the run that continues from it.
-RESUMABLE_CHANGES = ("steps", "eval_samples", "save_every")
+__all__ = ["ACCURACY_SMOOTHING", "DEFORMATORS", "RECONSTRUCTORS", "RESUMABLE_CHANGES", "STATE_FORMAT", "STATE_KIND",
+           "STATE_VERSION", "Deformator", "LeNetReconstructor", "ResNetReconstructor", "is_gaussian", "iter_voynov",
+           "make_reconstructor", "make_shifts"]
 
-
-# -- networks ----------------------------------------------------------------------------------
-class Deformator(nn.Module):
-    """The map ``(k, eps) -> eps * a_k`` from a direction index and a shift to a latent shift.
-
-    Parameters
-    ----------
-    kind : {"linear", "orthonormal", "proj"}
-        See the module docstring.
-    dim : int
-        Latent dimension ``d``.
-    count : int
-        Number of directions ``K`` (at most ``d`` for ``orthonormal``).
-    """
-
-    def __init__(self, kind: str, dim: int, count: int) -> None:
-        super().__init__()
-        if kind not in DEFORMATORS:
-            raise UserInputError(f"unknown deformator {kind!r}; use one of {', '.join(DEFORMATORS)}")
-        if kind == "orthonormal" and count > dim:
-            raise UserInputError(f"an orthonormal deformator has at most d = {dim} directions, not {count}")
-        self.kind = kind
-        if kind == "orthonormal":
-            start = torch.randn(dim, count)
-        else:
-            start = torch.eye(dim, count) + 0.1 * torch.randn(dim, count)
-        self.weight = nn.Parameter(start)
-
-    def matrix(self) -> torch.Tensor:
-        """The effective ``(d, K)`` matrix whose columns are the latent shifts of unit ``eps``."""
-        if self.kind == "proj":
-            return self.weight / self.weight.norm(dim=0, keepdim=True).clamp_min(1e-12)
-        if self.kind == "orthonormal":
-            q, r = torch.linalg.qr(self.weight)
-            return q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(q.dtype)
-        return self.weight
-
-    def forward(self, indices: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-        """Latent shifts ``(n, d)`` for direction indices ``(n,)`` and shifts ``(n,)``."""
-        return self.matrix().T[indices] * shifts[:, None]
-
-
-class LeNetReconstructor(nn.Module):
-    """The official ``LeNetShiftPredictor`` for grey images: ``K`` logits and one shift from an image pair."""
-
-    def __init__(self, count: int, width: int = 2) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(2, 3 * width, 5), nn.BatchNorm2d(3 * width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(3 * width, 8 * width, 5), nn.BatchNorm2d(8 * width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8 * width, 60 * width, 5), nn.BatchNorm2d(60 * width), nn.ReLU())
-        self.logits = nn.Sequential(nn.Linear(60 * width, 42 * width), nn.BatchNorm1d(42 * width), nn.ReLU(),
-                                    nn.Linear(42 * width, count))
-        self.shift = nn.Sequential(nn.Linear(60 * width, 42 * width), nn.BatchNorm1d(42 * width), nn.ReLU(),
-                                   nn.Linear(42 * width, 1))
-
-    def forward(self, original: torch.Tensor, shifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, K)`` and predicted shifts ``(n,)``."""
-        features = self.features(torch.cat([original, shifted], dim=1)).mean(dim=(2, 3))
-        return self.logits(features), self.shift(features)[:, 0]
-
-
-class _BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a (projected when needed) shortcut."""
-
-    def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out), nn.ReLU(),
-            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), nn.BatchNorm2d(channels_out))
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or channels_in != channels_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(channels_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
-
-
-class ResNetReconstructor(nn.Module):
-    """A small ResNet on the image pair: stride-2 stem, blocks halving to 4 x 4, linear heads."""
-
-    def __init__(self, count: int, image_size: int, width: int = 32, max_width: int = 256) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(2, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-        channels, resolution = width, image_size // 2
-        while resolution > 4:
-            layers.append(_BasicBlock(channels, min(2 * channels, max_width), 2))
-            channels, resolution = min(2 * channels, max_width), resolution // 2
-        self.features = nn.Sequential(*layers)
-        self.logits = nn.Linear(channels, count)
-        self.shift = nn.Linear(channels, 1)
-
-    def forward(self, original: torch.Tensor, shifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, K)`` and predicted shifts ``(n,)``."""
-        features = self.features(torch.cat([original, shifted], dim=1)).mean(dim=(2, 3))
-        return self.logits(features), self.shift(features)[:, 0]
-
-
-def make_reconstructor(kind: str, count: int, image_size: int) -> nn.Module:
-    """A reconstructor by name (``lenet`` or ``resnet``)."""
-    if kind == "lenet":
-        return LeNetReconstructor(count)
-    if kind == "resnet":
-        return ResNetReconstructor(count, image_size)
-    raise UserInputError(f"unknown reconstructor {kind!r}; use one of {', '.join(RECONSTRUCTORS)}")
-
-
-# -- sampling ----------------------------------------------------------------------------------
-def make_shifts(count: int, n: int, shift_range: float, min_shift: float,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Direction indices ``(n,)`` and shifts ``(n,)``: ``U(-r, r)`` with small ones pushed out to ``+-min_shift``."""
-    indices = torch.randint(0, count, (n,), generator=generator)
-    shifts = shift_range * (2.0 * torch.rand(n, generator=generator) - 1.0)
-    small = shifts.abs() < min_shift
-    shifts = torch.where(small, torch.where(shifts < 0, -min_shift, min_shift), shifts)
-    return indices, shifts
-
-
-def _sample_codes(model: GenerativeModel, space: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    source = model.default_space
-    with torch.no_grad():
-        return model.to_space(model.sample_latent(n, generator, source), source, space).float()
+#: The settings of :func:`iter_voynov`, as the command line and the Discover widget offer them.
+SETTINGS = (
+    Setting("count", "int", 10, "number of directions K (at most the latent dimension)", minimum=1,
+            label="directions"),
+    Setting("steps", "int", 2000, "training steps in all (a resumed run continues up to this many)", minimum=0),
+    Setting("deformator", "choice", "orthonormal", "the form of the direction matrix", choices=DEFORMATORS),
+    Setting("reconstructor", "choice", "lenet", "the network that tells the directions apart",
+            choices=RECONSTRUCTORS),
+    Setting("batch_size", "int", 32, "image pairs per step (the CT paper used 128)", minimum=2),
+    Setting("lr", "float", 1e-4, "Adam learning rate of the deformator"),
+    Setting("reconstructor_lr", "float", 1e-4, "Adam learning rate of the reconstructor"),
+    Setting("shift_range", "float", 6.0, "shifts are drawn from U(-shift_range, shift_range), in shift units"),
+    Setting("min_shift", "float", 0.5, "smaller shifts are set to +-min_shift"),
+    Setting("shift_weight", "float", 0.25, "weight of the L1 shift loss next to the cross-entropy"),
+    Setting("seed", "int", 0, "seeds the initial networks and the training samples"),
+    Setting("state", "path", None, "a .safetensors file for the training state: saved every save_every steps and "
+            "continued when it exists with the same settings", mode="w"),
+    Setting("save_every", "int", 100, "steps between state saves (with state)", minimum=1),
+    Setting("eval_samples", "int", 1024, "fresh image pairs for the RCA after training (0: no evaluation)",
+            minimum=0),
+)
 
 
 def is_gaussian(model: GenerativeModel, space: str) -> bool:
@@ -242,84 +134,29 @@ def is_gaussian(model: GenerativeModel, space: str) -> bool:
     return model.prior(space).standard_normal
 
 
-# -- resumable state ---------------------------------------------------------------------------
-def _save_state(path: Path, settings: dict[str, Any], step: int, running: dict[str, float], deformator: nn.Module,
-                reconstructor: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                generator: torch.Generator) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    state = {"deformator": deformator.state_dict(), "reconstructor": reconstructor.state_dict(),
-             "optimizers": {label: optimizer.state_dict()["state"] for label, optimizer in optimizers.items()},
-             "rng": generator.get_state()}
-    header = {"settings": settings, "step": step, "running": running,
-              "state": flatten_state(state, "state", tensors)}
-    write_container(path, STATE_FORMAT, STATE_VERSION, header, tensors, kind=STATE_KIND)
+def _checked(count: int, steps: int, deformator: str, reconstructor: str, batch_size: int, lr: float,
+             reconstructor_lr: float, shift_range: float, min_shift: float, shift_weight: float, seed: int,
+             save_every: int, eval_samples: int) -> dict[str, Any]:
+    """The settings checked and normalised (what the directions record and a saved state must match)."""
+    if deformator not in DEFORMATORS:
+        raise UserInputError(f"unknown deformator {deformator!r}; use one of {', '.join(DEFORMATORS)}")
+    if reconstructor not in RECONSTRUCTORS:
+        raise UserInputError(f"unknown reconstructor {reconstructor!r}; use one of {', '.join(RECONSTRUCTORS)}")
+    steps, batch_size, save_every, eval_samples = int(steps), int(batch_size), int(save_every), int(eval_samples)
+    if steps < 0 or batch_size < 2 or save_every < 1 or eval_samples < 0:
+        raise UserInputError("voynov needs steps >= 0, batch_size >= 2, save_every >= 1 and eval_samples >= 0")
+    if not (lr > 0 and reconstructor_lr > 0 and shift_range > 0 and 0 <= min_shift <= shift_range
+            and shift_weight >= 0):
+        raise UserInputError("voynov needs positive learning rates and shift_range, 0 <= min_shift <= shift_range "
+                             "and shift_weight >= 0")
+    return {"count": count, "steps": steps, "deformator": deformator, "reconstructor": reconstructor,
+            "batch_size": batch_size, "lr": float(lr), "reconstructor_lr": float(reconstructor_lr),
+            "shift_range": float(shift_range), "min_shift": float(min_shift), "shift_weight": float(shift_weight),
+            "seed": int(seed), "save_every": save_every, "eval_samples": eval_samples}
 
 
-def _load_state(path: Path, settings: dict[str, Any], deformator: nn.Module, reconstructor: nn.Module,
-                optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator) -> tuple[int, dict]:
-    """Restore everything from ``path``; return the step and the running numbers."""
-    try:
-        header, tensors = read_container(path, STATE_FORMAT, STATE_VERSION, kind=STATE_KIND)
-    except NewerFormatError:
-        raise
-    except FormatError as exc:
-        raise UserInputError(f"{path}: not a voynov state file (delete it or choose another state= path)") from exc
-    if header["format_version"] < STATE_VERSION:
-        raise UserInputError(f"{path}: a voynov state file of an earlier napari-latent, which this version cannot "
-                             "resume (delete it or choose another state= path)")
-    saved = header.get("settings") or {}
-    fixed = [k for k in sorted(set(saved) | set(settings)) if k not in RESUMABLE_CHANGES]
-    differ = [k for k in fixed if saved.get(k) != settings.get(k)]
-    if differ:
-        details = ", ".join(f"{k} {saved.get(k)!r} -> {settings.get(k)!r}" for k in differ)
-        raise UserInputError(f"{path}: the saved voynov run has other settings ({details}); use the same settings to "
-                             "continue it, or another state= path to start afresh")
-    try:
-        state = unflatten_state(header["state"], tensors)
-        deformator.load_state_dict(state["deformator"])
-        reconstructor.load_state_dict(state["reconstructor"])
-        for label, optimizer in optimizers.items():
-            optimizer.load_state_dict({"state": state["optimizers"][label],
-                                       "param_groups": optimizer.state_dict()["param_groups"]})
-        generator.set_state(state["rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise UserInputError(f"{path}: the {STATE_KIND} is incomplete or damaged ({exc})") from exc
-    return int(header["step"]), dict(header.get("running") or {})
-
-
-# -- evaluation --------------------------------------------------------------------------------
-def _evaluate(model: GenerativeModel, space: str, deformator: Deformator, reconstructor: nn.Module, unit: float,
-              settings: dict[str, Any], samples: int) -> Operation[dict[str, torch.Tensor]]:
-    """RCA, shift error and image change per direction on ``samples`` fresh pairs (balanced over directions)."""
-    count, batch = settings["count"], settings["batch_size"]
-    generator = torch.Generator().manual_seed(int(settings["seed"]) + 1_000_003)  # not the training stream
-    correct, error, change, seen = (torch.zeros(count, dtype=torch.float64) for _ in range(4))
-    batches = math.ceil(samples / batch)
-    reconstructor.eval()
-    with torch.no_grad():
-        matrix = deformator.matrix().detach()
-        for index, start in enumerate(range(0, samples, batch)):
-            n = min(batch, samples - start)
-            codes = _sample_codes(model, space, n, generator)
-            _, shifts = make_shifts(count, n, settings["shift_range"], settings["min_shift"], generator)
-            targets = torch.arange(start, start + n) % count
-            steps = matrix.T[targets.to(matrix.device)] * (unit * shifts[:, None]).to(matrix.device)
-            original, shifted = model.decode(codes, space), model.decode(codes + steps, space)
-            logits, predicted = reconstructor(original, shifted)
-            hits = (logits.argmax(1).cpu() == targets).double()
-            correct.index_add_(0, targets, hits)
-            error.index_add_(0, targets, (predicted.cpu() - shifts).abs().double())
-            change.index_add_(0, targets, (shifted - original).abs().flatten(1).mean(1).cpu().double())
-            seen.index_add_(0, targets, torch.ones(n, dtype=torch.float64))
-            yield ProgressEvent(index + 1, batches, "measuring RCA", {"rca": float(correct.sum() / seen.sum())},
-                                stage="evaluate")
-    seen = seen.clamp_min(1.0)
-    return {"rca": correct / seen, "shift_error": error / seen, "image_change": change / seen,
-            "overall": correct.sum() / samples}
-
-
-# -- the method --------------------------------------------------------------------------------
-@register_method("voynov", "Voynov & Babenko: deformator and reconstructor trained so that directions are recognisable")
+@register_method("voynov", "Voynov & Babenko: deformator and reconstructor trained so that directions are recognisable",
+                 settings=SETTINGS)
 def iter_voynov(model: GenerativeModel, *, space: str | None = None, count: int = 10, steps: int = 2000,
                 deformator: str = "orthonormal", reconstructor: str = "lenet", batch_size: int = 32,
                 lr: float = 1e-4, reconstructor_lr: float = 1e-4, shift_range: float = 6.0, min_shift: float = 0.5,
@@ -380,112 +217,22 @@ def iter_voynov(model: GenerativeModel, *, space: str | None = None, count: int 
     """
     space = model.check_space(space or default_space(model))
     check_count(model, space, count)
-    if deformator not in DEFORMATORS:
-        raise UserInputError(f"unknown deformator {deformator!r}; use one of {', '.join(DEFORMATORS)}")
-    if reconstructor not in RECONSTRUCTORS:
-        raise UserInputError(f"unknown reconstructor {reconstructor!r}; use one of {', '.join(RECONSTRUCTORS)}")
-    steps, batch_size, save_every, eval_samples = int(steps), int(batch_size), int(save_every), int(eval_samples)
-    if steps < 0 or batch_size < 2 or save_every < 1 or eval_samples < 0:
-        raise UserInputError("voynov needs steps >= 0, batch_size >= 2, save_every >= 1 and eval_samples >= 0")
-    if not (lr > 0 and reconstructor_lr > 0 and shift_range > 0 and 0 <= min_shift <= shift_range
-            and shift_weight >= 0):
-        raise UserInputError("voynov needs positive learning rates and shift_range, 0 <= min_shift <= shift_range "
-                             "and shift_weight >= 0")
+    settings = _checked(count, steps, deformator, reconstructor, batch_size, lr, reconstructor_lr, shift_range,
+                        min_shift, shift_weight, seed, save_every, eval_samples)
     state_path = None if state is None else Path(state)
     if state_path is not None and state_path.suffix != ".safetensors":
         raise UserInputError(f"{state_path}: the voynov state file must end in .safetensors")
 
-    dim = model.latent_dim(space)
     unit = 1.0 if is_gaussian(model, space) else latent_statistics(model, space)[1]
-    settings: dict[str, Any] = {
-        "count": count, "steps": steps, "deformator": deformator, "reconstructor": reconstructor,
-        "batch_size": batch_size, "lr": float(lr), "reconstructor_lr": float(reconstructor_lr),
-        "shift_range": float(shift_range), "min_shift": float(min_shift), "shift_weight": float(shift_weight),
-        "seed": int(seed), "save_every": save_every, "eval_samples": eval_samples}
     identity: dict[str, Any] = {}  # what a saved state must match
     if state_path is not None:
-        identity = {**settings, "model": model.name, "space": space, "dim": dim,
+        identity = {**settings, "model": model.name, "space": space, "dim": model.latent_dim(space),
                     "model_fingerprint": model.fingerprint or model_fingerprint(model)}
-
-    device = model.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        deform = Deformator(deformator, dim, count).to(device)
-        recon = make_reconstructor(reconstructor, count, model.image_size).to(device)
-    optimizers = {"deformator": torch.optim.Adam(deform.parameters(), lr=lr),
-                  "reconstructor": torch.optim.Adam(recon.parameters(), lr=reconstructor_lr)}
-    generator = torch.Generator().manual_seed(int(seed))
-    step, running = 0, {"accuracy": 0.0, "loss": 0.0, "ce": 0.0, "shift_l1": 0.0}
-    resumed_from = None
-    if state_path is not None and state_path.exists():
-        step, saved_running = _load_state(state_path, identity, deform, recon, optimizers, generator)
-        running.update(saved_running)
-        resumed_from = step
-
-    def save() -> None:
-        if state_path is not None:
-            _save_state(state_path, identity, step, running, deform, recon, optimizers, generator)
-
-    was_training = model.training
-    grad_flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    model.requires_grad_(False)
-    try:
-        deform.train()
-        recon.train()
-        saved_at = step
-        while step < steps:
-            with torch.enable_grad():
-                codes = _sample_codes(model, space, batch_size, generator)
-                indices, shifts = make_shifts(count, batch_size, shift_range, min_shift, generator)
-                indices, shifts = indices.to(device), shifts.to(device)
-                with torch.no_grad():
-                    original = model.decode(codes, space)
-                shifted = model.decode(codes + unit * deform(indices, shifts), space)
-                logits, predicted = recon(original, shifted)
-                ce = F.cross_entropy(logits, indices)
-                shift_l1 = (predicted - shifts).abs().mean()
-                loss = ce + shift_weight * shift_l1
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for optimizer in optimizers.values():
-                    optimizer.step()
-            accuracy = float((logits.detach().argmax(1) == indices).float().mean())
-            smoothing = ACCURACY_SMOOTHING if step else 0.0
-            running["accuracy"] = smoothing * running["accuracy"] + (1 - smoothing) * accuracy
-            running.update(loss=loss.item(), ce=ce.item(), shift_l1=shift_l1.item())
-            step += 1
-            if step - saved_at >= save_every:
-                save()
-                saved_at = step
-            yield ProgressEvent(step, steps, "training deformator and reconstructor", dict(running),
-                                stage="discover")
-            if stop_requested(stop):
-                break
-        if state_path is not None and (step != saved_at or not state_path.exists()):
-            save()
-
-        scores: dict[str, list[float]] = {}
-        info: dict[str, Any] = {"steps_done": step, "resumed_from": resumed_from, "shift_unit": unit,
-                                "chance": 1.0 / count, "training_accuracy": running["accuracy"]}
-        matrix = deform.matrix().detach().float().cpu()
-        norms = matrix.norm(dim=0)
-        order = torch.arange(count)
-        if eval_samples > 0:
-            measured = yield from _evaluate(model, space, deform, recon, unit, settings, eval_samples)
-            rca, change = measured["rca"], measured["image_change"]
-            order = torch.tensor(sorted(range(count), key=lambda k: (-float(rca[k]), -float(change[k]), k)))
-            scores = {key: measured[key][order].tolist() for key in ("rca", "shift_error", "image_change")}
-            info["rca"] = float(measured["overall"])
-        vectors = sign_fixed((matrix / norms.clamp_min(1e-12)).T[order])
-        info["deformator_column"] = order.tolist()
-        if deformator == "linear":
-            info["column_norm"] = norms[order].tolist()
-    finally:
-        model.train(was_training)
-        for parameter, flag in zip(model.parameters(), grad_flags):
-            parameter.requires_grad_(flag)
+    run = VoynovRun(model, space, settings, unit, state_path, identity)
+    run.resume()
+    with frozen(model):
+        yield from run.iter_train(settings["steps"], settings["save_every"], stop)
+        vectors, scores, info = yield from run.iter_directions(settings["eval_samples"])
     code_std = [1.0] * count if is_gaussian(model, space) else projected_std(model, space, vectors)
     return Directions(vectors, space, model.name, model.fingerprint, "voynov", settings=settings, scores=scores,
                       code_std=code_std, info=info)

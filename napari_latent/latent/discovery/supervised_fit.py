@@ -1,0 +1,135 @@
+"""The linear classifier of the supervised method, and how it is scored.
+
+The classifier (a linear SVM, or logistic regression) sees the codes within their
+informative subspace (:func:`informative_subspace`); :func:`choose_slice_band` picks the band
+of slice positions it separates best by leave-subjects-out cross-validation among the
+training subjects; :func:`held_out_scores` measures a direction on held-out subjects. See
+:mod:`napari_latent.latent.discovery.supervised` for the method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+from ...errors import UserInputError
+
+CLASSIFIERS = ("svm", "logistic")
+
+
+def project_out(vector: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
+    """Remove the components of ``vector`` along the span of ``conditions``; unit length."""
+    if not conditions:
+        return vector / np.linalg.norm(vector)
+    basis, _ = np.linalg.qr(np.stack(conditions, axis=1))
+    result = vector - basis @ (basis.T @ vector)
+    norm = np.linalg.norm(result)
+    if norm < 1e-8:
+        raise UserInputError("the direction lies in the span of the conditioning directions; nothing is left")
+    return result / norm
+
+
+MIN_VARIANCE_RATIO = 1e-3
+
+
+def informative_subspace(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and orthonormal basis ``(d, r)`` of the principal components carrying >= 0.1% of the variance."""
+    mean = codes.mean(0)
+    _, singular, vt = np.linalg.svd(codes - mean, full_matrices=False)
+    variance = singular**2
+    keep = variance / variance.sum() >= MIN_VARIANCE_RATIO if variance.sum() > 0 else np.ones(len(variance), bool)
+    keep[0] = True
+    return mean, vt[keep].T
+
+
+def make_classifier(kind: str, strength: float, seed: int) -> Any:
+    """An unfitted scikit-learn classifier: ``svm`` (InterFaceGAN's linear SVM) or ``logistic``."""
+    if kind == "svm":
+        return LinearSVC(C=strength, dual="auto", max_iter=20_000, random_state=seed)
+    if kind == "logistic":
+        return LogisticRegression(C=strength, max_iter=5_000)
+    raise UserInputError(f"unknown classifier {kind!r}; use one of {', '.join(CLASSIFIERS)}")
+
+
+#: Width of the automatic slice band, and the spacing of its candidate starts (relative positions).
+SLICE_BAND = 0.1
+SLICE_BAND_STEP = 0.05
+#: Slices of every subject a candidate band must hold (fewer: too little to train on, too noisy to score).
+MIN_BAND_SLICES = 3
+
+
+def fit_normal(codes: np.ndarray, labels: np.ndarray, kind: str, strength: float,
+               seed: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The classifier's (unnormalised) weights in code space, its offset, and the informative subspace's mean."""
+    mean, basis = informative_subspace(codes)
+    model_ = make_classifier(kind, strength, seed)
+    model_.fit((codes - mean) @ basis, labels)
+    return basis @ np.asarray(model_.coef_, dtype=np.float64).ravel(), float(model_.intercept_[0]), mean
+
+
+def subject_folds(subjects: np.ndarray, labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Folds of subjects for cross-validation: one per subject of the smaller group, each with both groups."""
+    rng = np.random.default_rng(seed)
+    groups = [rng.permutation(subjects[labels == value]) for value in (0, 1)]
+    count = min(len(g) for g in groups)
+    return [np.concatenate(parts) for parts in zip(*(np.array_split(g, count) for g in groups))]
+
+
+def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, position: np.ndarray,
+                      kind: str = "svm", strength: float = 1.0, seed: int = 0, width: float = SLICE_BAND,
+                      step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
+    """The band of slice positions ``(low, high)`` the classifier separates best, and its cross-validated accuracy.
+
+    The candidates are every slice ``(0, 1)`` and the bands of ``width`` starting every
+    ``step``; a band counts only when every subject has at least :data:`MIN_BAND_SLICES`
+    slices in it. Only the given
+    (training) codes are used, in the leave-subjects-out folds of :func:`subject_folds`; on a
+    tie the wider candidate wins. Returns ``(0, 1, None)`` when a group has fewer than two
+    subjects.
+    """
+    subjects = np.unique(subject)
+    per_subject = np.array([labels[subject == s][0] for s in subjects])
+    if np.bincount(per_subject, minlength=2).min() < 2:
+        return 0.0, 1.0, None
+    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
+    starts = np.arange(0.0, 1.0 - width + 1e-9, step)
+    best: tuple[float, float, float] | None = None
+    for low, high in [(0.0, 1.0)] + [(round(float(a), 6), round(float(a + width), 6)) for a in starts]:
+        band = (position >= low) & (position <= high)
+        if min(int((band & (subject == s)).sum()) for s in subjects) < MIN_BAND_SLICES:
+            continue
+        correct = 0
+        for held_out in folds:
+            test, train = band & held_out, band & ~held_out
+            weights, intercept, mean = fit_normal(codes[train], labels[train], kind, strength, seed)
+            correct += int((((codes[test] - mean) @ weights + intercept > 0).astype(int) == labels[test]).sum())
+        accuracy = correct / int(band.sum())
+        if best is None or accuracy > best[0] + 1e-9:
+            best = (accuracy, low, high)
+    assert best is not None  # (0, 1) always qualifies
+    return best[1], best[2], best[0]
+
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of scores whose sign (positive: label 1) matches the labels."""
+    return float(np.mean((scores > 0).astype(int) == labels))
+
+
+def held_out_scores(codes: np.ndarray, labels: np.ndarray, direction: np.ndarray, offset: float,
+                    subjects: np.ndarray, per_code_subject: np.ndarray) -> dict[str, float]:
+    """Slice- and subject-level accuracy of thresholding projections on held-out subjects."""
+    mask = np.isin(per_code_subject, subjects)
+    scores = codes[mask] @ direction + offset
+    slice_accuracy = accuracy(scores, labels[mask])
+    present = [s for s in subjects if (per_code_subject[mask] == s).any()]
+    subject_scores = np.array([scores[per_code_subject[mask] == s].mean() for s in present])
+    subject_labels_ = np.array([labels[mask][per_code_subject[mask] == s][0] for s in present])
+    positive, negative = scores[labels[mask] == 1], scores[labels[mask] == 0]
+    spread = np.sqrt(0.5 * (positive.var() + negative.var())) or 1.0
+    return {"accuracy": slice_accuracy, "subject_accuracy": accuracy(subject_scores, subject_labels_),
+            "separation": float((positive.mean() - negative.mean()) / spread)}
+
