@@ -50,7 +50,7 @@ from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.cohort_codes import CohortCodes, iter_cohort_codes
 from ..latent.directions import Directions
-from ..latent.discovery import iter_discover
+from ..latent.discovery import discovery_method, iter_discover
 from ..latent.traversal import LazyTraversal, Traversal, parse_alphas
 from ..models.base import GenerativeModel
 from ..models.checkpoint import load_model
@@ -278,7 +278,7 @@ def iter_demo(out_dir: str | os.PathLike[str], *, subjects: int = 20, size: int 
     result.supervised = supervised
     result.paths["supervised"] = supervised.save(out / "directions_supervised.safetensors")
     settings: dict[str, Any] = {"count": min(10, net.latent_dim(codes.space))}
-    if unsupervised == "pca":
+    if discovery_method(unsupervised).data.kind == "codes":  # e.g. pca of the cohort's real codes
         settings["data"] = cohort_codes
     others = yield from iter_discover(net, unsupervised, stop=stop, **settings)
     result.unsupervised = others

@@ -108,7 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "or a folder of them with an optional cohort.csv. Validation subjects are held out by subject. "
                        "Runs under 'torchrun --nproc_per_node N' train with DistributedDataParallel.")
     p.add_argument("data", metavar="DATA", help="a volume file (NIfTI or a reader plugin's format) or a folder of them")
-    p.add_argument("--model", required=True, choices=model_names(), help="model type")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"model family: {', '.join(model_names())} (and any a plugin registers)")
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
     p.add_argument("--epochs", type=positive_int, default=20, help="passes over the data (default 20)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")

@@ -199,5 +199,5 @@ def test_a_plugin_method_gets_its_fields(make_napari_viewer, plugin_method: str)
     widget.run()
     widget.runner.wait(60)
     assert widget.runner.last_error is None, widget.runner.last_error
-    found = get_session(widget.viewer).results["directions"]
+    found = get_session(widget.viewer).directions
     assert found.method == plugin_method and found.settings == {"count": 2, "seed": 0, "normalise": False}

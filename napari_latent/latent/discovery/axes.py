@@ -95,7 +95,7 @@ def iter_axes(model: GenerativeModel, *, space: str | None = None, count: int = 
     Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, ICLR.
     """
     if not model.has_posterior:
-        raise UserInputError(f"axes needs a model with a Gaussian posterior (vae, introvae), not {model.name!r}")
+        raise UserInputError(f"axes needs a model with a Gaussian posterior; model {model.name!r} has none")
     space = model.check_space(space)
     check_count(model, space, count)
     dim = model.latent_dim(space)
