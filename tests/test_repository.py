@@ -103,3 +103,19 @@ def test_the_model_walkthrough_quotes_the_example_plugin() -> None:
     missing = [line for _, block in blocks for line in block.splitlines() if line.strip()
                and line.strip() not in source_lines]
     assert missing == []
+
+
+def test_the_contributing_guide_discovery_method_runs() -> None:
+    """The discovery-method walkthrough's code registers a method that discover() runs (in a fresh process)."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "contributing.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "iter_random" in b)
+    code = (block + "\nfrom napari_latent import discover\nfrom napari_latent.models.base import build_model\n"
+            "model = build_model('vae', image_size=32, latent_dim=8, base_channels=8, max_channels=32)\n"
+            "found = discover(model, 'random', count=4, seed=1)\n"
+            "assert tuple(found.vectors.shape) == (4, 8), found.vectors.shape\n"
+            "import torch\nassert torch.allclose(found.vectors @ found.vectors.T, torch.eye(4), atol=1e-5)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
