@@ -89,6 +89,11 @@ class Registry(Generic[T]):
 
         return register
 
+    def remove(self, name: str) -> None:
+        """Forget the entry ``name`` (a plugin unloaded; tests). Unknown names are ignored."""
+        self._entries.pop(name, None)
+        self._origins.pop(name, None)
+
     # -- reading -----------------------------------------------------------------------------
     def names(self) -> list[str]:
         """The registered names, sorted."""

@@ -20,8 +20,7 @@ def plugin_method_fixture(monkeypatch):
     module = types.ModuleType("napari_latent_test_plugin")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     METHODS.load()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
-    monkeypatch.setattr(METHODS, "_origins", dict(METHODS._origins))
+    assert "random" not in METHODS
 
     def iter_random(model, *, space=None, count=4, seed=0, normalise=True, stop=None):
         space = model.check_space(space)
@@ -38,4 +37,5 @@ def plugin_method_fixture(monkeypatch):
         Setting("count", "int", 4, "number of directions", minimum=1),
         Setting("seed", "int", 0, "random seed"),
         Setting("normalise", "bool", True, "unit length")))(iter_random)
-    return "random"
+    yield "random"
+    METHODS.remove("random")

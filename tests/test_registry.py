@@ -94,6 +94,9 @@ def test_add_get_names(points) -> None:
     assert things.items() == [("a", 1), ("b", 2)]
     assert things.origin("b") == "here"
     assert things.failures == {}
+    things.remove("a")
+    things.remove("never registered")
+    assert things.names() == ["b"] and "a" not in things
 
 
 def test_the_decorator_registers_under_the_name_it_reads(points) -> None:
