@@ -84,14 +84,12 @@ def method_settings_from_args(args: argparse.Namespace, method: DiscoveryMethod,
     UserInputError
         One line for an unknown key, a setting the method does not take, or a bad value.
     """
-    declared = {s.name: s for s in method.settings}
-    declared["space"] = Setting("space", "str", None, "latent space")
     pairs = list(args.set or [])
     for pair in pairs:
         key = pair.partition("=")[0].strip().replace("-", "_")
         if key in method.data.parameters:
             raise CliError(f"--set {key}=...: give the data with --{key}")
-    settings = parse_settings(pairs, declared, method.owner)
+    settings = parse_settings(pairs, method.declared(), method.owner)
     for name, owners in option_settings(methods).items():
         value = getattr(args, name, None)
         if value is None:

@@ -38,6 +38,8 @@ from ..directions import Directions
 
 #: Keyword arguments every method takes besides its declared settings (and ``model``).
 COMMON_PARAMETERS = ("space", "stop")
+#: The ``space`` every method takes (None: the model's analysis space).
+SPACE_SETTING = Setting("space", "str", None, "latent space")
 
 #: Modules (in this package) that define and register the built-in methods; declared as
 #: ``napari_latent.discovery`` entry points in ``setup.cfg`` (imported directly only when the
@@ -116,11 +118,6 @@ class DiscoveryMethod:
     data: DataNeed = DataNeed()
 
     @property
-    def needs_data(self) -> bool:
-        """Whether the method cannot run without data."""
-        return self.data.required
-
-    @property
     def owner(self) -> str:
         """How messages name it (``"method 'sefa'"``)."""
         return f"method {self.name!r}"
@@ -128,6 +125,10 @@ class DiscoveryMethod:
     def setting(self, name: str) -> Setting | None:
         """The declared setting ``name`` (None when the method has none of that name)."""
         return next((s for s in self.settings if s.name == name), None)
+
+    def declared(self) -> dict[str, Setting]:
+        """Every setting a caller may give by name: the declared ones and ``space``."""
+        return {**{s.name: s for s in self.settings}, "space": SPACE_SETTING}
 
     def defaults(self) -> dict[str, Any]:
         """The declared defaults by setting name."""
@@ -149,9 +150,7 @@ class DiscoveryMethod:
         UserInputError
             For a setting the method does not have, or a bad value (one line each).
         """
-        declared = {s.name: s for s in self.settings}
-        declared["space"] = Setting("space", "str", None, "latent space")
-        return convert_settings(declared, values, self.owner, passthrough=self.data.parameters)
+        return convert_settings(self.declared(), values, self.owner, passthrough=self.data.parameters)
 
 
 def check_signature(method: DiscoveryMethod) -> None:

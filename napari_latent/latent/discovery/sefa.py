@@ -37,7 +37,7 @@ import torch
 from ...errors import UserInputError
 from ...models.base import GenerativeModel, LatentWeights
 from ...progress import Operation, ProgressEvent, StopFlag
-from ...settings import Setting
+from ...settings import Setting, parse_ints
 from ..directions import Directions
 from ..inversion import default_space
 from . import check_count, register_method
@@ -69,11 +69,10 @@ def parse_layers(layers: str | list[int] | None, num_ws: int) -> list[int]:
     if layers is None:
         return list(range(num_ws))
     if isinstance(layers, str):
-        chosen: list[int] = []
-        for part in filter(None, layers.replace(" ", "").split(",")):
-            low, _, high = part.partition("-")
-            chosen += range(int(low), int(high or low) + 1)
-        layers = chosen
+        try:
+            layers = parse_ints(layers)
+        except ValueError:
+            raise UserInputError(f"style inputs are whole numbers such as 0-3,6, got {layers!r}") from None
     chosen = sorted({int(i) for i in layers})
     if not chosen or chosen[0] < 0 or chosen[-1] >= num_ws:
         raise UserInputError(f"style inputs must be in 0-{num_ws - 1}, got {layers}")

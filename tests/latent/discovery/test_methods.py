@@ -64,7 +64,7 @@ def test_the_builtin_descriptions() -> None:
     assert discovery_method("supervised").setting("classifier").choices == ("svm", "logistic")
     assert discovery_method("sefa").setting("layers").kind == "ints"
     assert discovery_method("supervised").setting("condition").kind == "object"
-    assert discovery_method("supervised").needs_data and not discovery_method("pca").needs_data
+    assert discovery_method("supervised").data.required and not discovery_method("pca").data.required
 
 
 def test_text_values_are_converted_and_bad_ones_named() -> None:
