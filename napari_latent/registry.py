@@ -148,9 +148,11 @@ class Registry(Generic[T]):
         self._loading = True
         try:
             points = list(metadata.entry_points(group=self.group))
-            own = [p for p in points if _distribution_name(p) == OWN_DISTRIBUTION]
-            if not own:
-                for module in self.builtins:
+            # Built-ins our installed metadata does not declare (a checkout that is not
+            # installed, or an editable install older than the checkout) load directly.
+            declared = {p.module for p in points if _distribution_name(p) == OWN_DISTRIBUTION}
+            for module in self.builtins:
+                if module not in declared:
                     importlib.import_module(module)
             for point in points:
                 self._load_point(point)

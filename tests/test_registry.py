@@ -210,12 +210,30 @@ def test_the_builtins_are_imported_beside_a_plugin_when_ours_are_missing(points,
 
 
 def test_our_own_entry_points_replace_the_builtins_fallback(points, plugin_modules) -> None:
-    write_module(plugin_modules, "reg_test_declared", "VALUE = 'declared'\n")
-    things: Registry[str] = Registry("thing", GROUP, builtins=("reg_test_never_imported",))
+    write_module(plugin_modules, "reg_test_declared",
+                 "from tests.test_registry import IMPORTS\nIMPORTS.append('declared')\nVALUE = 'declared'\n")
+    things: Registry[str] = Registry("thing", GROUP, builtins=("reg_test_declared",))
     # our distribution, spelt as some installers write it
     points.append(FakePoint("declared", "reg_test_declared:VALUE", Distribution("napari_latent")))
-    assert things.names() == ["declared"]  # the fallback module is never imported
-    assert "reg_test_never_imported" not in sys.modules
+    IMPORTS.clear()
+    assert things.names() == ["declared"]
+    assert IMPORTS == ["declared"]  # through the entry point, not a second time as a fallback
+
+
+def test_builtins_missing_from_stale_metadata_still_load(points, plugin_modules) -> None:
+    # An editable install older than the checkout declares fewer built-ins than the code has.
+    write_module(plugin_modules, "reg_test_old", "from napari_latent.registry import Registry\n")
+    write_module(plugin_modules, "reg_test_new", "from tests.test_registry import STALE\nSTALE.add('new', 'new')\n")
+    global STALE
+    STALE = Registry("thing", GROUP, builtins=("reg_test_old", "reg_test_new"))
+    points.append(FakePoint("old", "reg_test_old", Distribution("napari-latent")))
+    assert STALE.names() == ["new"]
+    assert "reg_test_old" in sys.modules and "reg_test_new" in sys.modules
+
+
+#: Imports of test modules, in order (the module-level code of the fake built-ins appends).
+IMPORTS: list[str] = []
+STALE: Registry[str] = Registry("thing", GROUP)
 
 
 def test_a_broken_entry_point_warns_names_itself_and_leaves_the_others(points, plugin_modules) -> None:

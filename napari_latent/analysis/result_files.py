@@ -132,12 +132,18 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
     """
     path = Path(path)
     if not path.exists():
+        if readable(path):  # a part of a container, e.g. a DICOM folder's FOLDER::SERIESUID
+            return ResultFile("volume", path)
         raise UserInputError(f"{path}: no such file or folder")
     if path.is_dir():
         if (path / "eigen.json").is_file():
             if _json_format(path / "eigen.json") != EIGEN_FORMAT:
                 raise UserInputError(f"{path / 'eigen.json'}: not an eigen analysis file")
             return ResultFile("eigen", path)
+        if readable(path):  # a folder format (a DICOM series)
+            return ResultFile("volume", path)
+        if not any(True for _ in path.iterdir()):
+            raise UserInputError(f"{path}: the folder is empty")
         raise UserInputError(f"{path}: a folder without eigen.json (not an eigen result folder); {_what_we_open()}")
     name = path.name.lower()
     if name.endswith(".json"):

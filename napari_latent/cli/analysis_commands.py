@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_USAGE, PROG, CliError, add_run_options, positive_int
+from .common import EXIT_USAGE, PROG, CliError, add_run_options, add_volume_argument, positive_int, volume_argument
 
 #: Accepted ``--units`` values; ``sd`` is short for ``std``.
 UNIT_CHOICES = ("latent", "std", "sd", "direction_std")
@@ -93,12 +93,12 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     resolve_direction(directions, index)  # an index out of range fails before the inversion
     model = load_model(args.model, device=args.device)
     directions.check_model(model)
-    volume = open_volume(args.volume)
+    volume = open_volume(volume_argument(args))
     progress = None if args.quiet else True
     if args.codes:
         codes = LatentCodes.load(args.codes)
         codes.check_model(model)
-        codes.geometry.grid.check_same(volume.grid, f"the volume {Path(args.volume).name}")
+        codes.geometry.grid.check_same(volume.grid, f"the volume {Path(volume_argument(args)).name}")
     else:
         codes = run_operation(iter_invert(model, volume, method=args.method, steps=args.steps), progress)
     lazy = LazyTraversal(model, codes, directions, alphas, index=index, units=units, source=volume,  # type: ignore[arg-type]
@@ -187,7 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the slices back onto the volume: one 3D volume per alpha, saved as a 4D NIfTI with the "
                        "source affine and a JSON sidecar (alphas, direction, model fingerprint).")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("volume", metavar="VOLUME", help="the source volume (.nii or .nii.gz; reader plugins add formats)")
+    add_volume_argument(p)
     p.add_argument("--directions", required=True, metavar="DIRS", help="a directions .safetensors file")
     p.add_argument("--index", default=None, metavar="K",
                    help="direction number (from 0) or name, or weights K=W,K=W for a weighted sum (default: the "

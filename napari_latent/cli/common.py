@@ -93,6 +93,34 @@ def parse_settings(pairs: list[str] | None, declared: Mapping[str, Setting], own
     return convert_settings(declared, parse_pairs(pairs), owner)
 
 
+#: The VOLUME argument's help: every format a built-in reader opens.
+VOLUME_HELP = ("a volume: NIfTI (.nii, .nii.gz), MGH/MGZ, NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), a DICOM "
+               "series folder (or FOLDER::SERIESUID); reader plugins add formats")
+
+
+def add_volume_argument(parser: argparse.ArgumentParser, help: str = VOLUME_HELP) -> None:
+    """The VOLUME positional argument and ``--series UID`` (for DICOM folders holding several series)."""
+    parser.add_argument("volume", metavar="VOLUME", help=help)
+    parser.add_argument("--series", metavar="UID", default=None,
+                        help="the DICOM series to read when VOLUME is a folder holding several (the same as "
+                        "VOLUME::UID; an error lists the folder's series)")
+
+
+def volume_argument(args: argparse.Namespace) -> str:
+    """The path to open for VOLUME and ``--series`` (``FOLDER::UID`` when a series is chosen)."""
+    from pathlib import Path
+
+    volume = str(args.volume)
+    series = getattr(args, "series", None)
+    if not series:
+        return volume
+    if "::" in volume:
+        raise UserInputError(f"{volume}: give the series either as VOLUME::UID or with --series, not both")
+    if not Path(volume).is_dir():
+        raise UserInputError(f"{volume}: --series picks a series of a DICOM folder; this is not a folder")
+    return f"{volume}::{series.strip()}"
+
+
 def is_main_process() -> bool:
     import os
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, fraction, positive_float, positive_int
+from .common import CliError, add_volume_argument, fraction, positive_float, positive_int, volume_argument
 
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from ..volumes import foreground_mask, open_volume
 
-    volume = open_volume(args.volume, index=args.index)
+    volume = open_volume(volume_argument(args), index=args.index)
     mask = foreground_mask(volume)
     facts: dict[str, Any] = {
         "path": str(volume.path),
@@ -66,6 +66,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "frame": volume.header.get("frame"),
         "nonfinite_voxels": volume.header.get("nonfinite_voxels"),
     }
+    facts = {"format": volume.header.get("format"), **facts}
+    for key in ("modality", "series_description", "slices", "transfer_syntax"):  # DICOM (technical tags only)
+        if volume.header.get(key) not in (None, ""):
+            facts[key] = volume.header[key]
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
@@ -97,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="describe a NIfTI volume",
                        description="Print shape, spacing, orientation, intensity range and foreground fraction.")
-    p.add_argument("volume", metavar="VOLUME", help="a volume file (.nii or .nii.gz; reader plugins add formats)")
+    add_volume_argument(p)
     p.add_argument("--index", type=int, default=None, help="frame of a 4D series")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, add_run_options, positive_float, positive_int
+from .common import CliError, add_run_options, add_volume_argument, positive_float, positive_int, volume_argument
 from .method_options import add_method_options, method_settings_from_args, methods_epilog
 
 
@@ -23,7 +23,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     if args.reconstruction and not str(args.reconstruction).endswith((".nii", ".nii.gz")):
         raise CliError(f"{args.reconstruction}: --reconstruction must end in .nii or .nii.gz")
     model = load_model(args.model, device=args.device)
-    volume = open_volume(args.volume, index=args.index)
+    volume = open_volume(volume_argument(args), index=args.index)
     settings = InversionSettings(steps=args.steps, lr=args.lr) if args.lr else InversionSettings(steps=args.steps)
     codes = invert(model, volume, method=args.method, space=args.space, settings=settings,
                    progress=None if args.quiet else True)
@@ -151,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "model's plane). Methods: encoder, optimize (all slices as one batch), hybrid (encoder start, "
                        "then optimize), auto.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("volume", metavar="VOLUME", help="a volume file (.nii or .nii.gz; reader plugins add formats)")
+    add_volume_argument(p)
     p.add_argument("--out", required=True, metavar="CODES.safetensors", help="codes file to write")
     p.add_argument("--method", choices=METHODS, default="auto", help="inversion method (default auto)")
     p.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (default 200)")

@@ -54,7 +54,11 @@ def _claims(path: str | os.PathLike[str]) -> bool:
     """Whether a path is one of ours, judged cheaply (names; small JSON files; eigen folders)."""
     p = Path(path)
     if p.is_dir():
-        return (p / "eigen.json").is_file()
+        # eigen folders, folder volumes (DICOM series) and empty folders (a specific message
+        # rather than napari's "no reader")
+        return (p / "eigen.json").is_file() or readable(p) or not any(True for _ in p.iterdir())
+    if not p.exists():
+        return readable(p)  # FOLDER::SERIESUID
     name = p.name.lower()
     if readable(p) or name.endswith(".safetensors"):
         return True

@@ -52,7 +52,7 @@ ReadFunction = Callable[[Path, "int | None"], "Volume"]
 #: Modules (in this package) that register the built-in readers; declared as
 #: ``napari_latent.readers`` entry points in ``setup.cfg`` (imported directly only when the
 #: package's metadata is not installed).
-BUILTIN_READER_MODULES = ("nifti",)
+BUILTIN_READER_MODULES = ("nifti", "mgh", "itk_formats", "dicom")
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,11 @@ def reader_for(path: str | os.PathLike[str]) -> VolumeReader:
     """
     p = Path(path)
     if not p.exists():
+        # A path that names a part of a container (``FOLDER::SERIESUID``) does not exist as
+        # such; a reader whose accepts() takes it checks the rest.
+        reader = next((r for r in readers() if r.accepts is not None and r.accepts(p)), None)
+        if reader is not None:
+            return reader
         raise VolumeError(f"{p}: no such file")
     reader = find_reader(p)
     if reader is None:

@@ -294,8 +294,10 @@ def _square_box(extent: tuple[int, int, int, int], spacing: tuple[float, float],
     r0, r1, c0, c1 = extent
     sr, sc = spacing
     side_mm = max((r1 - r0) * sr, (c1 - c0) * sc) * (1.0 + 2.0 * margin)
-    rows = max(1, math.ceil(side_mm / sr))
-    cols = max(1, math.ceil(side_mm / sc))
+    # Round up, but not for float noise: spacings read from DICOM or ITK headers differ from
+    # the NIfTI copy's in the sixth decimal, and the same scan must get the same box.
+    rows = max(1, math.ceil(side_mm / sr - 1e-6))
+    cols = max(1, math.ceil(side_mm / sc - 1e-6))
     # Same parity as the extent, so the box is centred exactly and flipping the array
     # flips the box (no rounding bias toward one side).
     rows += (rows - (r1 - r0)) % 2
