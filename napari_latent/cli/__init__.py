@@ -35,8 +35,9 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-#: Options whose value may start with a minus sign (negative alphas: ``--alphas -3:3:7``).
-SIGNED_VALUE_OPTIONS = ("--alphas",)
+#: Options whose value may start with a minus sign (negative alphas: ``--alphas -3:3:7``; a
+#: window in Hounsfield units: ``--window -1000:400``).
+SIGNED_VALUE_OPTIONS = ("--alphas", "--window")
 
 
 def join_signed_values(argv: Sequence[str]) -> list[str]:

@@ -14,6 +14,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..models.checkpoint import read_checkpoint, save_checkpoint
     from ..training import TrainSettings, train_model
     from ..volumes.slicing import SliceSpec
+    from ..volumes.windows import parse_window
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -31,7 +32,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             model_settings[name] = getattr(args, name)
     model_settings["image_size"] = args.size
-    spec = None if args.resume else SliceSpec(plane=args.plane, size=args.size)
+    window_name, window_values = parse_window(args.window) if args.window is not None else (None, None)
+    if args.resume:
+        spec = None  # the checkpoint's
+        if args.window is not None and out.is_file():
+            _check_resumed_window(out, window_values)
+    else:
+        spec = SliceSpec(plane=args.plane, size=args.size, fixed_window=window_values, window_name=window_name)
     result = train_model(args.data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
                          progress=True if (is_main_process() and not args.quiet) else None,
                          **({} if args.resume else model_settings))
@@ -46,6 +53,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{state}: {result.epochs_completed} epochs, {result.steps} steps; saved {result.path}"
           + (f" ({numbers})" if numbers else ""))
     return 0
+
+
+def _check_resumed_window(out: Path, values: tuple[float, float] | None) -> None:
+    """Refuse a ``--window`` that differs from the one the resumed run was trained with."""
+    from ..models.checkpoint import read_checkpoint
+    from ..volumes.slicing import SliceSpec
+
+    spec = read_checkpoint(out, device="cpu", with_state=False).slice_spec or SliceSpec()
+    if spec.fixed_window != values:
+        raise CliError(f"{out}: the run was trained with --window {spec.window_text}; --resume keeps it "
+                       "(leave out --window, or train a new model)")
 
 
 def model_setting_declarations(name: str) -> dict[str, Setting]:
@@ -102,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
     from ..models.base import SUPPORTED_IMAGE_SIZES, model_names
     from ..volumes.slicing import PLANES
+    from ..volumes.windows import PRESETS as WINDOW_PRESETS
 
     p = sub.add_parser("train", help="train a generative model on slices of volumes",
                        description="Train a generative model on 2D slices of volumes. DATA is a volume file "
@@ -116,6 +135,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's)")
     p.add_argument("--size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=64, help="image size (default 64)")
     p.add_argument("--plane", choices=PLANES, default="axial", help="slice plane (default axial)")
+    p.add_argument("--window", default=None, metavar="LOW:HIGH|PRESET",
+                   help="intensity window mapped to [-1, 1]: 'auto' (default: per-volume percentiles, for MR), "
+                   f"LOW:HIGH in the volumes' units (CT: Hounsfield units, e.g. -1000:400) or a CT preset "
+                   f"({', '.join(WINDOW_PRESETS)}), the same for every subject")
     p.add_argument("--latent-dim", type=positive_int, default=None, help="latent dimension (default 32)")
     p.add_argument("--beta", type=positive_float, default=None, help="KL weight of VAE-type models (default 1)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

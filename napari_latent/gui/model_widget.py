@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 
 from ..device import available_devices
 from ..errors import UserInputError
@@ -14,8 +14,13 @@ from ..models.checkpoint import load_model
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..training.loop import TrainResult, iter_train
 from ..training.settings import TrainSettings
+from ..volumes.slicing import SliceSpec
+from ..volumes.windows import AUTO, PRESETS, parse_window
 from .runner import OperationRunner, ProgressPanel, format_metrics
 from .session import get_session
+
+#: The window choice that reads the custom LOW:HIGH field.
+CUSTOM_WINDOW = "custom"
 
 
 def describe_model(model: GenerativeModel | None, source: str = "") -> str:
@@ -24,7 +29,8 @@ def describe_model(model: GenerativeModel | None, source: str = "") -> str:
         return "No model loaded. Load a model file, the demo model, or train one."
     info = model.describe()
     dims = ", ".join(f"{s}: {d}" for s, d in info["latent_dims"].items())
-    plane = f", {model.slice_spec.plane} slices" if getattr(model, "slice_spec", None) is not None else ""
+    spec = getattr(model, "slice_spec", None)
+    plane = f", {spec.plane} slices, window {spec.describe_window()}" if spec is not None else ""
     where = f" from {source}" if source else ""
     return (f"{model.name} ({info['parameters'] / 1e6:.2f} M parameters){where}\n"
             f"{model.image_size} px{plane}; latent {dims}; fingerprint {model.fingerprint or '-'}")
@@ -48,6 +54,12 @@ class ModelWidget(Container):
         self.data = FileEdit(label="training data", mode="d", tooltip="A folder of NIfTI volumes (cohort.csv optional)")
         self.model_type = ComboBox(label="model", choices=model_names(), value="vae")
         self.image_size = ComboBox(label="image size", choices=list(SUPPORTED_IMAGE_SIZES), value=64)
+        self.window = ComboBox(label="window", choices=[AUTO, *PRESETS, CUSTOM_WINDOW], value=AUTO,
+                               tooltip="Intensities mapped to [-1, 1]: auto = per-volume percentiles (MR); "
+                               "a CT preset or a custom LOW:HIGH in the volumes' units (Hounsfield units) "
+                               "maps every subject the same way")
+        self.custom_window = LineEdit(label="custom window", value="-1000:400", tooltip="LOW:HIGH, e.g. -160:240")
+        self.custom_window.enabled = False
         self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=20)
         self.latent_dim = SpinBox(label="latent dim", min=1, max=4096, value=32)
         self.batch_size = SpinBox(label="batch size", min=2, max=4096, value=32)
@@ -59,7 +71,8 @@ class ModelWidget(Container):
         self.runner = OperationRunner(self.panel, self._set_busy)
         super().__init__(widgets=[
             self.info, self.checkpoint, self.load_button, self.demo_button,
-            Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.epochs,
+            Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.window,
+            self.custom_window, self.epochs,
             self.latent_dim, self.batch_size, self.device, self.output, self.overwrite, self.train_button, self.panel,
         ])
         self.load_button.changed.connect(lambda: self.load())
@@ -67,6 +80,7 @@ class ModelWidget(Container):
         self.train_button.changed.connect(lambda: self.train())
         self.data.changed.connect(self._suggest_output)
         self.model_type.changed.connect(self._on_model_type)
+        self.window.changed.connect(self._on_window_choice)
         self.device.changed.connect(self._on_device_choice)
         self.session.events.model.connect(self._on_model)
         self.session.events.device.connect(self._on_device)
@@ -113,16 +127,34 @@ class ModelWidget(Container):
         settings = TrainSettings(epochs=int(self.epochs.value), batch_size=int(self.batch_size.value),
                                  device=str(self.device.value))
         settings.validate()
+        spec = self.slice_spec()
         model_settings = {"image_size": int(self.image_size.value)}
         if self.latent_dim.enabled:
             model_settings["latent_dim"] = int(self.latent_dim.value)
         self.session.start_training()
         arguments = "".join(f", {k}={v!r}" for k, v in model_settings.items())
+        spec_argument = ""
+        if spec.fixed_window is not None:
+            spec_argument = (f", spec=nl.SliceSpec(size={spec.size}, fixed_window={spec.fixed_window!r}, "
+                             f"window_name={spec.window_name!r})")
         self._train_call = (f"nl.train_model({data!r}, {str(self.model_type.value)!r}, out={output!r}, "
                             f"settings=nl.TrainSettings(epochs={settings.epochs}, batch_size={settings.batch_size}, "
-                            f"device={settings.device!r}){arguments})")
-        return iter_train(data, str(self.model_type.value), out=output, settings=settings, stop=stop,
+                            f"device={settings.device!r}){spec_argument}{arguments})")
+        return iter_train(data, str(self.model_type.value), out=output, settings=settings, spec=spec, stop=stop,
                           **model_settings)
+
+    def slice_spec(self) -> SliceSpec:
+        """The slicing of a new model from the form: its image size and intensity window.
+
+        Raises
+        ------
+        UserInputError
+            If the custom window is not ``LOW:HIGH`` with low < high.
+        """
+        choice = str(self.window.value)
+        text = str(self.custom_window.value) if choice == CUSTOM_WINDOW else choice
+        name, values = parse_window(text)
+        return SliceSpec(size=int(self.image_size.value), fixed_window=values, window_name=name)
 
     def _on_trained(self, result: TrainResult) -> str:
         if result.model is None:
@@ -153,6 +185,9 @@ class ModelWidget(Container):
     def _on_model_type(self, name: str) -> None:
         # Some families derive the latent size from other settings (a VQ-VAE: its code dimension and map size).
         self.latent_dim.enabled = "latent_dim" not in model_class(str(name)).config_class.derived
+
+    def _on_window_choice(self, value: Any) -> None:
+        self.custom_window.enabled = str(value) == CUSTOM_WINDOW
 
     def _set_busy(self, busy: bool) -> None:
         for widget in (self.train_button, self.load_button, self.demo_button):

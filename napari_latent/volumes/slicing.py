@@ -16,7 +16,9 @@ Steps of the forward transform:
 2. one in-plane box for all slices: the bounding box of the foreground mask (or the
    whole plane), grown by a margin and made square in millimetres, padded where it
    leaves the array (so the 3D geometry is preserved across slices);
-3. an intensity window from percentiles of the foreground voxels, mapped to [-1, 1];
+3. an intensity window mapped to [-1, 1]: percentiles of the foreground voxels (the
+   default, for MR), or a fixed window in the source's units (``fixed_window``, for CT in
+   Hounsfield units; see :mod:`~napari_latent.volumes.windows`), the same for every subject;
 4. slices whose foreground covers less than ``min_foreground`` of the box are dropped;
 5. each kept slice is resized to ``size x size`` (bilinear, anti-aliased).
 """
@@ -36,6 +38,7 @@ from .grid import Grid
 from .io import Volume
 from .masks import bounding_box, foreground_mask
 from .orientation import PLANE_CODES, Reorientation, reorientation
+from .windows import check_window_values, format_window
 
 PLANES = tuple(PLANE_CODES)
 SUPPORTED_SIZES = (32, 64, 128, 256)
@@ -52,13 +55,20 @@ class SliceSpec:
     size : int
         Square image size in pixels.
     window : tuple of float
-        Lower and upper percentile of the foreground intensities mapped to -1 and 1.
+        Lower and upper percentile of the foreground intensities mapped to -1 and 1
+        (per volume; used when ``fixed_window`` is None).
     crop : bool
         Crop (and pad) to the foreground's bounding box; otherwise use the whole plane.
     margin : float
         Margin added on each side of the bounding box, as a fraction of its size.
     min_foreground : float
         Minimum fraction of the box covered by foreground for a slice to be kept.
+    fixed_window : tuple of float, optional
+        Intensities in the source's units (e.g. Hounsfield units) mapped to -1 and 1 in
+        every volume, instead of the per-volume percentiles of ``window``.
+    window_name : str, optional
+        Name of the fixed window's preset (``"lung"``), for display; only with
+        ``fixed_window``.
     """
 
     plane: Literal["axial", "coronal", "sagittal"] = "axial"
@@ -67,9 +77,18 @@ class SliceSpec:
     crop: bool = True
     margin: float = 0.05
     min_foreground: float = 0.05
+    fixed_window: tuple[float, float] | None = None
+    window_name: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+        if self.fixed_window is not None:
+            object.__setattr__(self, "fixed_window", check_window_values(self.fixed_window))
+        if self.window_name is not None:
+            if self.fixed_window is None:
+                raise VolumeError(f"window_name {self.window_name!r} is given without a fixed_window")
+            if not isinstance(self.window_name, str) or not self.window_name.strip():
+                raise VolumeError(f"window_name must be a non-empty name, got {self.window_name!r}")
         object.__setattr__(self, "size", int(self.size))
         if self.plane not in PLANE_CODES:
             raise VolumeError(f"unknown plane {self.plane!r}; use one of {', '.join(PLANES)}")
@@ -83,15 +102,38 @@ class SliceSpec:
         if not 0.0 <= self.min_foreground < 1.0:
             raise VolumeError(f"min_foreground {self.min_foreground} must be in [0, 1)")
 
+    @property
+    def window_text(self) -> str:
+        """The window as ``--window`` reads it: ``auto``, a preset name or ``LOW:HIGH``."""
+        return format_window(self.window_name, self.fixed_window)
+
+    def describe_window(self) -> str:
+        """One phrase for people: ``"lung (-1350 to 150)"`` or ``"auto (percentiles 0.5-99.5)"``."""
+        if self.fixed_window is None:
+            return f"auto (foreground percentiles {self.window[0]:g}-{self.window[1]:g})"
+        low, high = self.fixed_window
+        return f"{self.window_name + ' ' if self.window_name else ''}({low:g} to {high:g})"
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
+        """A JSON-serialisable dict.
+
+        The fixed-window keys are left out when unset, so a percentile spec serialises
+        exactly as before they existed (older readers load it, and the subject split,
+        which hashes this dict, stays the same).
+        """
         data = asdict(self)
         data["window"] = list(self.window)
+        if self.fixed_window is None:
+            del data["fixed_window"], data["window_name"]
+        else:
+            data["fixed_window"] = list(self.fixed_window)
+            if self.window_name is None:
+                del data["window_name"]
         return data
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SliceSpec:
-        """Rebuild from :meth:`to_json` output (unknown keys are an error)."""
+        """Rebuild from :meth:`to_json` output (unknown keys are an error; missing keys take defaults)."""
         known = set(cls.__dataclass_fields__)
         unknown = set(obj) - known
         if unknown:
@@ -346,12 +388,15 @@ def slice_geometry(volume: Volume, spec: SliceSpec, mask: np.ndarray | None = No
     if indices.size == 0:
         raise VolumeError(f"{volume.name}: no {spec.plane} slice has at least {spec.min_foreground:.0%} foreground "
                           f"(largest is {coverage.max():.1%}); lower min_foreground")
-    values = volume.data[mask]
-    lo, hi = (float(v) for v in np.percentile(values, spec.window))
-    if hi <= lo:
-        lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        raise VolumeError(f"{volume.name}: the foreground is constant ({lo:g}); there is no contrast to model")
+    if spec.fixed_window is not None:
+        lo, hi = spec.fixed_window  # the same mapping for every subject (e.g. Hounsfield units)
+    else:
+        values = volume.data[mask]
+        lo, hi = (float(v) for v in np.percentile(values, spec.window))
+        if hi <= lo:
+            lo, hi = float(values.min()), float(values.max())
+        if hi <= lo:
+            raise VolumeError(f"{volume.name}: the foreground is constant ({lo:g}); there is no contrast to model")
     del box_rows, box_cols
     return SliceGeometry(spec, grid, box, (lo, hi), indices)
 

@@ -154,3 +154,87 @@ def test_train_set_leaves_out_derived_settings(tiny_cohort: Path, tmp_path: Path
     err = capsys.readouterr().err
     assert "model 'vqvae' has no setting(s) latent_dim" in err and "codebook_size" in err
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def ct_window_model(tiny_cohort: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli-window") / "ct.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(out), "--epochs", "1",
+                 "--window", "-1000:400", *TINY]) == 0  # a negative LOW as its own word
+    return out
+
+
+def test_train_window_is_stored_in_the_model_and_used_by_invert(ct_window_model: Path, tiny_cohort: Path,
+                                                                 tmp_path: Path) -> None:
+    spec = load_model(ct_window_model, device="cpu").slice_spec
+    assert spec.fixed_window == (-1000.0, 400.0) and spec.window_name is None
+    codes_path = tmp_path / "codes.safetensors"
+    assert main(["invert", str(ct_window_model), str(tiny_cohort / "sub-001.nii.gz"), "--out", str(codes_path),
+                 "--steps", "2", "--device", "cpu", "--quiet"]) == 0
+    geometry = LatentCodes.load(codes_path).geometry
+    assert geometry.window_values == (-1000.0, 400.0)
+    assert geometry.spec.fixed_window == (-1000.0, 400.0)
+
+
+def test_train_window_preset(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lung.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(out), "--epochs", "1",
+                 "--window", "Lung", *TINY]) == 0
+    spec = load_model(out, device="cpu").slice_spec
+    assert (spec.window_name, spec.fixed_window) == ("lung", (-1350.0, 150.0))
+
+
+def test_train_default_window_is_per_volume_percentiles(cli_model: Path) -> None:
+    spec = load_model(cli_model, device="cpu").slice_spec
+    assert spec.fixed_window is None and spec.window_text == "auto"
+
+
+@pytest.mark.parametrize("window", ["-1000:400", "--window=-1000:400"])
+def test_resume_keeps_the_window_and_accepts_the_same_one(ct_window_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                                          window: str) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(ct_window_model.read_bytes())
+    option = [window] if window.startswith("--") else ["--window", window]
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--epochs", "2", "--resume",
+                 *option, "--device", "cpu", "--quiet"]) == 0
+    assert load_model(copy, device="cpu").slice_spec.fixed_window == (-1000.0, 400.0)
+
+
+@pytest.mark.parametrize("window, trained", [("lung", "-1000:400"), ("auto", "-1000:400")])
+def test_resume_with_another_window_is_refused(ct_window_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                               window: str, trained: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(ct_window_model.read_bytes())
+    before = copy.read_bytes()
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--epochs", "2", "--resume",
+                 "--window", window, "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"trained with --window {trained}" in err and "--resume keeps it" in err
+    assert copy.read_bytes() == before
+
+
+def test_resume_of_a_percentile_model_with_a_fixed_window_is_refused(cli_model: Path, tiny_cohort: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(cli_model.read_bytes())
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--resume",
+                 "--window", "-160:240", "--device", "cpu", "--quiet"]) == 2
+    assert "trained with --window auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("window, message", [
+    ("400:-1000", "needs low < high"),
+    ("liver", "unknown intensity window 'liver'; use LOW:HIGH"),
+    ("-1000:", "unknown intensity window"),
+])
+def test_bad_train_window_is_one_line_exit_2(window: str, message: str, tiny_cohort: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(out), "--window", window, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("napari-latent train: error: "), err
+    assert message in err
+    assert not out.exists()

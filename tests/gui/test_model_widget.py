@@ -105,3 +105,47 @@ def test_an_existing_model_file_is_replaced_only_when_asked(widget: ModelWidget,
     widget.runner.wait(timeout=300)
     assert widget.runner.last_error is None
     assert existing.read_bytes() != b"an earlier model"
+
+
+def test_the_window_field_gives_the_training_spec(widget: ModelWidget) -> None:
+    widget.image_size.value = 32
+    assert widget.window.value == "auto" and not widget.custom_window.enabled
+    spec = widget.slice_spec()
+    assert spec.size == 32 and spec.fixed_window is None
+    widget.window.value = "soft_tissue"
+    assert widget.slice_spec().fixed_window == (-160.0, 240.0)
+    assert widget.slice_spec().window_name == "soft_tissue"
+    widget.window.value = "custom"
+    assert widget.custom_window.enabled
+    widget.custom_window.value = "-1000:400"
+    spec = widget.slice_spec()
+    assert spec.fixed_window == (-1000.0, 400.0) and spec.window_name is None
+
+
+def test_a_bad_custom_window_is_a_message_not_a_crash(widget: ModelWidget, tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    _configure(widget, tiny_cohort, out, epochs=1)
+    widget.window.value = "custom"
+    widget.custom_window.value = "400:-1000"
+    widget.train()
+    assert not widget.runner.running
+    assert "low < high" in widget.panel.status.value
+    widget.custom_window.value = "wide"
+    widget.train()
+    assert "unknown intensity window 'wide'" in widget.panel.status.value
+    assert not out.exists() and widget.train_button.enabled
+
+
+def test_a_model_trained_with_a_window_keeps_it(widget: ModelWidget, tiny_cohort: Path, tmp_path: Path,
+                                                qtbot) -> None:
+    out = tmp_path / "ct.safetensors"
+    _configure(widget, tiny_cohort, out, epochs=1)
+    widget.window.value = "custom"
+    widget.custom_window.value = "-160:240"
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120_000)
+    assert widget.runner.last_error is None
+    assert read_checkpoint(out, device="cpu").slice_spec.fixed_window == (-160.0, 240.0)
+    assert get_session(widget.viewer).model.slice_spec.fixed_window == (-160.0, 240.0)
+    assert "window (-160 to 240)" in widget.info.value
+    assert "fixed_window=(-160.0, 240.0)" in widget._train_call
