@@ -1,10 +1,14 @@
-"""npe2 reader: NIfTI volumes (and 4D series) and napari-latent's own result files.
+"""npe2 reader: volumes (NIfTI, MGH/MGZ, NRRD, MetaImage, DICOM series folders, and any
+reader plugin's format; 4D series) and napari-latent's own result files.
 
 What each file becomes (see :mod:`napari_latent.analysis.result_files` for how it is
 recognised):
 
-* a NIfTI volume: one correctly oriented image layer (a 4D series: one layer, frame axis
-  first);
+* a volume: one correctly oriented image layer (a 4D series: one layer, frame axis
+  first) with the napari ``scale`` and ``translate`` of its grid. An oblique scan (a
+  direction matrix that is not axis-aligned) is shown on its closest axis-aligned grid,
+  exactly like every layer napari-latent derives from it, with a warning notification
+  saying so (napari's 2D slicing of a rotated layer would resample it);
 * a traversal (4D NIfTI with its ``.json`` sidecar): one 4D layer, the alpha axis first and
   labelled ``"alpha"``; alphas and direction in the layer metadata; also stored in the
   viewer's :class:`~napari_latent.gui.session.Session` as ``session.traversal``;
@@ -104,6 +108,8 @@ def read_nifti(path: PathOrPaths) -> list[LayerDataTuple]:
     layers: list[LayerDataTuple] = []
     for item in paths:
         frames, first = open_series(item)
+        if first.grid.is_oblique:
+            _notify_warning(oblique_message(first.name, float(np.degrees(first.grid.obliquity))))
         kwargs: dict[str, Any] = {"colormap": "gray", "contrast_limits": _contrast_limits(frames)}
         if frames.shape[0] == 1:
             layers.append(volume_layer_data(first, **kwargs))
@@ -200,6 +206,19 @@ def _notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
 
     show_error(message)
+
+
+def oblique_message(name: str, degrees: float) -> str:
+    """The warning for an oblique scan (napari shows it on its closest axis-aligned grid)."""
+    return (f"{name} is oblique ({degrees:.1f} degrees from the nearest axis-aligned grid): napari shows it on that "
+            "grid, so napari's world coordinates are not the scanner's; napari-latent's layers for it overlay it "
+            "voxel for voxel, and files it writes keep the true affine")
+
+
+def _notify_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
 
 
 def _notify_info(message: str) -> None:
