@@ -36,7 +36,7 @@ from ..latent.traversal import TRAVERSAL_FORMAT, Traversal, sidecar_path
 from ..models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..models.checkpoint import load_model
 from ..volumes.io import is_nifti_path
-from ..volumes.readers import formats_phrase, readable, suffixes_phrase
+from ..volumes.readers import formats_phrase, predicate_reader, readable, suffixes_phrase
 from .eigen import EIGEN_FORMAT, EigenResult
 
 __all__ = ["KINDS", "ResultFile", "eigen_map_info", "identify", "load_result"]
@@ -132,7 +132,7 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
     """
     path = Path(path)
     if not path.exists():
-        if readable(path):  # a part of a container, e.g. a DICOM folder's FOLDER::SERIESUID
+        if predicate_reader(path) is not None:  # a part of a container: a DICOM folder's FOLDER::SERIESUID
             return ResultFile("volume", path)
         raise UserInputError(f"{path}: no such file or folder")
     if path.is_dir():

@@ -40,7 +40,7 @@ from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.traversal import Traversal
 from ..volumes.io import open_series, open_volume, volume_name
-from ..volumes.readers import readable
+from ..volumes.readers import predicate_reader, readable
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
 from .result_layers import eigen_layer_data, map_layer_data, traversal_layer_data
 
@@ -61,8 +61,8 @@ def _claims(path: str | os.PathLike[str]) -> bool:
         # eigen folders, folder volumes (DICOM series) and empty folders (a specific message
         # rather than napari's "no reader")
         return (p / "eigen.json").is_file() or readable(p) or not any(True for _ in p.iterdir())
-    if not p.exists():
-        return readable(p)  # FOLDER::SERIESUID
+    if not p.exists() and predicate_reader(p) is not None:
+        return True  # FOLDER::SERIESUID
     name = p.name.lower()
     if readable(p) or name.endswith(".safetensors"):
         return True

@@ -158,6 +158,13 @@ def find_reader(path: str | os.PathLike[str]) -> VolumeReader | None:
     return None
 
 
+def predicate_reader(path: str | os.PathLike[str]) -> VolumeReader | None:
+    """The first reader whose ``accepts`` predicate takes the path (folder formats, and paths
+    into a container such as a DICOM folder's ``FOLDER::SERIESUID``), or None."""
+    p = Path(path)
+    return next((r for r in readers() if r.accepts is not None and r.accepts(p)), None)
+
+
 def readable(path: str | os.PathLike[str]) -> bool:
     """True when a registered reader accepts the path (see :func:`find_reader`)."""
     return find_reader(path) is not None
@@ -186,7 +193,7 @@ def reader_for(path: str | os.PathLike[str]) -> VolumeReader:
     if not p.exists():
         # A path that names a part of a container (``FOLDER::SERIESUID``) does not exist as
         # such; a reader whose accepts() takes it checks the rest.
-        reader = next((r for r in readers() if r.accepts is not None and r.accepts(p)), None)
+        reader = predicate_reader(p)
         if reader is not None:
             return reader
         raise VolumeError(f"{p}: no such file")

@@ -46,7 +46,7 @@ def test_table_gives_groups_and_numeric_factors(tiny_cohort: Path) -> None:
     ("", "no rows"),
     ("file,group\nx.nii,healthy\n", "needs a 'path' column"),
     ("path,group\nmissing.nii.gz,healthy\n", "do not exist: missing.nii.gz"),
-    ("path,group\nnotes.txt,healthy\n", "not a NIfTI file"),
+    ("path,group\nnotes.txt,healthy\n", "not a DICOM series, MetaImage, MGH/MGZ, NIfTI or NRRD file"),
 ])
 def test_bad_tables_are_clear_errors(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "notes.txt").write_text("x")
@@ -64,7 +64,7 @@ def test_bad_data_arguments(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="the folder is empty"):
         load_cohort(empty)
     (empty / "a.txt").write_text("x")
-    with pytest.raises(DataError, match="holds no NIfTI files"):
+    with pytest.raises(DataError, match="holds no DICOM series, MetaImage, MGH/MGZ, NIfTI or NRRD files"):
         load_cohort(empty)
     with pytest.raises(DataError, match="no such labels file"):
         load_cohort(empty, labels=tmp_path / "labels.csv")

@@ -103,7 +103,7 @@ def bad_files(tmp_path: Path, anatomical_path: Path) -> dict[str, tuple[Path, st
     corpus["not nifti"] = (text, "not a valid NIfTI file")
     png = tmp_path / "scan.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    corpus["wrong extension"] = (png, "expected a .nii or .nii.gz name")
+    corpus["wrong extension"] = (png, r"expected a \.dcm, .*\.nii, \.nii\.gz, .* name")
     corpus["2D"] = (_nifti(tmp_path, "flat.nii", np.ones((8, 8), np.float32)), "2D image")
     corpus["single slice"] = (_nifti(tmp_path, "slice.nii", np.ones((8, 8, 1), np.float32)), "single 2D slice")
     corpus["5D"] = (_nifti(tmp_path, "five.nii", np.ones((4, 4, 4, 2, 3), np.float32)), "5D image")
