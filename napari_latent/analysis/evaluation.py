@@ -26,7 +26,7 @@ def _held_out_subjects(model: GenerativeModel, cohort: Cohort, spec: SliceSpec) 
     if seed is not None and fraction is not None:
         digest = hashlib.sha256(f"{cohort.fingerprint()}|{spec.to_json()}|{fraction}|{seed}".encode())
         if digest.hexdigest()[:16] == facts.get("data_fingerprint"):
-            _, validation = split_subjects(len(cohort), float(fraction), int(seed))
+            _, validation = split_subjects(len(cohort), float(fraction), int(seed), cohort.participant_groups())
             if validation:
                 return validation, "validation subjects of the training run"
     return list(range(len(cohort))), "all subjects (not the model's training data)"

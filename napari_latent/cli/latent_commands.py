@@ -91,7 +91,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise CliError(f"the {method.name} method needs --data: {need.help}")
     progress = None if args.quiet else True
     model = load_model(args.model, device=args.device)
-    cohort = load_cohort(args.data, args.labels) if args.data else None
+    cohort = load_cohort(args.data, args.labels, bids_suffix=args.bids_suffix) if args.data else None
     evaluate = cohort is not None and not args.no_evaluate and bool(cohort.factor_names)
     cohort_codes = None
     if cohort is not None and (need.kind == "codes" or evaluate):
@@ -182,6 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="DATA", help="a folder of volumes with cohort.csv: "
                    + "; ".join([*uses, "with factor columns, the evaluation"]))
     p.add_argument("--labels", metavar="CSV", help="a cohort table to use instead of DATA/cohort.csv")
+    p.add_argument("--bids-suffix", default="T1w", metavar="SUFFIX",
+                   help="the suffix of a BIDS dataset's volumes (default T1w)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any method setting, checked against the method's description, e.g. --set deformator=proj "
                    "--set classifier=logistic")

@@ -8,6 +8,10 @@ from pathlib import Path
 from ..settings import Setting, settings_of_dataclass
 from .common import CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
 
+#: The DATA argument's help.
+DATA_HELP = ("a volume, a folder of volumes (searched recursively; any format a reader opens, DICOM series "
+             "folders included; an optional cohort.csv), or a BIDS root")
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a generative model on a data set."""
@@ -39,7 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             _check_resumed_window(out, window_values)
     else:
         spec = SliceSpec(plane=args.plane, size=args.size, fixed_window=window_values, window_name=window_name)
-    result = train_model(args.data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
+    from ..volumes.cohort import load_cohort
+
+    data = load_cohort(args.data, bids_suffix=args.bids_suffix)
+    result = train_model(data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
                          progress=True if (is_main_process() and not args.quiet) else None,
                          **({} if args.resume else model_settings))
     if not is_main_process():
@@ -126,7 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a generative model on 2D slices of volumes. DATA is a volume file "
                        "or a folder of them with an optional cohort.csv. Validation subjects are held out by subject. "
                        "Runs under 'torchrun --nproc_per_node N' train with DistributedDataParallel.")
-    p.add_argument("data", metavar="DATA", help="a volume file (NIfTI or a reader plugin's format) or a folder of them")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--bids-suffix", default="T1w", metavar="SUFFIX",
+                   help="the suffix of a BIDS dataset's volumes (default T1w)")
     p.add_argument("--model", required=True, metavar="NAME",
                    help=f"model family: {', '.join(model_names())} (and any a plugin registers)")
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
@@ -164,7 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(all subjects when DATA is not the training data), and the Frechet distance between "
                        "generated and real slices.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    p.add_argument("data", metavar="DATA", help="a volume file (NIfTI or a reader plugin's format) or a folder of them")
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="generated images for the Frechet distance (default: as many as real slices)")

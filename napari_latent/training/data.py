@@ -56,15 +56,39 @@ class TrainingData:
     fingerprint: str
 
 
-def split_subjects(n_subjects: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_subjects(n_subjects: int, val_fraction: float, seed: int,
+                   groups: list[int] | None = None) -> tuple[list[int], list[int]]:
     """Split subject indices into training and validation, deterministically by seed.
 
     With at least two subjects and ``val_fraction > 0``, at least one subject is held out
     and at least one is kept for training. A single subject cannot be split: it trains and
     there is no validation set.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Number of entries (volumes).
+    val_fraction : float
+        Fraction held out, in [0, 1).
+    seed : int
+    groups : list of int, optional
+        The participant of each entry (:meth:`Cohort.participant_groups`): all entries of a
+        participant (sessions, runs) go to the same side, and the fraction counts
+        participants. None: every entry is its own participant (the same split as before
+        groups existed).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise UserInputError(f"validation fraction {val_fraction} must be in [0, 1)")
+    if groups is not None:
+        if len(groups) != n_subjects:
+            raise ValueError(f"{len(groups)} groups for {n_subjects} subjects")
+        members: dict[int, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(int(group), []).append(index)
+        keys = sorted(members)
+        train_groups, val_groups = split_subjects(len(keys), val_fraction, seed)
+        train = sorted(i for k in train_groups for i in members[keys[k]])
+        return train, sorted(i for k in val_groups for i in members[keys[k]])
     order = np.random.default_rng(seed).permutation(n_subjects).tolist()
     if n_subjects < 2 or val_fraction == 0.0:
         return sorted(order), []
@@ -121,7 +145,7 @@ def iter_prepare_data(data: str | os.PathLike[str] | Cohort, spec: SliceSpec, va
     cohort = data if isinstance(data, Cohort) else load_cohort(data, labels)
     if len(cohort) == 0:
         raise DataError("the data set has no volumes")
-    train_idx, val_idx = split_subjects(len(cohort), val_fraction, seed)
+    train_idx, val_idx = split_subjects(len(cohort), val_fraction, seed, cohort.participant_groups())
     total = len(cohort)
     train = yield from iter_load_slices(cohort, train_idx, spec, stop=stop, total=total)
     validation = yield from iter_load_slices(cohort, val_idx, spec, stop=stop, offset=len(train_idx), total=total)

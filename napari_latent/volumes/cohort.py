@@ -6,9 +6,11 @@ NIfTI ``.nii``/``.nii.gz`` built in).
 ``cohort.csv`` has one row per volume: a ``path`` column (relative to the CSV's folder or
 absolute), an optional ``group`` column (for example ``healthy``/``disease``), and any
 numeric factor columns (age, lesion load, ...). When present, it is authoritative: only
-the volumes it lists are used. Without it, every readable volume directly in the folder is a
-subject (a ``.nii``/``.nii.gz`` file, or a file or folder a reader plugin accepts; other
-sub-folders are not searched).
+the volumes it lists are used (a ``path`` may name a DICOM series folder or ``FOLDER::UID``;
+an optional ``subject`` column names the participant, so that the sessions of one participant
+stay on one side of a split). Without it, every readable volume under the folder is a subject
+(searched recursively; a DICOM series folder is one volume). A BIDS root is read by
+:mod:`napari_latent.volumes.bids`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from .dicom_series import split_series_path
 from .io import volume_name
 from .readers import formats_phrase, readable, suffixes_phrase
 
@@ -34,11 +37,22 @@ class Subject:
     path: Path
     group: str | None = None
     factors: dict[str, float] = field(default_factory=dict)
+    subject_id: str | None = None
+    session: str | None = None
+    entities: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """The file name without extension."""
+        """The file (or folder) name without extension; a chosen DICOM series adds its UID's tail."""
+        folder, uid = split_series_path(self.path)
+        if uid is not None:
+            return f"{folder.name}_{uid.rsplit('.', 1)[-1]}"
         return volume_name(self.path)
+
+    @property
+    def participant(self) -> str:
+        """Who the volume belongs to: ``subject_id``, else the volume itself (its path)."""
+        return self.subject_id or str(self.path)
 
 
 @dataclass
@@ -72,13 +86,39 @@ class Cohort:
             raise DataError(f"the cohort has no numeric column {name!r} (numeric columns: {available})")
         return [s.factors[name] for s in self.subjects]
 
+    def participant_groups(self) -> list[int] | None:
+        """For each entry, the index of its participant; None when every entry is its own.
+
+        Splits by subject keep the entries of one participant (sessions, runs) together.
+        """
+        ids = [s.participant for s in self.subjects]
+        if len(set(ids)) == len(ids):
+            return None
+        order = {pid: k for k, pid in enumerate(dict.fromkeys(ids))}
+        return [order[pid] for pid in ids]
+
     def fingerprint(self) -> str:
         """A short hash of the subjects' names, sizes and labels (identifies the data set)."""
         digest = hashlib.sha256()
         for s in self.subjects:
-            size = s.path.stat().st_size if s.path.exists() else -1
-            digest.update(f"{s.name}|{size}|{s.group}|{sorted(s.factors.items())}\n".encode())
+            digest.update(f"{s.name}|{_size(s.path)}|{s.group}|{sorted(s.factors.items())}\n".encode())
         return digest.hexdigest()[:16]
+
+
+def _size(path: Path) -> int | str:
+    """A file's size; for a folder volume (a DICOM series), a hash of its files' names and sizes."""
+    folder, uid = split_series_path(path)
+    if folder.is_file():
+        return folder.stat().st_size
+    if folder.is_dir():
+        digest = hashlib.sha256(str(uid).encode())
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                item = Path(root) / name
+                digest.update(f"{item.relative_to(folder)}|{item.stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
+    return -1
 
 
 def _parse_float(text: str) -> float | None:
@@ -119,7 +159,7 @@ def read_cohort_table(csv_path: str | os.PathLike[str], root: Path | None = None
     columns = [c.strip() for c in rows[0] if c is not None]
     if "path" not in columns:
         raise DataError(f"{csv_path}: the cohort table needs a 'path' column (found: {', '.join(columns)})")
-    numeric = [c for c in columns if c not in ("path", "group")
+    numeric = [c for c in columns if c not in ("path", "group", "subject")
                and all(_parse_float(r.get(c) or "") is not None for r in rows)]
     subjects: list[Subject] = []
     missing: list[str] = []
@@ -128,30 +168,53 @@ def read_cohort_table(csv_path: str | os.PathLike[str], root: Path | None = None
         if not raw:
             raise DataError(f"{csv_path}: a row has an empty 'path'")
         path = Path(raw) if os.path.isabs(raw) else root / raw
-        if not path.is_file():
+        if not split_series_path(path)[0].exists():
             missing.append(raw)
             continue
         if not readable(path):
             raise DataError(f"{csv_path}: {raw} is not a {formats_phrase()} file ({suffixes_phrase()})")
         group = (row.get("group") or "").strip() or None
         factors = {c: float(_parse_float(row.get(c) or "")) for c in numeric}  # type: ignore[arg-type]
-        subjects.append(Subject(path, group, factors))
+        subject_id = (row.get("subject") or "").strip() or None
+        subjects.append(Subject(path, group, factors, subject_id=subject_id))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"{csv_path}: {len(missing)} file(s) named in the table do not exist: {shown}")
     return Cohort(root, subjects, csv_path)
 
 
-def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None) -> Cohort:
+def find_volumes(folder: Path) -> list[Path]:
+    """Every readable volume under ``folder``, recursively, in sorted order.
+
+    A folder that is itself a volume (a DICOM series) is one entry and is not searched
+    further; hidden files and folders are skipped.
+    """
+    out: list[Path] = []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if entry.is_dir():
+            if readable(entry):
+                out.append(entry)
+            else:
+                out.extend(find_volumes(entry))
+        elif entry.is_file() and entry.name != COHORT_FILE and readable(entry):
+            out.append(entry)
+    return out
+
+
+def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None,
+                bids_suffix: str = "T1w") -> Cohort:
     """Resolve a DATA argument to a cohort.
 
     Parameters
     ----------
     data : path-like
-        A volume file (a cohort of one), or a folder of them with an optional
-        ``cohort.csv``.
+        A volume (a file, a DICOM series folder or ``FOLDER::UID``: a cohort of one), a
+        folder of volumes searched recursively with an optional ``cohort.csv``, or a BIDS
+        root (:mod:`napari_latent.volumes.bids`).
     labels : path-like, optional
         A cohort table to use instead of the folder's ``cohort.csv``.
+    bids_suffix : str
+        The suffix of a BIDS dataset's volumes (``T1w`` by default).
 
     Returns
     -------
@@ -169,6 +232,8 @@ def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | N
             raise DataError(f"{labels}: no such labels file")
         return read_cohort_table(labels, root=data if data.is_dir() else labels.parent)
     if not data.exists():
+        if readable(data):  # FOLDER::SERIESUID
+            return Cohort(split_series_path(data)[0].parent, [Subject(data)])
         raise DataError(f"{data}: no such file or folder")
     if data.is_file():
         if not readable(data):
@@ -179,10 +244,14 @@ def load_cohort(data: str | os.PathLike[str], labels: str | os.PathLike[str] | N
         return read_cohort_table(table)
     if readable(data):  # a folder that is one volume (a reader plugin's folder format)
         return Cohort(data.parent, [Subject(data)])
+    from .bids import is_bids_root, load_bids
+
+    if is_bids_root(data):
+        return load_bids(data, suffix=bids_suffix)
     entries = sorted(p for p in data.iterdir() if not p.name.startswith("."))
     if not entries:
         raise DataError(f"{data}: the folder is empty")
-    volumes = [p for p in entries if (p.is_file() or p.is_dir()) and readable(p)]
+    volumes = find_volumes(data)
     if not volumes:
         raise DataError(f"{data}: the folder holds no {formats_phrase()} files ({suffixes_phrase()})")
     return Cohort(data, [Subject(p) for p in volumes])

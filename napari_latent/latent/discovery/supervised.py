@@ -137,8 +137,20 @@ def subject_labels(cohort: Cohort, column: str | None = None, positive: str | No
     return labels, positive, negative
 
 
-def split_subjects_stratified(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out subjects per group (at least one of each), the rest for training."""
+def split_subjects_stratified(labels: np.ndarray, val_fraction: float, seed: int,
+                              groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out subjects per group (at least one of each), the rest for training.
+
+    ``groups`` (the participant of each entry, :meth:`Cohort.participant_groups`) keeps the
+    sessions of one participant on one side; a participant counts with its first entry's label.
+    """
+    if groups is not None:
+        groups_array = np.asarray(groups)
+        keys = np.unique(groups_array)
+        first = np.array([np.flatnonzero(groups_array == k)[0] for k in keys])
+        train_keys, val_keys = split_subjects_stratified(np.asarray(labels)[first], val_fraction, seed)
+        train = np.flatnonzero(np.isin(groups_array, keys[train_keys]))
+        return train, np.flatnonzero(np.isin(groups_array, keys[val_keys]))
     rng = np.random.default_rng(seed)
     train, val = [], []
     for value in (0, 1):
@@ -342,7 +354,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     cohort_codes = yield from _iter_codes(model, data, labels, space, label_settings, inversion, steps, stop)
     cohort = cohort_codes.cohort
     per_subject, positive_name, negative_name = subject_labels(cohort, column, positive, quantile)
-    train_subjects, val_subjects = split_subjects_stratified(per_subject, val_fraction, seed)
+    train_subjects, val_subjects = split_subjects_stratified(per_subject, val_fraction, seed,
+                                                             cohort.participant_groups())
     codes = cohort_codes.codes.double().numpy()
     code_labels = per_subject[cohort_codes.subject]
     train_mask = np.isin(cohort_codes.subject, train_subjects)
