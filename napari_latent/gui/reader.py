@@ -60,7 +60,11 @@ def _claims(path: str | os.PathLike[str]) -> bool:
     if p.is_dir():
         # eigen folders, folder volumes (DICOM series) and empty folders (a specific message
         # rather than napari's "no reader")
-        return (p / "eigen.json").is_file() or readable(p) or not any(True for _ in p.iterdir())
+        try:
+            empty = not any(True for _ in p.iterdir())
+        except OSError:
+            empty = False
+        return (p / "eigen.json").is_file() or readable(p) or empty
     if not p.exists() and predicate_reader(p) is not None:
         return True  # FOLDER::SERIESUID
     name = p.name.lower()

@@ -58,7 +58,8 @@ def test_bad_bids_datasets_are_clear_errors(tmp_path: Path) -> None:
     root = make_bids(tmp_path / "ds", "participant_id\tgroup\nsub-01\tpatient\n")
     with pytest.raises(DataError, match=r"participants\.tsv: 2 subject\(s\) with volumes have no row: sub-02, sub-03"):
         load_cohort(root)
-    with pytest.raises(DataError, match=r"without FLAIR volumes .*suffixes found: T1w, T2w; choose one with --bids-suffix"):
+    with pytest.raises(DataError, match=r"without FLAIR volumes .*suffixes found: T1w, T2w; choose one with "
+                                        r"--bids-suffix"):
         load_cohort(make_bids(tmp_path / "ds2"), bids_suffix="FLAIR")
     assert parse_entities("sub-01_ses-2_T1w.nii.gz") == ({"sub": "01", "ses": "2"}, "T1w")
     assert parse_entities("notes.txt") is None and parse_entities("ses-1_sub-01_T1w.nii") is None
