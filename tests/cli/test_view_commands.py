@@ -51,6 +51,9 @@ def test_unsupported_and_broken_files(no_window, capsys, tmp_path: Path) -> None
     _one_line_error(capsys, "not a valid safetensors")
     (tmp_path / "folder").mkdir()
     assert main(["view", str(tmp_path / "folder")]) == 2
+    _one_line_error(capsys, "the folder is empty")
+    (tmp_path / "folder" / "notes.txt").write_text("x")
+    assert main(["view", str(tmp_path / "folder")]) == 2
     _one_line_error(capsys, "without eigen.json")
     assert no_window == []
 
