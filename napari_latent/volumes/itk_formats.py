@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import VolumeError
 from .io import MAX_VOXELS, Volume
 from .itk_geometry import affine_from_itk, array_from_itk
-from .readers import register_reader
+from .readers import frame_index, register_reader
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
@@ -120,7 +120,7 @@ def read_itk(path: Path, index: int | None, fmt: str) -> Volume:
     if dims > 4:
         raise VolumeError(f"{path}: a {dims}D image of size {size}; only 3D volumes and 4D series are supported")
     frames = size[3] if dims == 4 else 1
-    frame = _frame(path, frames, index)
+    frame = frame_index(path, frames, index)
     voxels = int(np.prod(size[:3], dtype=np.int64))
     if voxels > MAX_VOXELS:
         raise VolumeError(f"{path}: the header claims {voxels:,} voxels per volume, more than the "
@@ -147,20 +147,6 @@ def read_itk(path: Path, index: int | None, fmt: str) -> Volume:
         "nonfinite_voxels": 0,
     }
     return Volume(data, affine, path, facts)
-
-
-def _frame(path: Path, frames: int, index: int | None) -> int:
-    if frames > 1:
-        if index is None:
-            raise VolumeError(f"{path}: a 4D image with {frames} frames; choose one with an index from 0 "
-                              f"to {frames - 1}")
-        if not -frames <= index < frames:
-            raise VolumeError(f"{path}: frame index {index} is out of range; the image has {frames} frames "
-                              f"(0 to {frames - 1})")
-        return index % frames
-    if index not in (None, 0, -1):
-        raise VolumeError(f"{path}: frame index {index} given, but the file holds a single 3D volume")
-    return 0
 
 
 def read_nrrd(path: Path, index: int | None = None) -> Volume:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import VolumeError
 from .io import MAX_VOXELS, Volume
-from .readers import register_reader
+from .readers import frame_index, register_reader
 
 MGH_SUFFIXES = (".mgh", ".mgz")
 
@@ -64,16 +64,10 @@ def read_mgh(path: Path, index: int | None = None) -> Volume:
     if int(np.prod(dims[:3], dtype=np.int64)) > MAX_VOXELS:
         raise VolumeError(f"{path}: the header claims more than {MAX_VOXELS:,} voxels per volume")
     frames = dims[3] if len(dims) == 4 else 1
-    if frames > 1 and index is None:
-        raise VolumeError(f"{path}: a 4D image with {frames} frames; choose one with an index from 0 to {frames - 1}")
-    if frames > 1 and not -frames <= int(index) < frames:  # type: ignore[arg-type]
-        raise VolumeError(f"{path}: frame index {index} is out of range; the image has {frames} frames")
-    if frames == 1 and index not in (None, 0, -1):
-        raise VolumeError(f"{path}: frame index {index} given, but the file holds a single 3D volume")
+    frame = frame_index(path, frames, index)
     try:
         proxy = image.dataobj
         if len(shape) > 3:
-            frame = int(index or 0) % frames
             selector = (slice(None),) * 3 + (frame,) + (0,) * (len(shape) - 4)
             data = np.asarray(proxy[selector], dtype=np.float32)
         else:
@@ -84,7 +78,7 @@ def read_mgh(path: Path, index: int | None = None) -> Volume:
     data = np.ascontiguousarray(data.reshape(dims[:3]))
     facts = {"format": "mgh", "dtype": str(image.header.get_data_dtype()), "xyz_units": "mm",
              "t_units": "unknown", "sform_code": 1, "qform_code": 1, "affine_source": "vox2ras",
-             "frame": (int(index or 0) % frames) if frames > 1 else None, "frames": frames, "nonfinite_voxels": 0}
+             "frame": frame if frames > 1 else None, "frames": frames, "nonfinite_voxels": 0}
     return Volume(data, np.asarray(image.affine, dtype=np.float64), path, facts)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import VolumeError
 from .io import MAX_VOXELS, NIFTI_SUFFIXES, Volume
-from .readers import register_reader
+from .readers import frame_index, register_reader
 
 
 def read_nifti(path: Path, index: int | None = None) -> Volume:
@@ -110,18 +110,8 @@ def _frame_shape(path: Path, shape: tuple[int, ...], index: int | None) -> tuple
         raise VolumeError(f"{path}: a {len(dims)}D image of shape {tuple(shape)}; only 3D volumes "
                           "and 4D series (with an index) are supported")
     frames = dims[3] if len(dims) == 4 else 1
-    if len(dims) == 4 and frames > 1:
-        if index is None:
-            raise VolumeError(f"{path}: a 4D series with {frames} frames; choose one with an index "
-                              f"from 0 to {frames - 1}")
-        if not -frames <= index < frames:
-            raise VolumeError(f"{path}: frame index {index} is out of range; the series has {frames} "
-                              f"frames (0 to {frames - 1})")
-        index = index % frames
-    elif index not in (None, 0, -1):
-        raise VolumeError(f"{path}: frame index {index} given, but the file holds a single 3D volume")
-    else:
-        index = 0 if len(dims) == 4 else None
+    frame = frame_index(path, frames, index)
+    index = frame if len(dims) == 4 else None
     spatial = tuple(dims[:3])
     if any(n == 0 for n in spatial) or frames == 0:
         raise VolumeError(f"{path}: the image has no voxels (shape {tuple(shape)})")

@@ -126,6 +126,28 @@ def register_reader(name: str, read: ReadFunction, suffixes: Sequence[str] = (),
                        origin=str(getattr(read, "__module__", "") or ""))
 
 
+def frame_index(path: Path, frames: int, index: int | None) -> int:
+    """Check a reader's ``index`` against a file's frame count; the frame to read (0 for 3D).
+
+    Raises
+    ------
+    VolumeError
+        For a multi-frame file without an index, an index out of range, or an index other
+        than 0/-1 for a single volume.
+    """
+    if frames > 1:
+        if index is None:
+            raise VolumeError(f"{path}: a 4D series with {frames} frames; choose one with an index "
+                              f"from 0 to {frames - 1}")
+        if not -frames <= index < frames:
+            raise VolumeError(f"{path}: frame index {index} is out of range; the series has {frames} "
+                              f"frames (0 to {frames - 1})")
+        return index % frames
+    if index not in (None, 0, -1):
+        raise VolumeError(f"{path}: frame index {index} given, but the file holds a single 3D volume")
+    return 0
+
+
 def readers() -> list[VolumeReader]:
     """The registered readers, by name."""
     return [reader for _, reader in READERS.items()]

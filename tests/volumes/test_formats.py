@@ -12,6 +12,7 @@ import pytest
 from nibabel.testing import data_path
 from pydicom.data import get_testdata_file
 
+from napari_latent.errors import VolumeError
 from napari_latent.volumes import Volume, load_cohort, open_volume
 from napari_latent.volumes.orientation import DISPLAY_CODES, reorientation
 from napari_latent.volumes.readers import find_reader, readable
@@ -107,3 +108,24 @@ def test_a_cohort_folder_of_mixed_formats(oblique: Volume, tmp_path: Path) -> No
     for subject in cohort.subjects:
         expected = np.round(oblique.data) if subject.name == "c" else None  # DICOM stores integers
         assert_same_volume(open_volume(subject.path), oblique, expected)
+
+
+@pytest.mark.parametrize("name", ["series.nrrd", "series.mha", "series.mgz"])
+def test_4d_files_open_one_frame_like_a_4d_nifti(tmp_path: Path, name: str) -> None:
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    frames = np.random.default_rng(0).random((5, 6, 7, 3)).astype(np.float32)
+    path = tmp_path / name
+    if name.endswith(".mgz"):
+        nib.MGHImage(frames, np.eye(4)).to_filename(str(path))
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(frames.transpose(3, 2, 1, 0)), isVector=False),
+                        str(path))
+    volume = open_volume(path, index=-1)
+    np.testing.assert_array_equal(volume.data, frames[..., 2])
+    assert volume.header["frame"] == 2 and volume.header["frames"] == 3
+    with pytest.raises(VolumeError, match=r"a 4D series with 3 frames; choose one with an index from 0 to 2"):
+        open_volume(path)
+    with pytest.raises(VolumeError, match=r"frame index 3 is out of range"):
+        open_volume(path, index=3)
