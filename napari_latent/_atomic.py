@@ -30,21 +30,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         A temporary path with the same suffixes as ``path`` (so that libraries that
         choose a format by extension behave). Write the file there.
     """
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+        publish(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def temporary_beside(path: str | os.PathLike[str]) -> Path:
+    """A new empty temporary file in ``path``'s folder (created if missing), with its suffixes.
+
+    For writers that cannot use :func:`atomic_path` as a ``with`` block (a file written
+    piece by piece across calls): write there, then :func:`publish` or :func:`discard` it.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        # mkstemp makes the file private (0600); give it the permissions of a normally created file.
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    return Path(tmp_name)
+
+
+def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Rename a finished temporary file onto ``path`` (with the permissions of a normally created file)."""
+    # mkstemp makes the file private (0600); give it the permissions of a normally created file.
+    os.chmod(tmp, _default_mode())
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def discard(tmp: str | os.PathLike[str]) -> None:
+    """Remove a temporary file (gone already is fine)."""
+    with contextlib.suppress(FileNotFoundError):
+        Path(tmp).unlink()
 
 
 def _read_umask() -> int:

@@ -56,6 +56,10 @@ class TraversalLike(Protocol):
 
     def to_json(self) -> dict[str, Any]: ...
 
+    # A chunked store (:class:`~napari_latent.latent.traversal.StoredTraversal`) also has
+    # ``block_alignment`` (planes per chunk) and ``default_chunk()``: slabs then start on
+    # chunk boundaries and hold whole chunks.
+
 
 @dataclass(frozen=True)
 class SlabPlan:
@@ -143,11 +147,15 @@ def plan_slabs(traversal: TraversalLike, work_mask: np.ndarray, chunk: int | Non
     """
     count = len(traversal)
     work_shape = traversal.working_shape
+    align = int(getattr(traversal, "block_alignment", 1))
+    if chunk is None and align > 1:  # a chunked store: whole chunks per slab
+        chunk = traversal.default_chunk()  # type: ignore[attr-defined]
     if chunk is None:
         plane = int(np.prod(work_shape[1:])) * count * 4
         chunk = max(1, CHUNK_BYTES // max(plane, 1))
     chunk = max(1, int(chunk))
     first, last = _plane_extent(work_mask)
+    first -= first % align  # slabs start on chunk boundaries, so no chunk is read twice
     # Difference maps need every plane; the analysis only the planes of the mask.
     second_first, second_last = (0, work_shape[0]) if whole_volume else (first, last)
     blocks = -(-(last - first) // chunk) + -(-(second_last - second_first) // chunk)

@@ -218,7 +218,8 @@ def figure_spectrum(eigen: EigenResult) -> Figure:
 
 def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | float] | str | None = None,
                              positions: Sequence[int] | None = None, n_positions: int = 4, n_alphas: int = 5,
-                             plane: str | None = None, opacity: float = 0.85) -> Figure:
+                             plane: str | None = None, opacity: float = 0.85, baseline: np.ndarray | None = None,
+                             foreground: np.ndarray | None = None) -> Figure:
     """Traversal montage: rows are slice positions, columns alphas, with the difference overlay.
 
     Each panel is the frame at one alpha in grey, overlaid with its difference from the
@@ -237,6 +238,12 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         ``"axial"``, ``"coronal"`` or ``"sagittal"`` (default: the model's plane).
     opacity : float
         Largest opacity of the difference overlay.
+    baseline, foreground : numpy.ndarray, optional
+        The baseline frame and its foreground (within the modelled voxels), when the caller
+        has them already (read and computed here otherwise).
+
+    Only the shown planes of each frame are kept: one frame besides the baseline is in
+    memory at a time, whatever the volume's size.
     """
     view = _PlaneView(traversal.grid, plane or _plane_of(traversal))
     count = len(traversal)
@@ -245,12 +252,19 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         chosen = sorted({int(traversal.baseline_index), *(int(i) for i in spread)})
     else:
         chosen = [int(i) for i in select_alphas(traversal, alphas)]  # type: ignore[arg-type]
-    baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)
-    foreground = _foreground(baseline, traversal)
+    if baseline is None:
+        baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)
+    if foreground is None:
+        foreground = _foreground(baseline, traversal)
     rows = list(positions) if positions is not None else view.positions(foreground, n_positions)
-    frames = {i: (baseline if i == traversal.baseline_index else np.asarray(traversal.frame(i))) for i in chosen}
-    differences = {i: frames[i] - baseline for i in chosen}
-    limit = _symmetric_limit(np.concatenate([view.slice(d, p).ravel() for d in differences.values() for p in rows]))
+    base_planes = {p: view.slice(baseline, p) for p in rows}
+    planes: dict[int, dict[int, np.ndarray]] = {}
+    for i in chosen:  # (frame planes) per alpha; the frame itself is dropped at once
+        frame = baseline if i == traversal.baseline_index else np.asarray(traversal.frame(i))
+        planes[i] = {p: view.slice(frame, p) for p in rows}
+        del frame
+    differences = {i: {p: planes[i][p] - base_planes[p] for p in rows} for i in chosen}
+    limit = _symmetric_limit(np.concatenate([d[p].ravel() for d in differences.values() for p in rows]))
     low, high = _grey_limits(baseline, foreground)
     figure = _new_figure(1.9 * len(chosen) + 1.2, 1.9 * len(rows) + 0.6)
     grid = figure.add_gridspec(len(rows), len(chosen))
@@ -259,10 +273,10 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         for c, index in enumerate(chosen):
             ax = figure.add_subplot(grid[r, c])
             axes.append(ax)
-            ax.imshow(view.slice(frames[index], position), cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
+            ax.imshow(planes[index][position], cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
                       interpolation="nearest")
             if index != traversal.baseline_index:
-                ax.imshow(_overlay(view.slice(differences[index], position), limit, opacity), aspect=view.aspect,
+                ax.imshow(_overlay(differences[index][position], limit, opacity), aspect=view.aspect,
                           interpolation="nearest")
             _hide_axes(ax)
             if r == 0:
@@ -418,10 +432,15 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    positions = _PlaneView(eigen.grid, _plane_of(traversal)).positions(eigen.mask, 4)
+    plane = _plane_of(traversal)
+    positions = _PlaneView(eigen.grid, plane).positions(eigen.mask, 4)
+    baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)  # read once, shown twice
+    # The analysis's default mask is the montage's foreground by definition; no need to compute it again.
+    foreground = eigen.mask if eigen.mask_info.get("kind") == "baseline foreground" else None
     figures = {"eigenvectors": figure_eigenvectors(eigen), "spectrum": figure_spectrum(eigen),
-               "montage": figure_traversal_montage(traversal, positions=positions),
-               "components": figure_component_maps(eigen, traversal, positions=positions)}
+               "montage": figure_traversal_montage(traversal, positions=positions, baseline=baseline,
+                                                   foreground=foreground),
+               "components": figure_component_maps(eigen, baseline, positions=positions, plane=plane)}
     for key, figure in figures.items():
         save_figure(figure, out / FIGURES[key], dpi=dpi)
     summary = _summary(traversal, eigen)

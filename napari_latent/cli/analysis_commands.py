@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..latent.traversal.store import is_store_path
 from .common import EXIT_USAGE, PROG, CliError, add_run_options, add_volume_argument, positive_int, volume_argument
 
 #: Accepted ``--units`` values; ``sd`` is short for ``std``.
@@ -75,8 +76,15 @@ def gui_show() -> Any:
     return show if callable(show) else None
 
 
+def _traversal_out(path: str) -> Path:
+    out = Path(path)
+    if not (is_store_path(out) or out.name.lower().endswith((".nii.gz", ".nii"))):
+        raise CliError(f"{out}: --out must end in .zarr (a traversal store) or .nii.gz/.nii (a 4D NIfTI)")
+    return out
+
+
 def cmd_traverse(args: argparse.Namespace) -> int:
-    """Traverse a volume along a latent direction and save the 4D result."""
+    """Traverse a volume along a latent direction and save the result (a store or a 4D NIfTI)."""
     from ..latent.codes import LatentCodes
     from ..latent.directions import Directions
     from ..latent.inversion import iter_invert
@@ -85,7 +93,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     from ..progress import run_operation
     from ..volumes import open_volume
 
-    out = _nifti_out(args.out, "--out")
+    out = _traversal_out(args.out)
     alphas = parse_alphas(args.alphas)  # bad syntax fails before anything is loaded
     index = parse_index(args.index) if args.index is not None else None
     units = _units(args.units)
@@ -103,14 +111,26 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         codes = run_operation(iter_invert(model, volume, method=args.method, steps=args.steps), progress)
     lazy = LazyTraversal(model, codes, directions, alphas, index=index, units=units, source=volume,  # type: ignore[arg-type]
                          batch_size=args.batch_size, bf16=args.bf16)
-    traversal = run_operation(lazy.iter_compute(), progress)
+    path = run_operation(lazy.iter_save(out), progress)  # streamed: a few volumes in memory, never A of them
+    written = f"the store {path}" if is_store_path(path) else \
+        f"{path} (sidecar {path.name.rsplit('.nii', 1)[0]}.json)"
+    units = "latent units" if lazy.units == "latent" else \
+        f"{lazy.units} units; one is {lazy.alpha_scale:.4g} latent units"
+    print(f"traversed {len(codes)} slices of {volume.name} along {lazy.direction.name!r} for {len(lazy)} alphas "
+          f"from {lazy.alphas[0]:g} to {lazy.alphas[-1]:g} ({units}); saved to {written}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Convert a saved traversal: a store to a 4D NIfTI, or a 4D NIfTI to a store."""
+    from ..latent.traversal import open_traversal
+
+    out = _traversal_out(args.out)
+    traversal = open_traversal(args.traversal)
+    if Path(args.traversal).resolve() == out.resolve():
+        raise CliError(f"{out}: --out is the traversal itself")
     path = traversal.save(out)
-    direction = traversal.direction
-    units = "latent units" if traversal.units == "latent" else \
-        f"{traversal.units} units; one is {traversal.alpha_scale:.4g} latent units"
-    print(f"traversed {len(codes)} slices of {volume.name} along {direction.name!r} for {len(traversal)} alphas "
-          f"from {traversal.alphas[0]:g} to {traversal.alphas[-1]:g} ({units}); saved to {path} (sidecar "
-          f"{path.name.rsplit('.nii', 1)[0]}.json)")
+    print(f"{len(traversal)} alphas of {Path(args.traversal).name} written to {path}")
     return 0
 
 
@@ -118,13 +138,13 @@ def cmd_eigen(args: argparse.Namespace) -> int:
     """Eigencomponents and difference maps of a saved traversal, with a report."""
     from ..analysis.eigen import iter_eigencomponents
     from ..analysis.plots import write_report
-    from ..latent.traversal import Traversal
+    from ..latent.traversal import open_traversal
     from ..progress import run_operation
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"{out}: --out must be a folder")
-    traversal = Traversal.load(args.traversal)
+    traversal = open_traversal(args.traversal)
     n_components = min(args.components, len(traversal))
     center: Any = {"paper": True, "none": False, "baseline": "baseline"}[args.center]
     progress = None if args.quiet else True
@@ -182,10 +202,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
     from ..latent.inversion import METHODS
 
-    p = sub.add_parser("traverse", help="traverse a volume along a latent direction (4D NIfTI)",
+    p = sub.add_parser("traverse", help="traverse a volume along a latent direction (a store or a 4D NIfTI)",
                        description="Shift every slice code of a volume by alpha times a direction, decode, and map "
-                       "the slices back onto the volume: one 3D volume per alpha, saved as a 4D NIfTI with the "
-                       "source affine and a JSON sidecar (alphas, direction, model fingerprint).")
+                       "the slices back onto the volume: one 3D volume per alpha. OUT.zarr is a chunked store "
+                       "written as the alphas are computed and read lazily by 'eigen' and napari (memory stays at a "
+                       "few volumes: use it for CT-sized volumes); OUT.nii.gz is a 4D NIfTI with the source affine "
+                       "and a JSON sidecar, built in memory. Both record the alphas, direction and model "
+                       "fingerprint; 'napari-latent export' converts one into the other.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
     add_volume_argument(p)
     p.add_argument("--directions", required=True, metavar="DIRS", help="a directions .safetensors file")
@@ -198,7 +221,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--units", choices=UNIT_CHOICES, default="latent",
                    help="alpha units: latent distance (default), std/sd of this volume's codes along the "
                    "direction, or direction_std (the spread the discovery method measured)")
-    p.add_argument("--out", required=True, metavar="OUT.nii.gz", help="4D traversal to write (plus OUT.json)")
+    p.add_argument("--out", required=True, metavar="OUT.zarr|OUT.nii.gz",
+                   help="traversal to write: a store (.zarr, streamed) or a 4D NIfTI (plus OUT.json)")
     p.add_argument("--codes", metavar="CODES", help="the volume's codes from 'napari-latent invert' (else the "
                    "volume is inverted first)")
     p.add_argument("--method", choices=METHODS, default="auto", help="inversion method without --codes")
@@ -213,7 +237,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(voxels x alphas); the covariance of M is eigendecomposed; component map k = M v_k on the "
                        "volume. Writes component_K.nii.gz, difference maps and mask.nii.gz with the source affine, "
                        "eigen.json, and a report folder (report.html, report.json, figures).")
-    p.add_argument("traversal", metavar="TRAVERSAL", help="a 4D traversal .nii.gz with its .json sidecar")
+    p.add_argument("traversal", metavar="TRAVERSAL", help="a traversal store (.zarr, read slab by slab) or a 4D "
+                   "traversal .nii.gz with its .json sidecar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--mask", metavar="MASK", help="a mask on the traversal's grid (default: the baseline's "
                    "foreground)")
@@ -221,10 +246,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--center", choices=("paper", "none", "baseline"), default="paper",
                    help="paper: the covariance (default); none: uncentred; baseline: the baseline frame "
                    "subtracted per voxel (no anatomy leak; the change becomes component 1)")
-    p.add_argument("--differences", default="all", help="difference maps: all (default), extreme or none")
+    p.add_argument("--differences", default="extreme",
+                   help="difference maps: extreme (default: the alpha farthest from the baseline), all or none")
     p.add_argument("--no-report", action="store_true", help="skip the report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eigen)
+
+    p = sub.add_parser("export", help="convert a traversal: a store to a 4D NIfTI or back",
+                       description="Write a saved traversal in the other format: a store (.zarr) as a 4D NIfTI "
+                       "(.nii.gz or .nii, plus its .json sidecar; one alpha volume in memory at a time), or a 4D "
+                       "NIfTI traversal as a store.")
+    p.add_argument("traversal", metavar="TRAVERSAL", help="a traversal store (.zarr) or a 4D traversal NIfTI")
+    p.add_argument("--out", required=True, metavar="OUT.nii.gz|OUT.zarr", help="the converted traversal")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the MS paper's pipeline end to end on phantoms (about a minute)",
                        description="Phantom cohort, the bundled demo model, inversion of a healthy subject, the "

@@ -124,7 +124,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
         "extras": sorted(extras or {}),
         "state": state_json,
         "half_precision": bool(half_precision),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return write_container(path, FORMAT, FORMAT_VERSION, header, tensors, kind=KIND)
 

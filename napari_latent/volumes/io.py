@@ -14,7 +14,6 @@ files instead. A volume with no finite voxel at all is always an error.
 
 from __future__ import annotations
 
-import gzip
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from .._atomic import write_bytes_atomic
 from ..errors import MismatchError, VolumeError
+from . import fast_gzip
 from .grid import Grid
 from .readers import reader_for, reader_suffixes
 
@@ -276,5 +276,5 @@ def save_volume(data_or_volume: Volume | np.ndarray, path: str | os.PathLike[str
     image.header["descrip"] = description.encode("latin-1", "replace")[:79]
     payload = image.to_bytes()
     if str(path).lower().endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=6, mtime=0)  # mtime=0: same data, same bytes
+        payload = fast_gzip.compress(payload)  # mtime=0: same data, same bytes
     return write_bytes_atomic(path, payload)

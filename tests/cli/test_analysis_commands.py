@@ -129,7 +129,8 @@ def test_traverse_refuses_codes_of_another_volume_and_a_4d_volume(files: dict[st
 def test_eigen_writes_maps_with_the_source_affine_eigen_json_and_a_report(files: dict[str, Path], tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eigen"
-    assert main(["eigen", str(files["traversal"]), "--out", str(out), "--components", "3", "--quiet"]) == 0
+    assert main(["eigen", str(files["traversal"]), "--out", str(out), "--components", "3", "--differences", "all",
+                 "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "component 2" in printed and "report:" in printed
     source = open_volume(files["volume"])

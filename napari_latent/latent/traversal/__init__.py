@@ -74,14 +74,16 @@ Everything is importable from ``napari_latent.latent.traversal`` as before the s
 from __future__ import annotations
 
 from .alphas import _ALPHA_HELP, _number, baseline_index, check_alphas, parse_alphas
-from .api import iter_frames, iter_traverse, traverse
+from .api import iter_frames, iter_traverse, open_traversal, traverse
 from .decoding import Decoder, _Painter, default_batch_size
 from .direction import UNITS, DirectionArg, IndexArg, TraversalDirection, Units, alpha_scale, resolve_direction
 from .eager import Traversal
-from .facts import TRAVERSAL_FORMAT, TRAVERSAL_VERSION, _save, _TraversalFacts, _write_frames, sidecar_path
+from .facts import TRAVERSAL_FORMAT, TRAVERSAL_VERSION, NiftiFramesWriter, _save, _TraversalFacts, sidecar_path
 from .lazy import LazyTraversal
+from .store import STORE_SUFFIX, StoredTraversal, StoreWriter, default_chunks, is_store_path
 
 __all__ = [
+           "STORE_SUFFIX",
            "TRAVERSAL_FORMAT",
            "TRAVERSAL_VERSION",
            "UNITS",
@@ -90,6 +92,9 @@ __all__ = [
            "DirectionArg",
            "IndexArg",
            "LazyTraversal",
+           "NiftiFramesWriter",
+           "StoreWriter",
+           "StoredTraversal",
            "Traversal",
            "TraversalDirection",
            "Units",
@@ -97,13 +102,15 @@ __all__ = [
            "_TraversalFacts",
            "_number",
            "_save",
-           "_write_frames",
            "alpha_scale",
            "baseline_index",
            "check_alphas",
            "default_batch_size",
+           "default_chunks",
+           "is_store_path",
            "iter_frames",
            "iter_traverse",
+           "open_traversal",
            "parse_alphas",
            "resolve_direction",
            "sidecar_path",

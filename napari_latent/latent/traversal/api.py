@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from ..inversion import iter_invert
 from .direction import DirectionArg, IndexArg, Units
 from .eager import Traversal
 from .lazy import LazyTraversal
+from .store import STORE_SUFFIX, StoredTraversal, is_store_path
 
 # -- the public functions -----------------------------------------------------------------------
 
@@ -25,8 +28,12 @@ def iter_traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume,
                   index: IndexArg = None, units: Units = "latent",
                   source: Volume | None = None, method: str = "auto", batch_size: int | None = None,
                   bf16: bool = False, channels_last: bool = True, device: str | torch.device | None = None,
-                  stop: StopFlag | None = None) -> Operation[Traversal]:
+                  out: str | os.PathLike[str] | None = None,
+                  stop: StopFlag | None = None) -> Operation[Traversal | StoredTraversal]:
     """Traverse a volume (a generator of progress events; see :func:`traverse`)."""
+    if out is not None and not is_store_path(out):
+        raise UserInputError(f"{out}: traverse(out=...) streams into a traversal store, which must end in "
+                             f"{STORE_SUFFIX}; save a 4D NIfTI with .export() or Traversal.save()")
     if isinstance(codes_or_volume, Volume):
         volume = codes_or_volume
         if source is not None and source is not volume:
@@ -41,6 +48,8 @@ def iter_traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume,
                          batch_size=batch_size, bf16=bf16, channels_last=channels_last, device=device)
     if isinstance(codes_or_volume, Volume):
         lazy.info["inverted"] = True
+    if out is not None:
+        return (yield from lazy.iter_store(out, stop))
     return (yield from lazy.iter_compute(stop))
 
 
@@ -49,7 +58,8 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
              index: IndexArg = None, units: Units = "latent",
              source: Volume | None = None, method: str = "auto", batch_size: int | None = None,
              bf16: bool = False, channels_last: bool = True, device: str | torch.device | None = None,
-             progress: ProgressArg = None, stop: StopFlag | None = None) -> Traversal:
+             out: str | os.PathLike[str] | None = None, progress: ProgressArg = None,
+             stop: StopFlag | None = None) -> Traversal | StoredTraversal:
     """Traverse a volume along a latent direction: one volume per alpha on the source grid.
 
     Parameters
@@ -86,6 +96,12 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
         Decode with a channels-last copy of the model (faster on the CPU, same output).
     device : str or torch.device, optional
         Where to decode (a private copy of the model goes there); the model's device by default.
+    out : path-like, optional
+        A traversal store to stream into (``OUT.zarr``, see
+        :mod:`napari_latent.latent.traversal.store`): every finished alpha volume is written
+        while the next ones are decoded, and a :class:`StoredTraversal` that reads it lazily
+        is returned. Memory then stays at a few volumes whatever the number of alphas; use it
+        for large volumes (a CT) or many alphas.
     progress : callable, bool or None
         ``True`` for a terminal progress bar, a callable for every event.
     stop : StopFlag, optional
@@ -93,9 +109,11 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
 
     Returns
     -------
-    Traversal
-        ``images`` ``(A, i, j, k)`` float32 on the source grid, alphas, direction, baseline
-        index, model fingerprint and grid. Use :class:`LazyTraversal` to stream instead.
+    Traversal or StoredTraversal
+        Without ``out``: a :class:`Traversal`, ``images`` ``(A, i, j, k)`` float32 on the
+        source grid in memory, with alphas, direction, baseline index, model fingerprint and
+        grid. With ``out``: the :class:`StoredTraversal` written there (the same facts; frames
+        read on demand).
 
     Raises
     ------
@@ -105,8 +123,22 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
     """
     operation = iter_traverse(model, codes_or_volume, direction, alphas, index=index, units=units, source=source,
                               method=method, batch_size=batch_size, bf16=bf16, channels_last=channels_last,
-                              device=device, stop=stop)
+                              device=device, out=out, stop=stop)
     return run_operation(operation, progress)
+
+
+def open_traversal(path: str | os.PathLike[str]) -> Traversal | StoredTraversal:
+    """Open a saved traversal: a store (``*.zarr``, read lazily) or a 4D NIfTI with its sidecar (read whole).
+
+    Raises
+    ------
+    UserInputError
+        When the path is missing or is not a traversal (see :meth:`StoredTraversal.open`
+        and :meth:`Traversal.load`).
+    """
+    if is_store_path(path) or (Path(path) / "zarr.json").is_file():
+        return StoredTraversal.open(path)
+    return Traversal.load(path)
 
 
 def iter_frames(model: GenerativeModel, codes: LatentCodes, direction: DirectionArg,

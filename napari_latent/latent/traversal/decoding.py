@@ -181,7 +181,15 @@ class _Painter:
     def prepare(self, images: torch.Tensor) -> np.ndarray:
         """Model images ``(m, 1, S, S)`` to ``(m, rows, cols)`` crops of the box in intensity units."""
         resized = resize_images(images.float(), self.geometry.box_shape)[:, 0].numpy()
-        return (resized + 1.0) * 0.5 * (self.high - self.low) + self.low
+        if not resized.flags.writeable or np.shares_memory(resized, images.numpy()):
+            resized = resized.copy()
+        # (resized + 1) * 0.5 * (high - low) + low, in place: the same operations in the same
+        # order (so the same float32 values), without three temporaries the size of the crops.
+        resized += 1.0
+        resized *= 0.5
+        resized *= self.high - self.low
+        resized += self.low
+        return resized
 
     def paint(self, slab: np.ndarray, images: torch.Tensor | np.ndarray, rows: np.ndarray, start: int) -> None:
         """Write the images (model images, or crops of :meth:`prepare`) of code ``rows`` into ``slab``.

@@ -136,8 +136,13 @@ class Traversal(_TraversalFacts):
 
         The sidecar holds the alphas, units, direction (vector, name, index, method,
         weights), model name and fingerprint, baseline index, grid, slicing geometry and a
-        format version. Returns the NIfTI path.
+        format version. Returns the NIfTI path. A path ending in ``.zarr`` writes a
+        traversal store instead (:mod:`napari_latent.latent.traversal.store`).
         """
+        from .store import is_store_path, write_store
+
+        if is_store_path(path):
+            return write_store(self, path)
         return _save(self, path)
 
     @classmethod

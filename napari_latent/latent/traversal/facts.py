@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
 
-from ..._atomic import atomic_path, write_json_atomic
+from ..._atomic import discard, publish, temporary_beside, write_json_atomic
 from ...errors import MismatchError, UserInputError, VolumeError
+from ...volumes import fast_gzip
 from ...volumes.grid import Grid
 from ...volumes.io import is_nifti_path
 from ...volumes.slicing import SliceGeometry
@@ -96,57 +95,101 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(name + ".json")
 
 
-def _write_frames(path: Path, frames: Iterator[np.ndarray], count: int, grid: Grid, description: str) -> Path:
-    """Write a 4D float32 NIfTI ``(i, j, k, count)`` frame by frame, atomically.
+class NiftiFramesWriter:
+    """Writes a 4D float32 NIfTI ``(i, j, k, count)`` frame by frame, atomically.
 
     The header is set up like :func:`~napari_latent.volumes.save_volume` with a grid as
     reference (sform and qform code 1, mm and seconds); each frame is streamed to the
-    (gzip) file as soon as it is produced, so memory holds one frame at a time.
+    (gzip) file as soon as it is given, so memory holds one frame at a time. The file
+    appears at ``path`` on :meth:`commit` (with its JSON sidecar), never before; frames
+    must come in order and all ``count`` of them (the header announces the count).
+
+    Parameters
+    ----------
+    path : path-like
+        ``OUT.nii.gz`` or ``OUT.nii``.
+    grid : Grid
+        The source grid (shape and affine).
+    count : int
+        Frames to write.
+    description : str
+        The header's ``descrip`` (79 characters at most are kept).
     """
-    if not is_nifti_path(path):
-        raise VolumeError(f"{path}: a traversal must be saved as .nii.gz or .nii")
-    header = nib.Nifti1Header()
-    header.set_data_dtype(np.float32)
-    header.set_data_shape((*grid.shape, count))
-    header.set_sform(np.asarray(grid.affine), code=1)
-    header.set_qform(np.asarray(grid.affine), code=1)
-    header.set_xyzt_units("mm", "sec")
-    header["descrip"] = description.encode("latin-1", "replace")[:79]
-    header.set_data_offset(352)
-    header.set_slope_inter(1.0, 0.0)
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) \
-            if str(path).lower().endswith(".gz") else raw
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid, count: int, description: str) -> None:
+        self.path = Path(path)
+        if not is_nifti_path(self.path):
+            raise VolumeError(f"{self.path}: a traversal must be saved as .nii.gz or .nii")
+        self.grid, self.count, self.written = grid, int(count), 0
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.float32)
+        header.set_data_shape((*grid.shape, count))
+        header.set_sform(np.asarray(grid.affine), code=1)
+        header.set_qform(np.asarray(grid.affine), code=1)
+        header.set_xyzt_units("mm", "sec")
+        header["descrip"] = description.encode("latin-1", "replace")[:79]
+        header.set_data_offset(352)
+        header.set_slope_inter(1.0, 0.0)
+        self.tmp = temporary_beside(self.path)
         try:
-            stream.write(header.binaryblock)
-            stream.write(b"\x00" * (352 - len(header.binaryblock)))
-            written = 0
-            for frame in frames:
-                data = np.asarray(frame, dtype=np.float32)
-                if data.shape != grid.shape:
-                    raise MismatchError(f"frame of shape {data.shape} is not on the grid {grid.shape}")
-                if not np.all(np.isfinite(data)):
-                    raise VolumeError("refusing to write NaN or infinite voxels")
-                stream.write(np.asfortranarray(data).astype("<f4", copy=False).tobytes(order="F"))
-                written += 1
-            if written != count:
-                raise MismatchError(f"{written} frames written, {count} announced")
-        finally:
-            if stream is not raw:
+            self.raw: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+            self.stream: IO[bytes] = fast_gzip.writer(self.raw) if str(self.path).lower().endswith(".gz") \
+                else self.raw
+            self.stream.write(header.binaryblock)
+            self.stream.write(b"\x00" * (352 - len(header.binaryblock)))
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Append frame number ``index`` (frames must come in order)."""
+        if int(index) != self.written:
+            raise MismatchError(f"frame {index} given when frame {self.written} was expected")
+        data = np.asarray(frame, dtype=np.float32)
+        if data.shape != self.grid.shape:
+            raise MismatchError(f"frame of shape {data.shape} is not on the grid {self.grid.shape}")
+        if not np.all(np.isfinite(data)):
+            raise VolumeError("refusing to write NaN or infinite voxels")
+        self.stream.write(np.asfortranarray(data).astype("<f4", copy=False).tobytes(order="F"))
+        self.written += 1
+
+    def commit(self, facts: dict[str, Any] | None = None, count: int | None = None) -> Path:
+        """Finish the file and rename it into place (with ``facts`` as its JSON sidecar)."""
+        if (count is not None and int(count) != self.count) or self.written != self.count:
+            self.abort()
+            raise UserInputError(f"{self.path}: {self.written} of {self.count} frames were made; a 4D NIfTI needs "
+                                 "all of them, nothing was written (a traversal store, .zarr, keeps a partial run)")
+        self._close()
+        publish(self.tmp, self.path)
+        if facts is not None:
+            write_json_atomic(sidecar_path(self.path), facts)
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary file (nothing is left at the target)."""
+        self._close()
+        discard(self.tmp)
+
+    def _close(self) -> None:
+        for stream in (getattr(self, "stream", None), getattr(self, "raw", None)):
+            if stream is not None and not stream.closed:
                 stream.close()
-    return path
 
 
 def _save(facts: _TraversalFacts, path: str | os.PathLike[str]) -> Path:
+    """Write any traversal's frames as ``OUT.nii.gz`` (or ``.nii``) plus ``OUT.json``, one frame at a time."""
     path = Path(path)
     if not is_nifti_path(path):
         raise VolumeError(f"{path}: a traversal must be saved as .nii.gz or .nii")
     if len(facts) == 0:
         raise UserInputError("the traversal has no frames to save")
     name = facts.direction.name if facts.direction is not None else "traversal"
-    _write_frames(path, (facts.frame(i) for i in range(len(facts))), len(facts), facts.grid,
-                  f"napari-latent traversal {name}")
-    write_json_atomic(sidecar_path(path), facts.to_json())
-    return path
-
-
+    sidecar = facts.to_json()
+    writer = NiftiFramesWriter(path, facts.grid, len(facts), f"napari-latent traversal {name}")
+    try:
+        for index in range(len(facts)):
+            writer.write(index, facts.frame(index))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit(sidecar)

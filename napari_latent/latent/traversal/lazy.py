@@ -6,9 +6,9 @@ import functools
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from .alphas import baseline_index, parse_alphas
 from .decoding import Decoder, _Painter
 from .direction import UNITS, DirectionArg, IndexArg, Units, alpha_scale, resolve_direction
 from .eager import Traversal
-from .facts import _save, _TraversalFacts
+from .facts import NiftiFramesWriter, _TraversalFacts
+from .store import StoredTraversal, StoreWriter, is_store_path
 
 # -- the lazy producer --------------------------------------------------------------------------
 
@@ -196,32 +197,34 @@ class LazyTraversal(_TraversalFacts):
                     painter.paint(block[a], images[a * len(rows):(a + 1) * len(rows)], rows, first)
             yield first, last, block
 
-    # -- the eager result -------------------------------------------------------------------------
-    def iter_compute(self, stop: StopFlag | None = None) -> Operation[Traversal]:
-        """Decode every alpha (batches across slices and alphas); yields progress, returns a Traversal.
+    # -- producing every frame ---------------------------------------------------------------------
+    def _iter_produce(self, sink: _FrameSink, stop: StopFlag | None) -> Operation[int]:
+        """Decode every alpha (batches across slices and alphas) into the sink's frames.
 
-        When ``stop`` is requested the frames finished so far are returned (with their alphas).
+        Yields progress; returns the number of alphas completed (all unless stopped). Each
+        frame is handed to ``sink.done`` as soon as its last batch is painted, in alpha order.
         """
         count, n = len(self), len(self.codes)
         painter = self._painter
-        out = np.empty((count, *self.grid.shape), dtype=np.float32)
         total = count * n
         meter = RateMeter()
         yield ProgressEvent(0, total, f"decoding {count} alphas x {n} slices", stage="traverse")
         decoder = self.decoder
+        frames: dict[int, np.ndarray] = {}
 
-        def finish(images: torch.Tensor, parts: list[tuple[int, int, int, np.ndarray]]) -> int:
+        def finish(images: torch.Tensor, parts: list[tuple[np.ndarray, int, int, np.ndarray]]) -> int:
             """In a stream: the batch's images to crops, written into their frames."""
             crops = painter.prepare(images)
-            for alpha, first, last, rows in parts:
-                painter.write(out[alpha], crops[first:last], rows)
+            for frame, first, last, rows in parts:
+                painter.write(frame, crops[first:last], rows)
             return len(crops)
 
         # Batches (across slices and alphas, in order) stay submitted ``decoder.ahead`` deep, so
         # the streams never wait for this thread, and each stream writes its own images into
-        # the frames: this thread only fills each frame before its first batch and reports.
+        # the frames: this thread only fills each frame before its first batch, hands finished
+        # frames to the sink and reports.
         window: deque[Future[int]] = deque()
-        submitted = position = 0
+        submitted = position = completed = 0
         while (window or submitted < total) and not stop_requested(stop):
             while submitted < total and len(window) < decoder.ahead:
                 flat = np.arange(submitted, min(submitted + decoder.batch_size, total))
@@ -230,34 +233,146 @@ class LazyTraversal(_TraversalFacts):
                 for alpha in np.unique(alphas):
                     where = np.flatnonzero(alphas == alpha)
                     if rows[where[0]] == 0:
-                        painter.fill_frames(out[alpha])
-                    parts.append((int(alpha), int(where[0]), int(where[-1]) + 1, rows[where]))
+                        frames[int(alpha)] = sink.buffer(int(alpha))
+                        painter.fill_frames(frames[int(alpha)])
+                    parts.append((frames[int(alpha)], int(where[0]), int(where[-1]) + 1, rows[where]))
                 codes = self.shifted_codes(alphas, rows)
                 window.append(decoder.submit(codes, functools.partial(finish, parts=parts)))
                 submitted += len(flat)
             take = window.popleft().result()
             position += take
             meter.add(take)
+            while completed < position // n:  # every batch of this alpha is painted (batches finish in order)
+                sink.done(completed, frames.pop(completed))
+                completed += 1
             yield ProgressEvent(position, total, f"alpha {min(position // n + 1, count)} of {count}",
                                 {"images_per_s": meter.rate}, stage="traverse")
         for future in window:  # stopped: drop what has not started, let the rest finish writing
             if not future.cancel():
                 future.result()
-        completed = position // n
+        return completed
+
+    def _result_info(self, completed: int) -> dict[str, Any]:
         info = dict(self.info)
-        if completed < count:
+        if completed < len(self):
             info["stopped"] = True
+        return info
+
+    def iter_compute(self, stop: StopFlag | None = None) -> Operation[Traversal]:
+        """Decode every alpha (batches across slices and alphas); yields progress, returns a Traversal.
+
+        When ``stop`` is requested the frames finished so far are returned (with their alphas).
+        """
+        out = np.empty((len(self), *self.grid.shape), dtype=np.float32)
+        completed = yield from self._iter_produce(_MemorySink(out), stop)
+        if completed < len(self):
             out = out[:completed].copy()
         return Traversal(out, self.alphas[:completed], self.grid, self.direction, self.units, self.alpha_scale,
                          baseline_index(self.latent_alphas[:completed]), self.model_name, self.model_fingerprint,
-                         self.space, self.geometry, self.fill, self.source, info)
+                         self.space, self.geometry, self.fill, self.source, self._result_info(completed))
+
+    def iter_save(self, path: str | os.PathLike[str], stop: StopFlag | None = None) -> Operation[Path]:
+        """Decode every alpha straight into a file: a store (``*.zarr``) or a 4D NIfTI; yields progress.
+
+        The same batches and voxels as :meth:`iter_compute`, but each finished alpha volume is
+        written by a writer thread (compressed into the store's chunks, or appended to the
+        NIfTI's gzip stream) while the next ones are decoded, so memory holds a few volumes,
+        never ``A`` of them. The result appears at ``path`` only when complete (atomically).
+        When ``stop`` is requested a store keeps the alphas finished so far; a NIfTI, whose
+        header announces every frame, is not written. Returns the path.
+        """
+        name = self.direction.name if self.direction is not None else "traversal"
+        writer: StoreWriter | NiftiFramesWriter = StoreWriter(path, self.grid, len(self)) if is_store_path(path) \
+            else NiftiFramesWriter(path, self.grid, len(self), f"napari-latent traversal {name}")
+        try:
+            with _WriterSink(writer) as sink:
+                completed = yield from self._iter_produce(sink, stop)
+                sink.flush()
+            if completed == 0:
+                raise UserInputError("the traversal was stopped before its first alpha; nothing was written")
+            facts = self.to_json()
+            facts.update(alphas=[float(a) for a in self.alphas[:completed]],
+                         latent_alphas=[float(a) for a in self.latent_alphas[:completed]],
+                         baseline_index=int(baseline_index(self.latent_alphas[:completed])),
+                         shape=[completed, *self.grid.shape], info=self._result_info(completed))
+            return writer.commit(facts, completed)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def iter_store(self, path: str | os.PathLike[str], stop: StopFlag | None = None) -> Operation[StoredTraversal]:
+        """:meth:`iter_save` into a traversal store (``*.zarr``); returns it opened for lazy reading."""
+        if not is_store_path(path):
+            raise UserInputError(f"{path}: a traversal store must end in .zarr")
+        written = yield from self.iter_save(path, stop)
+        return StoredTraversal.open(written)
 
     def compute(self, progress: ProgressArg = None, stop: StopFlag | None = None) -> Traversal:
         """Every frame at once, as a :class:`Traversal` (``A`` x the volume in memory)."""
         return run_operation(self.iter_compute(stop), progress)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``OUT.nii.gz`` and ``OUT.json`` like :meth:`Traversal.save`, one frame in memory at a time."""
-        return _save(self, path)
+    def save(self, path: str | os.PathLike[str], progress: ProgressArg = None, stop: StopFlag | None = None) -> Path:
+        """Write a store (``OUT.zarr``) or ``OUT.nii.gz`` plus ``OUT.json`` (:meth:`iter_save`)."""
+        return run_operation(self.iter_save(path, stop), progress)
+
+
+class _FrameSink(Protocol):
+    """Where :meth:`LazyTraversal._iter_produce` puts its frames."""
+
+    def buffer(self, alpha: int) -> np.ndarray:
+        """A source-ordered frame to paint alpha number ``alpha`` into."""
+
+    def done(self, alpha: int, frame: np.ndarray) -> None:
+        """Frame ``alpha`` is complete."""
+
+
+class _MemorySink:
+    """Frames are the rows of one preallocated ``(A, i, j, k)`` array."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+
+    def buffer(self, alpha: int) -> np.ndarray:
+        return self.out[alpha]
+
+    def done(self, alpha: int, frame: np.ndarray) -> None:
+        pass
+
+
+class _WriterSink:
+    """Frames are written by one background thread, one write in flight at a time (in alpha order).
+
+    Waiting for the previous write before starting the next bounds memory at the frames
+    being decoded plus one being compressed; the decoder streams keep working meanwhile.
+    """
+
+    def __init__(self, writer: StoreWriter | NiftiFramesWriter) -> None:
+        self.writer = writer
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="napari-latent-store")
+        self.pending: Future[None] | None = None
+        self.free: list[np.ndarray] = []  # written frames, reused (a new volume costs its page faults)
+
+    def __enter__(self) -> _WriterSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def buffer(self, alpha: int) -> np.ndarray:
+        return self.free.pop() if self.free else np.empty(self.writer.grid.shape, dtype=np.float32)
+
+    def done(self, alpha: int, frame: np.ndarray) -> None:
+        self.flush()
+        self.pending = self.pool.submit(self._write, alpha, frame)
+
+    def _write(self, alpha: int, frame: np.ndarray) -> None:
+        self.writer.write(alpha, frame)
+        self.free.append(frame)
+
+    def flush(self) -> None:
+        """Wait for the write in flight (its error is raised here)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
 
 
