@@ -14,7 +14,8 @@ demo runs the same steps on what ships with the package:
    report) and one unsupervised method (SeFa by default, or PCA of the cohort's codes); the
    cosine of each unsupervised direction with the supervised one is reported;
 5. the traversal of the healthy subject along the supervised direction (15 alphas), and
-   along the unsupervised direction most aligned with it;
+   along the unsupervised direction most aligned with it, each streamed into a traversal
+   store (``traversal.zarr``) that the next steps read slab by slab;
 6. eigencomponents (the paper's centred covariance) and plain difference maps;
 7. a report folder per traversal (``report.html`` embedding the figures, ``report.json``).
 
@@ -51,7 +52,7 @@ from ..latent.codes import LatentCodes
 from ..latent.cohort_codes import CohortCodes, iter_cohort_codes
 from ..latent.directions import Directions
 from ..latent.discovery import discovery_method, iter_discover
-from ..latent.traversal import LazyTraversal, Traversal, parse_alphas
+from ..latent.traversal import LazyTraversal, StoredTraversal, parse_alphas
 from ..models.base import GenerativeModel
 from ..models.checkpoint import load_model
 from ..progress import Operation, ProgressArg, ProgressEvent, StopFlag, run_operation, stop_requested
@@ -86,11 +87,12 @@ class DemoResult:
         The healthy subject's codes.
     supervised, unsupervised : Directions or None
         The discovered directions.
-    traversal : Traversal or None
-        The traversal along the supervised healthy-to-disease direction.
+    traversal : StoredTraversal or None
+        The traversal along the supervised healthy-to-disease direction (its store,
+        ``traversal.zarr``, read lazily).
     eigen : EigenResult or None
         Its eigen analysis.
-    unsupervised_traversal : Traversal or None
+    unsupervised_traversal : StoredTraversal or None
         The traversal along the unsupervised direction most aligned with the supervised one.
     unsupervised_eigen : EigenResult or None
         Its eigen analysis.
@@ -109,9 +111,9 @@ class DemoResult:
     codes: LatentCodes | None = None
     supervised: Directions | None = None
     unsupervised: Directions | None = None
-    traversal: Traversal | None = None
+    traversal: StoredTraversal | None = None
     eigen: EigenResult | None = None
-    unsupervised_traversal: Traversal | None = None
+    unsupervised_traversal: StoredTraversal | None = None
     unsupervised_eigen: EigenResult | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -310,11 +312,13 @@ def iter_demo(out_dir: str | os.PathLike[str], *, subjects: int = 20, size: int 
     for label, directions, index, folder in runs:
         lazy = LazyTraversal(net, codes, directions, alpha_values, index=index, units=units,  # type: ignore[arg-type]
                              source=volume)
-        traversal: Traversal = yield from lazy.iter_compute(stop)
-        if stop_requested(stop):
+        # Streamed into a store and read back slab by slab: the same path a CT-sized volume takes.
+        stored = yield from lazy.iter_store(folder / "traversal.zarr", stop)
+        if stored is None or stop_requested(stop):
             result.stopped = True
             return result
-        traversal_path = traversal.save(folder / "traversal.nii.gz")
+        traversal = stored
+        traversal_path = stored.path
         lap(f"traverse_{label}")
         eigen = yield from iter_eigencomponents(traversal, n_components=n_components, differences="all", stop=stop)
         if eigen is None:

@@ -13,7 +13,7 @@ import torch
 
 from napari_latent.cli import analysis_commands, main
 from napari_latent.latent.directions import Directions
-from napari_latent.latent.traversal import Traversal
+from napari_latent.latent.traversal import Traversal, open_traversal
 from napari_latent.models.checkpoint import load_model
 from napari_latent.volumes import open_volume, save_volume
 
@@ -190,6 +190,64 @@ def test_eigen_with_a_mask_file_and_the_baseline_variant(files: dict[str, Path],
     assert np.corrcoef(np.asarray(meta["eigenvectors"])[:, 0], meta["alphas"])[0, 1] > 0.95
 
 
+
+# -- the traversal store ---------------------------------------------------------------------------
+
+def test_a_store_gives_the_nifti_traversals_voxels_and_eigen_numbers(files: dict[str, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "trav.zarr"
+    assert main(["traverse", "demo", str(files["volume"]), "--directions", str(files["dirs"]), "--index", "1",
+                 "--alphas", "0:4:5", "--units", "direction_std", "--out", str(store), "--device", "cpu",
+                 "--quiet"]) == 0
+    assert "saved to the store" in capsys.readouterr().out
+    reference = Traversal.load(files["traversal"])
+    stored = open_traversal(store)
+    assert stored.shape == reference.images.shape
+    for index in range(len(stored)):
+        np.testing.assert_array_equal(stored.frame(index), reference.images[index])
+    # eigen reads the store slab by slab; its numbers equal those of the NIfTI traversal.
+    for name, source in (("from_store", store), ("from_nifti", files["traversal"])):
+        assert main(["eigen", str(source), "--out", str(tmp_path / name), "--components", "3", "--no-report",
+                     "--quiet"]) == 0
+    ours, theirs = (json.loads((tmp_path / name / "eigen.json").read_text()) for name in ("from_store", "from_nifti"))
+    np.testing.assert_allclose(ours["eigenvalues"], theirs["eigenvalues"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours["eigenvectors"], theirs["eigenvectors"], atol=1e-6)
+    assert len(ours["differences"]) == 1 and ours["differences"][0]["index"] == 4  # default: the extreme alpha
+    component = [np.asarray(nib.load(tmp_path / name / "component_2.nii.gz").dataobj) for name in ("from_store",
+                                                                                                  "from_nifti")]
+    np.testing.assert_allclose(component[0], component[1], atol=1e-5)
+
+
+def test_export_converts_a_store_to_a_4d_nifti_and_back(files: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "converted.zarr"
+    assert main(["export", str(files["traversal"]), "--out", str(store)]) == 0
+    nifti = tmp_path / "again.nii.gz"
+    assert main(["export", str(store), "--out", str(nifti)]) == 0
+    assert "written to" in capsys.readouterr().out
+    back = Traversal.load(nifti)
+    np.testing.assert_array_equal(back.images, Traversal.load(files["traversal"]).images)
+    np.testing.assert_allclose(nib.load(nifti).affine, open_volume(files["volume"]).affine)
+    assert back.direction.index == 1 and back.units == "direction_std"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "{traversal}", "--out", "{tmp}/t.txt"], "must end in .zarr"),
+    (["export", "{tmp}/missing.zarr", "--out", "{tmp}/t.nii.gz"], "no such file"),
+    (["export", "{volume}", "--out", "{tmp}/t.zarr"], "not a traversal"),
+    (["eigen", "{tmp}", "--out", "{tmp}/e"], "not a traversal"),
+    (["traverse", "demo", "{volume}", "--directions", "{dirs}", "--index", "0", "--alphas", "0:1:3", "--out",
+      "{tmp}/t.npy"], "must end in .zarr"),
+])
+def test_store_bad_input_is_one_line_exit_2_and_writes_nothing(files: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                              message: str) -> None:
+    values = {"traversal": files["traversal"], "volume": files["volume"], "dirs": files["dirs"], "tmp": tmp_path}
+    command = [part.format(**values) for part in argv]
+    assert main([*command, "--quiet"] if command[0] != "export" else command) == 2
+    assert message in _one_line_error(capsys, command[0])
+    assert list(tmp_path.iterdir()) == []
+
 # -- demo ---------------------------------------------------------------------------------------
 
 def test_demo_runs_end_to_end_at_a_reduced_size_and_shows_the_papers_pattern(
@@ -213,10 +271,12 @@ def test_demo_runs_end_to_end_at_a_reduced_size_and_shows_the_papers_pattern(
     assert summary["units"] == "direction_std" and len(summary["alphas"]) == 6
     assert (out / "sefa" / "report" / "report.html").is_file()
     source = open_volume(out / "cohort" / f"{summary['traversed_subject']}.nii.gz")
-    for name in ("traversal.nii.gz", "eigen/component_2.nii.gz"):
-        np.testing.assert_allclose(nib.load(out / name).affine, source.affine)
+    np.testing.assert_allclose(nib.load(out / "eigen/component_2.nii.gz").affine, source.affine)
+    stored = open_traversal(out / "traversal.zarr")  # the demo streams its traversals into stores
+    np.testing.assert_allclose(stored.grid.affine, source.affine)
     assert set(shown) == {"volume", "model", "traversal", "eigen"}
-    assert shown["traversal"].images.shape == (6, *source.shape)
+    assert shown["traversal"].shape == (6, *source.shape)
+    np.testing.assert_array_equal(shown["traversal"].frame(5), stored.frame(5))
 
 
 def test_demo_view_without_the_gui_launcher_explains_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],

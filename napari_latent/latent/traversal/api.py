@@ -29,7 +29,7 @@ def iter_traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume,
                   source: Volume | None = None, method: str = "auto", batch_size: int | None = None,
                   bf16: bool = False, channels_last: bool = True, device: str | torch.device | None = None,
                   out: str | os.PathLike[str] | None = None,
-                  stop: StopFlag | None = None) -> Operation[Traversal | StoredTraversal]:
+                  stop: StopFlag | None = None) -> Operation[Traversal | StoredTraversal | None]:
     """Traverse a volume (a generator of progress events; see :func:`traverse`)."""
     if out is not None and not is_store_path(out):
         raise UserInputError(f"{out}: traverse(out=...) streams into a traversal store, which must end in "
@@ -59,7 +59,7 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
              source: Volume | None = None, method: str = "auto", batch_size: int | None = None,
              bf16: bool = False, channels_last: bool = True, device: str | torch.device | None = None,
              out: str | os.PathLike[str] | None = None, progress: ProgressArg = None,
-             stop: StopFlag | None = None) -> Traversal | StoredTraversal:
+             stop: StopFlag | None = None) -> Traversal | StoredTraversal | None:
     """Traverse a volume along a latent direction: one volume per alpha on the source grid.
 
     Parameters
@@ -113,7 +113,7 @@ def traverse(model: GenerativeModel, codes_or_volume: LatentCodes | Volume, dire
         Without ``out``: a :class:`Traversal`, ``images`` ``(A, i, j, k)`` float32 on the
         source grid in memory, with alphas, direction, baseline index, model fingerprint and
         grid. With ``out``: the :class:`StoredTraversal` written there (the same facts; frames
-        read on demand).
+        read on demand), or None when ``stop`` came before the first alpha was finished.
 
     Raises
     ------
@@ -136,7 +136,7 @@ def open_traversal(path: str | os.PathLike[str]) -> Traversal | StoredTraversal:
         When the path is missing or is not a traversal (see :meth:`StoredTraversal.open`
         and :meth:`Traversal.load`).
     """
-    if is_store_path(path) or (Path(path) / "zarr.json").is_file():
+    if is_store_path(path) or Path(path).is_dir():
         return StoredTraversal.open(path)
     return Traversal.load(path)
 

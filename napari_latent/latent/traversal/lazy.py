@@ -271,7 +271,7 @@ class LazyTraversal(_TraversalFacts):
                          baseline_index(self.latent_alphas[:completed]), self.model_name, self.model_fingerprint,
                          self.space, self.geometry, self.fill, self.source, self._result_info(completed))
 
-    def iter_save(self, path: str | os.PathLike[str], stop: StopFlag | None = None) -> Operation[Path]:
+    def iter_save(self, path: str | os.PathLike[str], stop: StopFlag | None = None) -> Operation[Path | None]:
         """Decode every alpha straight into a file: a store (``*.zarr``) or a 4D NIfTI; yields progress.
 
         The same batches and voxels as :meth:`iter_compute`, but each finished alpha volume is
@@ -279,7 +279,8 @@ class LazyTraversal(_TraversalFacts):
         NIfTI's gzip stream) while the next ones are decoded, so memory holds a few volumes,
         never ``A`` of them. The result appears at ``path`` only when complete (atomically).
         When ``stop`` is requested a store keeps the alphas finished so far; a NIfTI, whose
-        header announces every frame, is not written. Returns the path.
+        header announces every frame, is not written (an error says so). Returns the path,
+        or None when stopped before the first alpha was finished (nothing is written).
         """
         name = self.direction.name if self.direction is not None else "traversal"
         writer: StoreWriter | NiftiFramesWriter = StoreWriter(path, self.grid, len(self)) if is_store_path(path) \
@@ -289,7 +290,8 @@ class LazyTraversal(_TraversalFacts):
                 completed = yield from self._iter_produce(sink, stop)
                 sink.flush()
             if completed == 0:
-                raise UserInputError("the traversal was stopped before its first alpha; nothing was written")
+                writer.abort()
+                return None
             facts = self.to_json()
             facts.update(alphas=[float(a) for a in self.alphas[:completed]],
                          latent_alphas=[float(a) for a in self.latent_alphas[:completed]],
@@ -300,18 +302,23 @@ class LazyTraversal(_TraversalFacts):
             writer.abort()
             raise
 
-    def iter_store(self, path: str | os.PathLike[str], stop: StopFlag | None = None) -> Operation[StoredTraversal]:
-        """:meth:`iter_save` into a traversal store (``*.zarr``); returns it opened for lazy reading."""
+    def iter_store(self, path: str | os.PathLike[str],
+                   stop: StopFlag | None = None) -> Operation[StoredTraversal | None]:
+        """:meth:`iter_save` into a traversal store (``*.zarr``); returns it opened for lazy reading.
+
+        None when stopped before the first alpha was finished (nothing is written).
+        """
         if not is_store_path(path):
             raise UserInputError(f"{path}: a traversal store must end in .zarr")
         written = yield from self.iter_save(path, stop)
-        return StoredTraversal.open(written)
+        return None if written is None else StoredTraversal.open(written)
 
     def compute(self, progress: ProgressArg = None, stop: StopFlag | None = None) -> Traversal:
         """Every frame at once, as a :class:`Traversal` (``A`` x the volume in memory)."""
         return run_operation(self.iter_compute(stop), progress)
 
-    def save(self, path: str | os.PathLike[str], progress: ProgressArg = None, stop: StopFlag | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str], progress: ProgressArg = None,
+             stop: StopFlag | None = None) -> Path | None:
         """Write a store (``OUT.zarr``) or ``OUT.nii.gz`` plus ``OUT.json`` (:meth:`iter_save`)."""
         return run_operation(self.iter_save(path, stop), progress)
 
