@@ -78,10 +78,6 @@ def _invert_cohort(args: argparse.Namespace) -> int:
     from ..training.distributed import distributed_context, distributed_device
     from ..volumes.cohort import load_cohort
 
-    out = Path(args.out)
-    if out.suffix == ".safetensors":
-        raise CliError(f"{out}: DATA is a cohort, so --out is a folder (one codes file per volume and index.json)")
-    check_output_folder(out)
     for option, value in (("--reconstruction", args.reconstruction), ("--index", args.index),
                           ("--series", args.series)):
         if value is not None:
@@ -91,7 +87,11 @@ def _invert_cohort(args: argparse.Namespace) -> int:
         if not data.is_file():
             raise CliError(f"{data}: no such cohort table")
         data, labels = data.parent, data
-    cohort = load_cohort(data, labels, bids_suffix=args.bids_suffix or "T1w")
+    cohort = load_cohort(data, labels, bids_suffix=args.bids_suffix or "T1w")  # DATA's own errors first
+    out = Path(args.out)
+    if out.suffix == ".safetensors":
+        raise CliError(f"{out}: DATA is a cohort, so --out is a folder (one codes file per volume and index.json)")
+    check_output_folder(out)
     settings = InversionSettings(steps=args.steps, batch_size=args.batch_size)
     if args.lr:
         settings.lr = args.lr

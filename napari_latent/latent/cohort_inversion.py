@@ -13,8 +13,8 @@ file name in two sub-folders) gets ``_2``, ``_3``, ... in cohort order. The inde
 format and version, the model's name and fingerprint, the space, method and settings, the
 cohort's root, table and fingerprint, the number of processes, and per volume its
 ``name``, ``path`` (as the cohort gives it), ``codes`` (the file name, relative to
-``DIR``), ``slices``, ``mean_mse`` and its labels (``group``, ``factors``, ``subject``
-when the cohort has them), in cohort order. Nothing else about the patient: the names come
+``DIR``), ``slices``, ``mean_mse`` and its labels (``group``, ``factors`` with ``null`` for
+a missing value, ``subject`` when the cohort has them), in cohort order. Nothing else about the patient: the names come
 from the cohort.
 
 Writes are atomic. The index is removed when a run starts and written only when every
@@ -30,6 +30,7 @@ index. A volume's codes do not depend on the rank that inverted it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ def _entry(subject: Subject, codes_file: str, slices: int, mean_mse: float) -> d
     if subject.group:
         entry["group"] = subject.group
     if subject.factors:
-        entry["factors"] = {k: float(v) for k, v in subject.factors.items()}
+        entry["factors"] = {k: float(v) if math.isfinite(v) else None for k, v in subject.factors.items()}
     if subject.subject_id:
         entry["subject"] = subject.subject_id
     return entry
@@ -265,8 +266,8 @@ def load_cohort_codes(folder: str | os.PathLike[str], model: GenerativeModel | N
         if model is not None:
             codes.check_model(model)
         per_subject.append(codes)
-        subjects.append(Subject(Path(entry["path"]), entry.get("group"), dict(entry.get("factors") or {}),
-                                subject_id=entry.get("subject")))
+        factors = {k: math.nan if v is None else float(v) for k, v in (entry.get("factors") or {}).items()}
+        subjects.append(Subject(Path(entry["path"]), entry.get("group"), factors, subject_id=entry.get("subject")))
     cohort_info = index.header.get("cohort") or {}
     table = cohort_info.get("table")
     cohort = Cohort(Path(cohort_info.get("root") or index.folder), subjects, Path(table) if table else None)
