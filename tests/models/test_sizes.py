@@ -38,7 +38,8 @@ def test_train_refuses_a_size_beyond_512(capsys, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tmp_path), "--model", "vae", "--out", str(tmp_path / "m.safetensors"), "--size", "1024"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 1024 (choose from 32, 64, 128, 256, 512)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 1024" in err and "256, 512" in err
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
