@@ -7,12 +7,30 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, add_run_options, add_volume_argument, positive_float, positive_int, volume_argument
+from .common import (
+    VOLUME_HELP,
+    CliError,
+    add_run_options,
+    add_volume_argument,
+    positive_float,
+    positive_int,
+    volume_argument,
+)
 from .method_options import add_method_options, method_settings_from_args, methods_epilog
 
 
+def is_cohort_data(args: argparse.Namespace) -> bool:
+    """Whether ``invert``'s DATA is a cohort (a folder of volumes, a BIDS root, a cohort.csv), not one volume."""
+    from ..volumes.readers import readable
+
+    data = Path(str(args.volume))
+    return bool(args.labels) or data.suffix.lower() == ".csv" or (data.is_dir() and not readable(data))
+
+
 def cmd_invert(args: argparse.Namespace) -> int:
-    """Invert a volume into latent codes."""
+    """Invert a volume (or every volume of a cohort) into latent codes."""
+    if is_cohort_data(args):
+        return _invert_cohort(args)
     from ..latent.inversion import InversionSettings, invert
     from ..models.checkpoint import load_model
     from ..volumes import open_volume, save_volume
@@ -22,9 +40,15 @@ def cmd_invert(args: argparse.Namespace) -> int:
         raise CliError(f"{out}: --out must end in .safetensors")
     if args.reconstruction and not str(args.reconstruction).endswith((".nii", ".nii.gz")):
         raise CliError(f"{args.reconstruction}: --reconstruction must end in .nii or .nii.gz")
+    for option, value in (("--open-volumes", args.open_volumes), ("--bids-suffix", args.bids_suffix)):
+        if value is not None:
+            raise CliError(f"{option} applies to a cohort DATA (a folder, a BIDS root or a cohort.csv), not to one "
+                           "volume")
     model = load_model(args.model, device=args.device)
     volume = open_volume(volume_argument(args), index=args.index)
-    settings = InversionSettings(steps=args.steps, lr=args.lr) if args.lr else InversionSettings(steps=args.steps)
+    settings = InversionSettings(steps=args.steps, batch_size=args.batch_size)
+    if args.lr:
+        settings.lr = args.lr
     codes = invert(model, volume, method=args.method, space=args.space, settings=settings,
                    progress=None if args.quiet else True)
     codes.save(out)
@@ -36,6 +60,60 @@ def cmd_invert(args: argparse.Namespace) -> int:
         reconstruction = codes.reconstruct(model)
         path = save_volume(reconstruction, args.reconstruction, like=volume)
         print(f"reconstruction on the source grid saved to {path}")
+    return 0
+
+
+#: Summary rows printed before the rest of a long cohort is left to the index.
+SHOWN_ROWS = 20
+
+
+def _invert_cohort(args: argparse.Namespace) -> int:
+    """``invert MODEL DATA --out DIR``: every volume of a cohort, sharded over torchrun's ranks."""
+    from ..device import get_device
+    from ..latent.batched_inversion import DEFAULT_OPEN_VOLUMES
+    from ..latent.cohort_inversion import check_output_folder, iter_invert_cohort
+    from ..latent.inversion import InversionSettings
+    from ..models.checkpoint import load_model
+    from ..progress import run_operation
+    from ..training.distributed import distributed_context, distributed_device
+    from ..volumes.cohort import load_cohort
+
+    for option, value in (("--reconstruction", args.reconstruction), ("--index", args.index),
+                          ("--series", args.series)):
+        if value is not None:
+            raise CliError(f"{option} applies to a single VOLUME, not to a cohort DATA")
+    data, labels = Path(str(args.volume)), args.labels
+    if data.suffix.lower() == ".csv" and not labels:
+        if not data.is_file():
+            raise CliError(f"{data}: no such cohort table")
+        data, labels = data.parent, data
+    cohort = load_cohort(data, labels, bids_suffix=args.bids_suffix or "T1w")  # DATA's own errors first
+    out = Path(args.out)
+    if out.suffix == ".safetensors":
+        raise CliError(f"{out}: DATA is a cohort, so --out is a folder (one codes file per volume and index.json)")
+    check_output_folder(out)
+    settings = InversionSettings(steps=args.steps, batch_size=args.batch_size)
+    if args.lr:
+        settings.lr = args.lr
+    device = distributed_device(get_device(args.device))
+    context = distributed_context(device)
+    try:
+        model = load_model(args.model, device=device)
+        operation = iter_invert_cohort(model, cohort, out, method=args.method, space=args.space, settings=settings,
+                                       open_volumes=args.open_volumes or DEFAULT_OPEN_VOLUMES, context=context)
+        result = run_operation(operation, None if args.quiet or not context.is_main else True)
+    finally:
+        context.close()
+    if not context.is_main:
+        return 0
+    rows = result.table()
+    print_table(rows[:SHOWN_ROWS])
+    if len(rows) > SHOWN_ROWS:
+        print(f"... and {len(rows) - SHOWN_ROWS} more volumes (see {result.index_path})")
+    processes = f" by {context.world_size} processes" if context.is_distributed else ""
+    print(f"inverted {len(rows)} volumes ({result.slices} {model.slice_spec.plane if model.slice_spec else 'axial'} "
+          f"slices) into space {result.header['space']} with {result.header['method']}{processes}: mean MSE "
+          f"{result.mean_mse:.4g}; codes in {out}, index {result.index_path}")
     return 0
 
 
@@ -73,6 +151,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from ..analysis.direction_evaluation import iter_evaluate_directions
     from ..latent.cohort_codes import iter_cohort_codes
     from ..latent.discovery import METHODS, discovery_method, iter_discover
+    from ..latent.inversion import default_space
     from ..models.checkpoint import load_model
     from ..progress import run_operation
     from ..volumes.cohort import load_cohort
@@ -84,19 +163,33 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise CliError(f"{args.report}: --report must end in .json")
     if args.labels and not args.data:
         raise CliError("--labels needs --data (the folder of the volumes it labels)")
+    if args.codes and args.data:
+        raise CliError("give the cohort either as --data (volumes) or as --codes (their codes), not both")
     method = discovery_method(args.method)
     need = method.data
     settings = method_settings_from_args(args, method, [entry for _, entry in METHODS.items()])
-    if need.required and not args.data:
+    if need.required and not (args.data or args.codes):
         raise CliError(f"the {method.name} method needs --data: {need.help}")
+    if args.codes and need.kind == "cohort":
+        raise CliError(f"the {method.name} method reads the cohort's images: give --data, not --codes")
     progress = None if args.quiet else True
     model = load_model(args.model, device=args.device)
-    cohort = load_cohort(args.data, args.labels, bids_suffix=args.bids_suffix) if args.data else None
-    evaluate = cohort is not None and not args.no_evaluate and bool(cohort.factor_names)
     cohort_codes = None
-    if cohort is not None and (need.kind == "codes" or evaluate):
-        from ..latent.inversion import default_space
+    if args.codes:
+        from ..latent.cohort_inversion import load_cohort_codes
 
+        space = model.check_space(settings.get("space") or default_space(model))
+        cohort_codes = load_cohort_codes(args.codes, model)
+        if cohort_codes.space != space:
+            raise CliError(f"{args.codes}: the codes are in space {cohort_codes.space!r}, not {space!r} (invert "
+                           f"again with --space {space}, or discover with --space {cohort_codes.space})")
+        cohort = cohort_codes.cohort
+        if need.check is not None:
+            need.check(cohort, settings)
+    else:
+        cohort = load_cohort(args.data, args.labels, bids_suffix=args.bids_suffix) if args.data else None
+    evaluate = cohort is not None and not args.no_evaluate and bool(cohort.factor_names)
+    if cohort_codes is None and cohort is not None and (need.kind == "codes" or evaluate):
         space = model.check_space(settings.get("space") or default_space(model))
         if need.check is not None:
             need.check(cohort, settings)  # fail before inverting
@@ -146,19 +239,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
     from ..latent.inversion import METHODS
 
-    p = sub.add_parser("invert", help="invert a volume into latent codes",
+    p = sub.add_parser("invert", help="invert a volume (or a cohort) into latent codes",
                        description="Find one latent code per slice of a volume (any orientation is resliced to the "
-                       "model's plane). Methods: encoder, optimize (all slices as one batch), hybrid (encoder start, "
-                       "then optimize), auto.")
+                       "model's plane). Methods: encoder, optimize (slices in batches), hybrid (encoder start, "
+                       "then optimize), auto. DATA may also be a cohort (a folder of volumes, a BIDS root or a "
+                       "cohort.csv): then --out is a folder that gets one codes file per volume and index.json, "
+                       "slices of several volumes are inverted together, and under torchrun each process inverts "
+                       "its share of the volumes.")
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'demo'")
-    add_volume_argument(p)
-    p.add_argument("--out", required=True, metavar="CODES.safetensors", help="codes file to write")
+    add_volume_argument(p, help=VOLUME_HELP + "; or a cohort: a folder of them (searched recursively, with an "
+                        "optional cohort.csv), a BIDS root, or a cohort.csv")
+    p.add_argument("--out", required=True, metavar="CODES.safetensors|DIR",
+                   help="codes file to write (a folder for a cohort)")
     p.add_argument("--method", choices=METHODS, default="auto", help="inversion method (default auto)")
     p.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (default 200)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.1 of the spread)")
     p.add_argument("--space", default=None, help="latent space: z, w or w+ (default: w for StyleGAN, else z)")
     p.add_argument("--index", type=int, default=None, help="frame of a 4D series")
     p.add_argument("--reconstruction", metavar="OUT.nii.gz", help="also write the reconstruction on the source grid")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="slices encoded or optimised together, across volumes for a cohort (default 256 up to 64 px, "
+                   "fewer for larger images: 16 at 256 px, 4 at 512 px)")
+    p.add_argument("--labels", metavar="CSV", help="a cohort table to use instead of DATA/cohort.csv")
+    p.add_argument("--bids-suffix", default=None, metavar="SUFFIX",
+                   help="the suffix of a BIDS dataset's volumes (default T1w)")
+    p.add_argument("--open-volumes", type=positive_int, default=None, metavar="N",
+                   help="cohort: sliced volumes held in memory at a time (default 4)")
     add_run_options(p)
     p.set_defaults(func=cmd_invert)
 
@@ -184,6 +290,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="CSV", help="a cohort table to use instead of DATA/cohort.csv")
     p.add_argument("--bids-suffix", default="T1w", metavar="SUFFIX",
                    help="the suffix of a BIDS dataset's volumes (default T1w)")
+    p.add_argument("--codes", metavar="DIR", help="instead of --data: the cohort's codes from 'napari-latent invert "
+                   "MODEL DATA --out DIR' (its index.json gives the volumes and their labels)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any method setting, checked against the method's description, e.g. --set deformator=proj "
                    "--set classifier=logistic")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 
 from ..errors import DataError
 from ..models.base import GenerativeModel
-from ..progress import Operation, ProgressEvent, StopFlag, stop_requested
+from ..progress import Operation, StopFlag
 from ..volumes.cohort import Cohort, load_cohort
 from ..volumes.io import open_volume
+from .batched_inversion import DEFAULT_OPEN_VOLUMES, VolumeSource, iter_invert_volumes
 from .codes import LatentCodes
-from .inversion import InversionSettings, iter_invert
+from .inversion import InversionSettings, plan_inversion
 
 
 @dataclass
@@ -50,11 +52,25 @@ class CohortCodes:
         values = np.asarray(self.cohort.column(name), dtype=np.float64)
         return values[self.subject]
 
+    @classmethod
+    def from_codes(cls, cohort: Cohort, per_subject: list[LatentCodes], space: str) -> CohortCodes:
+        """Join the codes of the first ``len(per_subject)`` subjects of ``cohort`` (in its order)."""
+        subject = [np.full(len(codes), index) for index, codes in enumerate(per_subject)]
+        position = [np.linspace(0.0, 1.0, len(codes)) if len(codes) > 1 else np.zeros(1) for codes in per_subject]
+        return cls(torch.cat([c.codes for c in per_subject]), np.concatenate(subject), np.concatenate(position),
+                   cohort, space, per_subject)
+
+
+def volume_sources(cohort: Cohort) -> list[VolumeSource]:
+    """The cohort's volumes as :class:`~napari_latent.latent.batched_inversion.VolumeSource` items (opened lazily)."""
+    return [VolumeSource(item.name, str(item.path), partial(open_volume, item.path)) for item in cohort.subjects]
+
 
 def iter_cohort_codes(model: GenerativeModel, data: str | os.PathLike[str] | Cohort, space: str | None = None,
                       method: str = "auto", steps: int = 100, labels: str | os.PathLike[str] | None = None,
-                      stop: StopFlag | None = None) -> Operation[CohortCodes]:
-    """Invert every volume of a cohort (encoder where available; else batched optimisation).
+                      stop: StopFlag | None = None, batch_size: int | None = None,
+                      open_volumes: int = DEFAULT_OPEN_VOLUMES) -> Operation[CohortCodes]:
+    """Invert every volume of a cohort, slices of several volumes batched together.
 
     Parameters
     ----------
@@ -69,27 +85,18 @@ def iter_cohort_codes(model: GenerativeModel, data: str | os.PathLike[str] | Coh
         Optimisation steps where optimisation is used.
     labels : path-like, optional
         A cohort table to use instead of the folder's ``cohort.csv``.
+    stop : StopFlag, optional
+        Returns the codes of the volumes finished so far (at least the first volume's).
+    batch_size : int, optional
+        Slices inverted together, across volumes (see :class:`~napari_latent.latent.inversion.InversionSettings`).
+    open_volumes : int
+        Sliced volumes held in memory at a time (see :mod:`~napari_latent.latent.batched_inversion`).
     """
     cohort = data if isinstance(data, Cohort) else load_cohort(data, labels)
     if len(cohort) == 0:
         raise DataError("the cohort has no volumes")
+    plan = plan_inversion(model, method, space, settings=InversionSettings(steps=steps, batch_size=batch_size))
     results: list[LatentCodes] = []
-    subject, position = [], []
-    for index, item in enumerate(cohort.subjects):
-        volume = open_volume(item.path)
-        inner = iter_invert(model, volume, method=method, space=space,
-                            settings=InversionSettings(steps=steps), stop=stop)
-        while True:
-            try:
-                next(inner)
-            except StopIteration as done:
-                codes: LatentCodes = done.value
-                break
-        results.append(codes)
-        subject.append(np.full(len(codes), index))
-        position.append(np.linspace(0.0, 1.0, len(codes)) if len(codes) > 1 else np.zeros(1))
-        yield ProgressEvent(index + 1, len(cohort), f"inverted {item.name}", {"slices": len(codes)}, stage="codes")
-        if stop_requested(stop):
-            break
-    return CohortCodes(torch.cat([c.codes for c in results]), np.concatenate(subject), np.concatenate(position),
-                       cohort, results[0].space, results)
+    yield from iter_invert_volumes(plan, volume_sources(cohort), lambda _, codes: results.append(codes),
+                                   open_volumes, stop, stage="codes")
+    return CohortCodes.from_codes(cohort, results, plan.space)

@@ -22,12 +22,20 @@ Methods
     inversion encoder; ``optimize`` otherwise.
 
 Each slice's code is independent; batching all slices turns a thousand small steps into a
-few large ones, which is what makes whole-volume inversion fast on the CPU.
+few large ones, which is what makes whole-volume inversion fast on the CPU. Nothing couples
+the codes of a batch: each slice's loss depends on its code alone (the summed loss gives each
+code its own gradient), Adam's moments and the learning-rate schedule act element by element,
+and the early noise of each slice is drawn from its own random stream, keyed by the seed and
+the slice's position in its volume (:func:`slice_noise_generators`). So a slice gets the same
+code (to float rounding) whichever slices, of whichever volumes, share its batch:
+:mod:`napari_latent.latent.batched_inversion` relies on this to batch slices across volumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,10 +48,14 @@ from ..models.base import GenerativeModel
 from ..models.inversion_encoder import inversion_encoder_of
 from ..progress import Operation, ProgressArg, ProgressEvent, StopFlag, run_operation, stop_requested
 from ..volumes.io import Volume
-from ..volumes.slicing import SliceSpec, slice_volume
+from ..volumes.slicing import SliceGeometry, SliceSpec, slice_volume
 from .codes import LatentCodes
 
 METHODS = ("auto", "encoder", "optimize", "hybrid")
+
+#: Slices per batch at 64 px and below when ``batch_size`` is not set; larger images get
+#: fewer, in proportion to their pixels (:func:`default_batch_size`).
+DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass
@@ -64,8 +76,11 @@ class InversionSettings:
         Fraction of the steps after which no noise is added.
     ssim_weight : float
         Weight of (1 - SSIM) beside the MSE.
-    batch_size : int
-        Slices optimised together (all of a typical volume; larger volumes in groups).
+    batch_size : int, optional
+        Slices encoded or optimised together (of one volume or, in cohort inversion, of
+        several). None: :func:`default_batch_size` of the model's image size (256 up to
+        64 px, 64 at 128 px, 16 at 256 px, 4 at 512 px). The batch changes memory and
+        speed, not the codes.
     """
 
     steps: int = 200
@@ -75,7 +90,7 @@ class InversionSettings:
     noise: float = 0.05
     noise_ramp: float = 0.75
     ssim_weight: float = 0.2
-    batch_size: int = 256
+    batch_size: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for impossible settings."""
@@ -83,8 +98,19 @@ class InversionSettings:
             raise UserInputError(f"inversion needs at least 1 step, got {self.steps}")
         if not self.lr > 0:
             raise UserInputError(f"learning rate must be positive, got {self.lr}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UserInputError(f"batch size must be positive, got {self.batch_size}")
+
+
+def default_batch_size(image_size: int) -> int:
+    """Slices per batch when none is set: 256 up to 64 px, then fewer in proportion to the pixels.
+
+    Optimisation keeps every activation of the decoder for the backward pass, about
+    ``S**2`` floats per channel and layer and slice, so the batch shrinks with ``S**2``
+    to keep memory near that of 256 slices at 64 px (a few GB): 64 at 128 px, 16 at 256 px,
+    4 at 512 px.
+    """
+    return max(1, min(DEFAULT_BATCH_SIZE, DEFAULT_BATCH_SIZE * 64 * 64 // (int(image_size) ** 2)))
 
 
 def learning_rate(step: int, steps: int, settings: InversionSettings) -> float:
@@ -161,30 +187,59 @@ def reconstruction_errors(model: GenerativeModel, codes: torch.Tensor, targets: 
     return torch.cat(errors).double().numpy()
 
 
+def slice_noise_generators(keys: Sequence[int] | np.ndarray | torch.Tensor, seed: int = 0) -> list[torch.Generator]:
+    """One random stream per slice, seeded by ``(seed, key)``: the slice's noise, whatever its batch.
+
+    Parameters
+    ----------
+    keys : sequence of int
+        A key per slice (its position in its volume: ``geometry.indices``), non-negative.
+    seed : int
+        The inversion's seed.
+    """
+    out = []
+    for key in np.asarray(keys, dtype=np.int64).reshape(-1):
+        state = np.random.SeedSequence([int(seed) % 2 ** 63, int(key)]).generate_state(1, np.uint64)[0]
+        out.append(torch.Generator().manual_seed(int(state)))
+    return out
+
+
 def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: torch.Tensor, space: str,
                         settings: InversionSettings, spread: float, stop: StopFlag | None = None,
-                        seed: int = 0) -> Operation[torch.Tensor]:
-    """Optimise codes of all target images together (see the module docstring)."""
+                        seed: int = 0, keys: Sequence[int] | np.ndarray | None = None) -> Operation[torch.Tensor]:
+    """Optimise codes of all target images, ``settings.batch_size`` at a time (see the module docstring).
+
+    ``keys`` (one non-negative integer per target; default ``0 .. n-1``) with ``seed`` choose
+    each target's noise stream (:func:`slice_noise_generators`), so a target's code does
+    not depend on the other targets of its batch.
+    """
     device = model.device
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    generator = torch.Generator().manual_seed(seed)
+    keys = np.arange(len(targets)) if keys is None else np.asarray(keys, dtype=np.int64)
+    if len(keys) != len(targets):
+        raise UserInputError(f"{len(keys)} noise keys given for {len(targets)} targets")
+    batch_size = settings.batch_size or default_batch_size(model.image_size)
     results = []
-    total = settings.steps * math.ceil(len(targets) / settings.batch_size)
+    total = settings.steps * math.ceil(len(targets) / batch_size)
     done = 0
     try:
-        for begin in range(0, len(targets), settings.batch_size):
-            target = targets[begin:begin + settings.batch_size].to(device)
-            codes = start[begin:begin + settings.batch_size].clone().to(device).requires_grad_(True)
+        for begin in range(0, len(targets), batch_size):
+            target = targets[begin:begin + batch_size].to(device)
+            codes = start[begin:begin + batch_size].clone().to(device).requires_grad_(True)
+            streams = slice_noise_generators(keys[begin:begin + batch_size], seed)
             optimizer = torch.optim.Adam([codes], lr=settings.lr, betas=(0.9, 0.999))
             for step in range(settings.steps):
                 t = step / settings.steps
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, settings.steps, settings) * spread
                 noise_scale = spread * settings.noise * max(0.0, 1.0 - t / max(settings.noise_ramp, 1e-8)) ** 2
-                noise = torch.randn(codes.shape, generator=generator).to(device) * noise_scale
-                loss, mse = _image_losses(model, codes + noise, target, space, settings.ssim_weight)
+                noisy = codes
+                if noise_scale > 0:
+                    noise = torch.stack([torch.randn(codes.shape[1], generator=g) for g in streams])
+                    noisy = codes + noise.to(device) * noise_scale
+                loss, mse = _image_losses(model, noisy, target, space, settings.ssim_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 optimizer.step()
@@ -203,41 +258,123 @@ def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: to
     return torch.cat(results)
 
 
+@dataclass
+class InversionPlan:
+    """Everything decided before the first slice is inverted: method, space, settings, slicing, start statistics.
+
+    Made by :func:`plan_inversion`; shared by the inversion of one volume (:func:`iter_invert`)
+    and of many (:mod:`napari_latent.latent.batched_inversion`), so both find the same codes.
+
+    Attributes
+    ----------
+    model : GenerativeModel
+    method : str
+        The concrete method (``auto`` resolved).
+    space : str
+    settings : InversionSettings
+        A copy, with ``steps`` applied and ``batch_size`` resolved.
+    spec : SliceSpec
+        The slicing (the model's).
+    mean : torch.Tensor
+        ``(1, d)`` start code of ``optimize``.
+    spread : float
+        The codes' spread (the unit of the learning rate and the noise).
+    seed : int
+    """
+
+    model: GenerativeModel
+    method: str
+    space: str
+    settings: InversionSettings
+    spec: SliceSpec
+    mean: torch.Tensor
+    spread: float
+    seed: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        """Slices per batch."""
+        return int(self.settings.batch_size or default_batch_size(self.model.image_size))
+
+    @property
+    def optimizes(self) -> bool:
+        """True for ``optimize`` and ``hybrid``."""
+        return self.method in ("optimize", "hybrid")
+
+    def used_settings(self) -> dict[str, Any]:
+        """The settings recorded with the codes (the seed; the optimisation settings unless ``encoder``)."""
+        used: dict[str, Any] = {"seed": self.seed}
+        if self.method != "encoder":
+            used.update(asdict(self.settings))
+        return used
+
+    def codes(self, codes: torch.Tensor, errors: np.ndarray, geometry: SliceGeometry, source: str) -> LatentCodes:
+        """The :class:`LatentCodes` of one volume's slices."""
+        return LatentCodes(codes, geometry, self.space, errors, self.method, self.used_settings(), self.model.name,
+                           self.model.fingerprint, source)
+
+
+def plan_inversion(model: GenerativeModel, method: str = "auto", space: str | None = None, steps: int | None = None,
+                   settings: InversionSettings | None = None, spec: SliceSpec | None = None,
+                   seed: int = 0) -> InversionPlan:
+    """Check the arguments of an inversion and decide what it will do (see :class:`InversionPlan`).
+
+    Raises
+    ------
+    UserInputError
+        For a space the model lacks, an unknown method, a method the model cannot serve,
+        impossible settings, or a slice size other than the model's.
+    """
+    space = model.check_space(space or default_space(model))
+    method = resolve_method(model, method, space)
+    settings = dataclasses.replace(settings or InversionSettings())
+    if steps is not None:
+        settings.steps = int(steps)
+    settings.validate()
+    settings.batch_size = int(settings.batch_size or default_batch_size(model.image_size))
+    spec = spec or model.slice_spec or SliceSpec(size=model.image_size)
+    if spec.size != model.image_size:
+        raise UserInputError(f"slice size {spec.size} does not match the model's image size {model.image_size}")
+    mean, spread = latent_statistics(model, space)
+    return InversionPlan(model, method, space, settings, spec, mean, spread, int(seed))
+
+
+def iter_invert_slices(plan: InversionPlan, targets: torch.Tensor, keys: Sequence[int] | np.ndarray | None = None,
+                       stop: StopFlag | None = None) -> Operation[tuple[torch.Tensor, np.ndarray]]:
+    """Codes and per-slice MSE of target images ``(n, 1, S, S)`` under ``plan`` (a generator).
+
+    ``keys`` choose each slice's noise stream (see :func:`iter_optimize_codes`): pass the
+    slices' positions in their volume (``geometry.indices``) so that a slice's code does not
+    depend on its batch.
+    """
+    model, space, batch = plan.model, plan.space, plan.batch_size
+    if plan.method in ("encoder", "hybrid"):
+        start = encode_images(model, targets, space, batch_size=batch)
+        yield ProgressEvent(0, None, "encoded", stage="encode")
+    else:
+        start = plan.mean.expand(len(targets), -1).clone()
+    codes = start
+    if plan.optimizes:
+        codes = yield from iter_optimize_codes(model, targets, start, space, plan.settings, plan.spread, stop,
+                                               plan.seed, keys)
+    errors = reconstruction_errors(model, codes, targets, space, batch_size=batch)
+    if plan.method == "hybrid":  # never worse than the encoder's start
+        start_errors = reconstruction_errors(model, start, targets, space, batch_size=batch)
+        worse = torch.from_numpy(start_errors < errors)
+        codes[worse] = start[worse]
+        errors = np.minimum(errors, start_errors)
+    return codes, errors
+
+
 def iter_invert(model: GenerativeModel, volume: Volume, method: str = "auto", space: str | None = None,
                 steps: int | None = None, settings: InversionSettings | None = None, spec: SliceSpec | None = None,
                 stop: StopFlag | None = None, seed: int = 0) -> Operation[LatentCodes]:
     """Invert a volume slice by slice (a generator; see :func:`invert`)."""
-    space = model.check_space(space or default_space(model))
-    method = resolve_method(model, method, space)
-    settings = settings or InversionSettings()
-    if steps is not None:
-        settings.steps = int(steps)
-    settings.validate()
-    spec = spec or model.slice_spec or SliceSpec(size=model.image_size)
-    if spec.size != model.image_size:
-        raise UserInputError(f"slice size {spec.size} does not match the model's image size {model.image_size}")
+    plan = plan_inversion(model, method, space, steps, settings, spec, seed)
     yield ProgressEvent(0, None, f"slicing {volume.name}", stage="slice")
-    targets, geometry = slice_volume(volume, spec)
-    mean, spread = latent_statistics(model, space)
-    if method in ("encoder", "hybrid"):
-        start = encode_images(model, targets, space)
-        yield ProgressEvent(0, None, "encoded", stage="encode")
-    else:
-        start = mean.expand(len(targets), -1).clone()
-    codes = start
-    if method in ("optimize", "hybrid"):
-        codes = yield from iter_optimize_codes(model, targets, start, space, settings, spread, stop, seed)
-    errors = reconstruction_errors(model, codes, targets, space)
-    if method == "hybrid":  # never worse than the encoder's start
-        start_errors = reconstruction_errors(model, start, targets, space)
-        worse = start_errors < errors
-        codes[torch.from_numpy(worse)] = start[torch.from_numpy(worse)]
-        errors = np.minimum(errors, start_errors)
-    used: dict[str, Any] = {"seed": seed}
-    if method != "encoder":
-        used.update(asdict(settings))
-    return LatentCodes(codes, geometry, space, errors, method, used, model.name, model.fingerprint,
-                       str(volume.path) if volume.path else volume.name)
+    targets, geometry = slice_volume(volume, plan.spec)
+    codes, errors = yield from iter_invert_slices(plan, targets, geometry.indices, stop)
+    return plan.codes(codes, errors, geometry, str(volume.path) if volume.path else volume.name)
 
 
 def invert(model: GenerativeModel, volume: Volume, method: str = "auto", space: str | None = None,
@@ -260,7 +397,7 @@ def invert(model: GenerativeModel, volume: Volume, method: str = "auto", space: 
     steps : int, optional
         Optimisation steps (default 200).
     settings : InversionSettings, optional
-        All optimisation settings.
+        All optimisation settings (not changed by the call).
     progress : callable, bool or None
         ``True`` for a terminal progress bar, a callable for every event.
     stop : StopFlag, optional

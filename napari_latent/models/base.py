@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import CheckpointError, MismatchError, UserInputError
 from ..registry import Registry
 
-SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
+SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256, 512)
 
 #: Modules (in this package) that define and register the built-in models; declared as
 #: ``napari_latent.models`` entry points in ``setup.cfg`` (imported directly only when the
@@ -106,7 +106,7 @@ class ModelConfig:
     Parameters
     ----------
     image_size : int
-        Square image size (32 for tests; 64, 128 or 256 in use).
+        Square image size (32 for tests; 64, 128, 256 or 512 in use).
     latent_dim : int
         Size of the main latent code.
     base_channels : int

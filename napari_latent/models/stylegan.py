@@ -1,8 +1,8 @@
 """A compact StyleGAN2 for single-channel images (Karras et al. 2020).
 
-"Analyzing and Improving the Image Quality of StyleGAN" (StyleGAN2), written for 32-256
-pixel grey-value slices (64 and 128 px are the sizes it is meant for; 32 px is for tests;
-256 px works but is slow on a CPU). It follows the paper's design, not NVIDIA's code:
+"Analyzing and Improving the Image Quality of StyleGAN" (StyleGAN2), written for 32-512
+pixel grey-value slices (64 and 128 px are the sizes it is meant for on a CPU; 32 px is for
+tests; 256 and 512 px work but want a GPU). It follows the paper's design, not NVIDIA's code:
 
 Generator (``StyleGAN.generator``, one module so a moving average of it can be kept)
     *Mapping network* ``z -> w``: ``z`` is normalised to unit second moment, then
@@ -32,8 +32,9 @@ Choices worth knowing:
   modulated 3x3 convolution uses ``w[i]`` and the ``toGray`` layer of a resolution uses
   the same ``w`` as the first convolution of the next resolution (the last ``toGray``
   uses the last ``w``). So ``num_ws = (number of 3x3 convolutions) + 1 =
-  2 * log2(S) - 2``: 8 at 32 px, 10 at 64 px, 12 at 128 px, 14 at 256 px (18 at 1024 px,
-  the familiar 18 x 512 of StyleGAN2). A ``w+`` code is ``num_ws * w_dim`` numbers.
+  2 * log2(S) - 2``: 8 at 32 px, 10 at 64 px, 12 at 128 px, 14 at 256 px, 16 at 512 px
+  (18 at 1024 px, the familiar 18 x 512 of StyleGAN2). A ``w+`` code is ``num_ws * w_dim``
+  numbers.
 * Resampling. Upsampling is bilinear (x2) and downsampling in the discriminator is
   antialiased bilinear (/2). In the interior of the image these are exactly the
   separable [1, 3, 3, 1] filter StyleGAN2 uses (``upfirdn2d``); only the borders differ
@@ -64,6 +65,7 @@ Sizes with the default settings (``base_channels=32``, ``max_channels=256``,
     64 px        10       2,702,894    3,511,521
     128 px       12       3,982,385    4,757,217
     256 px       14       5,261,876    6,002,913
+    512 px       16       6,541,367    7,248,609
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class StyleGANConfig(ModelConfig):
     Parameters
     ----------
     image_size : int
-        32 (tests), 64 or 128 (256 works but is slow).
+        32 (tests), 64 or 128 (256 and 512 work but are slow on a CPU).
     latent_dim : int
         Size of ``z``, the input of the mapping network.
     base_channels, max_channels : int

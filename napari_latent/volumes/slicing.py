@@ -41,7 +41,7 @@ from .orientation import PLANE_CODES, Reorientation, reorientation
 from .windows import check_window_values, format_window
 
 PLANES = tuple(PLANE_CODES)
-SUPPORTED_SIZES = (32, 64, 128, 256)
+SUPPORTED_SIZES = (32, 64, 128, 256, 512)
 
 
 @dataclass(frozen=True)
