@@ -199,11 +199,33 @@ def iter_load_slices(cohort: Cohort, indices: list[int], spec: SliceSpec, stage:
         context.barrier()
         if failure is not None:
             raise failure
-        for count, index in enumerate(indices):  # the other ranks' entries: found, not sliced again
-            if count not in entries:
-                entries[count] = store.get(cohort.subjects[index].path, spec)
+        yield from _iter_fill(cohort, indices, spec, store, context, entries)
     done = sorted(entries)
     return SliceSet([entries[k] for k in done], [cohort.subjects[indices[k]].name for k in done], spec.size)
+
+
+def _iter_fill(cohort: Cohort, indices: list[int], spec: SliceSpec, store: SliceCache, context: DistributedContext,
+               entries: dict[int, CacheEntry]) -> Operation[None]:
+    """After the ranks sliced their shares: find the other ranks' entries in the cache.
+
+    With a cache folder per node (several nodes, node-local caches) a node misses the
+    entries other nodes wrote: its processes then slice those in turn (local rank ``r`` of
+    ``l`` takes every ``l``-th), wait for each other, and find them. Every process takes
+    part in the same barriers.
+    """
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))
+    if local_world < context.world_size:
+        missing = [k for k in range(len(indices)) if k not in entries
+                   and store.find(cohort.subjects[indices[k]].path, spec) is None]
+        for number, count in enumerate(missing):
+            if number % local_world == context.local_rank:
+                entries[count] = store.get(cohort.subjects[indices[count]].path, spec)
+                yield ProgressEvent(count + 1, len(indices), f"sliced {cohort.subjects[indices[count]].name}",
+                                    stage="data")
+        context.barrier()
+    for count, index in enumerate(indices):  # found, not sliced again (sliced here only if still missing)
+        if count not in entries:
+            entries[count] = store.get(cohort.subjects[index].path, spec)
 
 
 def iter_prepare_data(data: str | os.PathLike[str] | Cohort, spec: SliceSpec, val_fraction: float = 0.2,

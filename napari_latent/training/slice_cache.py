@@ -296,11 +296,17 @@ class SliceCache:
             When the cache folder cannot be written.
         """
         path = self.entry_path(self.key(source, spec))
+        return self._usable(path, spec) or self._build(Path(source), spec, path)
+
+    def find(self, source: str | os.PathLike[str], spec: SliceSpec) -> CacheEntry | None:
+        """The usable entry of a volume, or None (nothing is sliced)."""
+        return self._usable(self.entry_path(self.key(source, spec)), spec)
+
+    def _usable(self, path: Path, spec: SliceSpec) -> CacheEntry | None:
         entry = read_entry_header(path, spec.size)
         if entry is not None:
             _touch(path)
-            return entry
-        return self._build(Path(source), spec, path)
+        return entry
 
     def _build(self, source: Path, spec: SliceSpec, path: Path) -> CacheEntry:
         """Slice a volume exactly as training in memory did and write its entry atomically."""
