@@ -178,3 +178,57 @@ def test_an_unwritable_cache_is_one_clear_error(tiny_cohort: Path, tmp_path: Pat
     blocker.write_text("")
     with pytest.raises(UserInputError, match="--cache-dir"):
         SliceCache(blocker / "cache").get(_volumes(tiny_cohort)[0], SPEC)
+
+
+def test_sharded_preparation_slices_each_volume_once_per_cache_folder(tiny_cohort: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes of two processes (threads here), each node with its own cache folder: every volume is
+    sliced once per node, and every process ends with the whole set."""
+    import threading
+    from dataclasses import dataclass
+
+    from napari_latent.progress import run_operation
+    from napari_latent.training.data import iter_load_slices
+    from napari_latent.volumes.cohort import load_cohort
+
+    barrier = threading.Barrier(4, timeout=60)
+
+    @dataclass
+    class Context:
+        rank: int
+        local_rank: int
+        world_size: int = 4
+
+        def barrier(self) -> None:
+            barrier.wait()
+
+    built: list[tuple[str, str]] = []
+    build = SliceCache._build
+
+    def noting_build(self, source, spec, path):
+        built.append((self.root.name, Path(source).name))
+        return build(self, source, spec, path)
+
+    monkeypatch.setattr(SliceCache, "_build", noting_build)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cohort = load_cohort(tiny_cohort)
+    indices = list(range(len(cohort)))
+    results: dict[int, object] = {}
+
+    def process(rank: int) -> None:
+        cache = SliceCache(tmp_path / f"node{rank // 2}")
+        results[rank] = run_operation(iter_load_slices(cohort, indices, SPEC, cache=cache,
+                                                       context=Context(rank, rank % 2)))
+
+    threads = [threading.Thread(target=process, args=(r,)) for r in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = sorted(s.name + ".nii.gz" for s in cohort.subjects)
+    for node in ("node0", "node1"):
+        assert sorted(v for n, v in built if n == node) == names  # once per node, no volume twice
+    assert len(results) == 4
+    for rank in range(4):
+        assert results[rank].names == [s.name for s in cohort.subjects]
+        assert results[rank].counts == results[0].counts
