@@ -19,6 +19,8 @@ from napari_latent.volumes import SliceSpec, open_volume
 from napari_latent.volumes.cohort import load_cohort
 from napari_latent.volumes.slicing import slice_volume
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {"image_size": 32, "latent_dim": 8, "base_channels": 8, "max_channels": 32}
 SETTINGS = {"epochs": 2, "batch_size": 32, "device": "cpu", "augment_rotation": 4.0, "augment_scale": 0.05,
             "seed": 3, "val_fraction": 0.25, "lr": 2e-3}
@@ -109,15 +111,16 @@ def test_training_from_the_cache_gives_the_weights_of_the_in_memory_path(tiny_co
         assert torch.equal(weights[key], value), key
 
 
-def test_validation_from_the_cache_equals_validation_in_memory(tiny_vae, tiny_cohort: Path, tmp_path: Path) -> None:
+def test_validation_from_the_cache_equals_validation_in_memory(tiny_cohort: Path, tmp_path: Path) -> None:
     data = run_operation(iter_prepare_data(tiny_cohort, SliceSpec(size=32), 0.25, 0, cache=tmp_path / "cache"))
-    objective = _build_objective(tiny_vae, TrainSettings(device="cpu"), DistributedContext(), torch.device("cpu"))
+    model = _prepare_model("vae", dict(TINY), 0)
+    objective = _build_objective(model, TrainSettings(device="cpu"), DistributedContext(), torch.device("cpu"))
     in_memory = data.validation.images
     for batch_size in (64, 7):
         streamed = validation_metrics(objective, data.validation, torch.device("cpu"), batch_size=batch_size)
         assert streamed == validation_metrics(objective, in_memory, torch.device("cpu"), batch_size=batch_size)
     with torch.no_grad():
-        errors = (tiny_vae.decode(tiny_vae.encode(in_memory)) - in_memory).pow(2).flatten(1).mean(1)
+        errors = (model.decode(model.encode(in_memory)) - in_memory).pow(2).flatten(1).mean(1)
     assert streamed["val_mse"] == pytest.approx(float(errors.mean()), rel=1e-5)
     assert streamed["val_psnr"] == pytest.approx(float((10 * torch.log10(4.0 / errors)).mean()), rel=1e-5)
 
