@@ -18,13 +18,8 @@ those of each of its files), as make and ccache do: a file whose stat changed is
 
 Entries are written atomically (a temporary file, then a rename): a killed run leaves no
 entry at all rather than a corrupt one. An entry whose header, shape, type or size is wrong
-(truncated, foreign, unreadable) is never used: it is deleted and rebuilt.
-
-Layout under the cache folder::
-
-    CACHEDIR.TAG                   marks the folder as a cache (backup tools skip it)
-    entries/ab/ab12....npy         one entry per (content, preprocessing)
-    digests/cd/cd34....json        memoised content digests by stat key
+(truncated, foreign, unreadable) is never used: it is deleted and rebuilt. The folder holds
+``CACHEDIR.TAG``, ``entries/ab/ab12....npy`` and ``digests/cd/cd34....json`` (docs/training.md).
 """
 
 from __future__ import annotations
@@ -175,11 +170,6 @@ class CacheInfo:
     digests: int
     temporary_files: int
     temporary_bytes: int
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes of every file the cache holds."""
-        return self.entry_bytes + self.temporary_bytes
 
 
 class SliceCache:
