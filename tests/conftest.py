@@ -14,6 +14,20 @@ from napari_latent.training import TrainSettings, train_model
 NIBABEL_DATA = Path(os.path.dirname(nib.__file__)) / "tests" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slice_cache_folder(tmp_path_factory) -> Path:
+    """The slice cache of every test (and of the processes tests start) is a temporary folder,
+    never the user's cache (``NAPARI_LATENT_CACHE``)."""
+    folder = tmp_path_factory.mktemp("slice_cache")
+    previous = os.environ.get("NAPARI_LATENT_CACHE")
+    os.environ["NAPARI_LATENT_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("NAPARI_LATENT_CACHE", None)
+    else:
+        os.environ["NAPARI_LATENT_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def anatomical_path() -> Path:
     """A real 3D T1 scan (33 x 41 x 25, 2 mm, LAS) shipped with nibabel."""

@@ -24,7 +24,8 @@ from ..device import get_device
 from ..errors import MismatchError, UserInputError
 from ..metrics import check_images
 
-__all__ = ["FeatureExtractor", "RandomConvFeatures", "frechet_distance", "frechet_from_features"]
+__all__ = ["FeatureExtractor", "RandomConvFeatures", "batch_features", "extractor_name", "frechet_distance",
+           "frechet_from_features", "frechet_of_features", "stack_features"]
 
 # --------------------------------------------------------------------------------------------
 # feature extractors
@@ -172,21 +173,59 @@ def frechet_from_features(
     return max(distance, 0.0)
 
 
+def batch_features(batch: Tensor, extractor: FeatureExtractor, name: str) -> np.ndarray:
+    """Features of one image batch, one finite float64 row per image.
+
+    Parameters
+    ----------
+    batch : Tensor
+        Images ``(b, 1, S, S)`` in [-1, 1].
+    extractor : FeatureExtractor
+    name : str
+        What the images are, for messages (``"the real images"``).
+
+    Raises
+    ------
+    MismatchError
+        For a batch that is not single-channel 4D, or features that are not one finite row
+        per image.
+    """
+    check_images(batch, name)
+    with torch.no_grad():
+        chunk = torch.as_tensor(extractor(batch)).detach().to("cpu", torch.float64).numpy()
+    if chunk.ndim != 2 or chunk.shape[0] != batch.shape[0]:
+        raise MismatchError(f"the feature extractor gave shape {chunk.shape} for {batch.shape[0]} images")
+    if not np.isfinite(chunk).all():
+        raise MismatchError(f"the feature extractor gave non-finite features for {name}")
+    return chunk
+
+
+def stack_features(chunks: list[np.ndarray], name: str) -> np.ndarray:
+    """The features of batches (:func:`batch_features`) as one ``(n, d)`` array of at least 2 rows."""
+    count = sum(len(c) for c in chunks)
+    if count < 2:
+        raise MismatchError(f"{name} must hold at least 2 images for a Fréchet distance, got {count}")
+    return np.concatenate(chunks)
+
+
+def frechet_of_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """The Fréchet distance between two feature sets ``(n, d)`` and ``(m, d)`` (their means and covariances)."""
+    if real.shape[1] != fake.shape[1]:
+        raise MismatchError(f"feature sizes differ: {real.shape[1]} and {fake.shape[1]}")
+    return frechet_from_features(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+
+
+def extractor_name(extractor: FeatureExtractor) -> str:
+    """The name a distance with ``extractor``'s features is reported under."""
+    return str(getattr(extractor, "name", type(extractor).__name__))
+
+
 def _features(images: Tensor, extractor: FeatureExtractor, batch_size: int, name: str) -> np.ndarray:
     check_images(images, name)
     if images.shape[0] < 2:
         raise MismatchError(f"{name} must hold at least 2 images for a Fréchet distance, got {images.shape[0]}")
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            chunk = extractor(images[start : start + batch_size])
-            chunks.append(torch.as_tensor(chunk).detach().to("cpu", torch.float64).numpy())
-    features = np.concatenate(chunks)
-    if features.ndim != 2 or features.shape[0] != images.shape[0]:
-        raise MismatchError(f"the feature extractor gave shape {features.shape} for {images.shape[0]} images")
-    if not np.isfinite(features).all():
-        raise MismatchError(f"the feature extractor gave non-finite features for {name}")
-    return features
+    return stack_features([batch_features(images[start:start + batch_size], extractor, name)
+                           for start in range(0, images.shape[0], batch_size)], name)
 
 
 def frechet_distance(
@@ -228,7 +267,4 @@ def frechet_distance(
     extractor = RandomConvFeatures() if extractor is None else extractor
     f1 = _features(real, extractor, int(batch_size), "the real images")
     f2 = _features(fake, extractor, int(batch_size), "the generated images")
-    if f1.shape[1] != f2.shape[1]:
-        raise MismatchError(f"feature sizes differ: {f1.shape[1]} and {f2.shape[1]}")
-    distance = frechet_from_features(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
-    return distance, str(getattr(extractor, "name", type(extractor).__name__))
+    return frechet_of_features(f1, f2), extractor_name(extractor)

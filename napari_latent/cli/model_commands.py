@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import Setting, settings_of_dataclass
+from .cache_commands import add_cache_options, cache_from_args, non_negative_int
 from .common import CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
 
 #: The DATA argument's help.
@@ -29,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              val_fraction=args.val_fraction, device=args.device,
                              augment_rotation=0.0 if args.no_augment else args.rotation,
                              augment_scale=0.0 if args.no_augment else args.scale, compile=args.compile,
-                             checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
+                             checkpoint_every=args.checkpoint_every, amp=not args.no_amp, workers=args.workers)
     settings.validate()
     model_settings = parse_settings(args.set, model_setting_declarations(args.model), f"model {args.model!r}")
     for name in ("latent_dim", "beta"):
@@ -46,9 +47,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..volumes.cohort import load_cohort
 
     data = load_cohort(args.data, bids_suffix=args.bids_suffix)
-    result = train_model(data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
-                         progress=True if (is_main_process() and not args.quiet) else None,
-                         **({} if args.resume else model_settings))
+    cache = cache_from_args(args)
+    try:
+        result = train_model(data, args.model, out=out, settings=settings, spec=spec, resume=args.resume,
+                             progress=True if (is_main_process() and not args.quiet) else None, cache=cache,
+                             **({} if args.resume else model_settings))
+    finally:
+        cache.close()
     if not is_main_process():
         return 0
     if args.compact and result.path is not None:
@@ -93,8 +98,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from ..analysis.inception import InceptionFeatures
 
         extractor = InceptionFeatures(args.inception, device=model.device)
-    report = evaluate_model(model, args.data, sample_count=args.samples, extractor=extractor,
-                            progress=None if args.quiet else True)
+    cache = cache_from_args(args)
+    try:
+        report = evaluate_model(model, args.data, sample_count=args.samples, extractor=extractor,
+                                progress=None if args.quiet else True, cache=cache)
+    finally:
+        cache.close()
     if args.json:
         write_json_atomic(args.json, report)
     width = max(len(k) for k in report)
@@ -159,6 +168,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=float, default=0.05, help="augmentation: max relative scale change (default 0.05)")
     p.add_argument("--no-augment", action="store_true", help="no augmentation")
     p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="DataLoader worker processes reading batches (per process under torchrun; default: 0 on "
+                   "the CPU, up to 4 on CUDA)")
+    add_cache_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -180,6 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception", metavar="WEIGHTS.safetensors", default=None,
                    help="local InceptionV3 weights (pytorch-fid's, as safetensors): the Frechet distance is "
                    "then the FID; without it, a fixed random-conv extractor reported as FD-randconv64")
+    add_cache_options(p)
     add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -3,9 +3,11 @@
 from .data import Augmentation, SliceSet, TrainingData, iter_prepare_data, split_subjects
 from .loop import TrainResult, iter_train, train_model
 from .settings import TrainSettings
+from .slice_cache import SliceCache
 
 __all__ = [
     "Augmentation",
+    "SliceCache",
     "SliceSet",
     "TrainResult",
     "TrainSettings",

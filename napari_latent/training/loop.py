@@ -27,12 +27,13 @@ from ..models.checkpoint import attach_checkpoint_facts, read_checkpoint, save_c
 from ..progress import Operation, ProgressArg, ProgressEvent, RateMeter, StopFlag, run_operation, stop_requested
 from ..volumes.cohort import Cohort
 from ..volumes.slicing import SliceSpec
-from .data import Augmentation, TrainingData, iter_prepare_data
+from .data import Augmentation, CacheArg, TrainingData, iter_prepare_data
 from .distributed import DistributedContext, distributed_context, distributed_device
 from .monitoring import PREVIEW_COUNT, preview_grid, validation_metrics
 from .objectives.base import Objective, objective_class
 from .precision import Precision
 from .settings import TrainSettings
+from .slice_dataset import BatchLoader, default_workers
 
 __all__ = ["PREVIEW_COUNT", "TrainResult", "epoch_order", "iter_train", "step_generator", "train_model",
            "validation_metrics"]
@@ -108,7 +109,7 @@ def _prepare_model(model: str | GenerativeModel, model_settings: dict[str, Any],
 def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str | GenerativeModel = "vae",
                out: str | os.PathLike[str] | None = None, settings: TrainSettings | None = None,
                spec: SliceSpec | None = None, resume: bool = False, stop: StopFlag | None = None,
-               labels: str | os.PathLike[str] | None = None,
+               labels: str | os.PathLike[str] | None = None, cache: CacheArg = None,
                **model_settings: Any) -> Operation[TrainResult]:
     """Train a generative model on slices of volumes (a generator; see the module docstring).
 
@@ -131,6 +132,11 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         Ends the run cleanly at the next step (a checkpoint is written).
     labels : path-like, optional
         A cohort table to use instead of the folder's ``cohort.csv``.
+    cache : SliceCache, path-like or None
+        The slice cache the volumes are sliced into once and read from
+        (:mod:`~napari_latent.training.slice_cache`; the default location when None,
+        :meth:`SliceCache.temporary() <napari_latent.training.slice_cache.SliceCache.temporary>`
+        for one that is deleted afterwards). Ignored when ``data`` is prepared data.
     **model_settings
         Settings of a new model (``image_size``, ``latent_dim``, ``beta``, ...).
 
@@ -152,6 +158,7 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         saved = TrainSettings.from_json(state["settings"])
         saved.epochs = max(saved.epochs, settings.epochs)
         saved.device = settings.device
+        saved.workers = settings.workers
         settings = saved
         net = checkpoint.model
         spec = checkpoint.slice_spec
@@ -168,7 +175,8 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
     device = distributed_device(get_device(settings.device))
     context = distributed_context(device)
     try:
-        result = yield from _run(data, net, out_path, settings, spec, state, extras, context, device, stop, labels)
+        result = yield from _run(data, net, out_path, settings, spec, state, extras, context, device, stop, labels,
+                                 cache)
     finally:
         context.close()
     return result
@@ -176,12 +184,13 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
 
 def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: TrainSettings, spec: SliceSpec,
          state: dict[str, Any] | None, extras: dict[str, dict[str, torch.Tensor]], context: DistributedContext,
-         device: torch.device, stop: StopFlag | None, labels: Any) -> Operation[TrainResult]:
+         device: torch.device, stop: StopFlag | None, labels: Any, cache: CacheArg = None) -> Operation[TrainResult]:
     """Prepare the data, build the objective (restored on resume), train, and return the result."""
     if isinstance(data, TrainingData):
         prepared = data
     else:
-        prepared = yield from iter_prepare_data(data, spec, settings.val_fraction, settings.seed, labels, stop)
+        prepared = yield from iter_prepare_data(data, spec, settings.val_fraction, settings.seed, labels, stop,
+                                                cache=cache, context=context)
     if stop_requested(stop):
         return TrainResult(None, None, stopped=True)
     _check_data(prepared, state)
@@ -189,7 +198,10 @@ def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: Train
                out_path)
     if state is not None:
         run.restore(state, extras)
-    stopped = yield from run.iter_epochs(stop)
+    try:
+        stopped = yield from run.iter_epochs(stop)
+    finally:
+        run.close()
     return TrainResult(run.finish(), run.written, run.step, run.epoch, stopped, run.history, run.last_metrics)
 
 
@@ -234,6 +246,20 @@ class _Run:
     epoch_rows: list[dict[str, float]] = field(default_factory=list)
     last_metrics: dict[str, float] = field(default_factory=dict)
     written: Path | None = None
+    loader: BatchLoader | None = None
+
+    def batch_loader(self) -> BatchLoader:
+        """The training slices' batch loader (its worker processes start once, stop in :meth:`close`)."""
+        if self.loader is None:
+            workers = default_workers(self.device) if self.settings.workers is None else self.settings.workers
+            self.loader = BatchLoader(self.prepared.train.reader, workers, pin_memory=self.device.type == "cuda")
+        return self.loader
+
+    def close(self) -> None:
+        """Stop the batch loader's worker processes."""
+        if self.loader is not None:
+            self.loader.close()
+            self.loader = None
 
     def restore(self, state: dict[str, Any], extras: dict[str, dict[str, torch.Tensor]]) -> None:
         """Continue from a checkpoint's training state."""
@@ -272,9 +298,10 @@ class _Run:
         meter = RateMeter()
         start_step = self.step
         stopped = False
+        loader = self.batch_loader()
         while self.epoch < settings.epochs and not stopped:
             batches = _batches(epoch_order(len(train), settings.seed, self.epoch, context), settings.batch_size)
-            stopped = yield from self._iter_steps(batches, augment, meter, start_step, total_steps, stop)
+            stopped = yield from self._iter_steps(batches, loader, augment, meter, start_step, total_steps, stop)
             if stopped:
                 break
             yield from self._iter_epoch_end(total_steps)
@@ -284,13 +311,18 @@ class _Run:
             self.save()
         return stopped
 
-    def _iter_steps(self, batches: list[list[int]], augment: Augmentation, meter: RateMeter, start_step: int,
-                    total_steps: int, stop: StopFlag | None) -> Operation[bool]:
-        """The epoch's remaining steps (a checkpoint every ``checkpoint_every``); True when stopped."""
+    def _iter_steps(self, batches: list[list[int]], loader: BatchLoader, augment: Augmentation, meter: RateMeter,
+                    start_step: int, total_steps: int, stop: StopFlag | None) -> Operation[bool]:
+        """The epoch's remaining steps (a checkpoint every ``checkpoint_every``); True when stopped.
+
+        The loader reads the batches (ahead, in its workers); augmentation is drawn here, from
+        the step's generator, so the run does not depend on the number of workers.
+        """
         settings, context, objective = self.settings, self.context, self.objective
-        for index in range(self.batch_in_epoch, len(batches)):
+        first = self.batch_in_epoch
+        for index, batch in zip(range(first, len(batches)), loader(batches[first:]), strict=True):
             generator = step_generator(settings.seed, self.step, context.rank)
-            images = augment(self.prepared.train.images[batches[index]], generator).to(self.device)
+            images = augment(batch.to(self.device, non_blocking=loader.pin_memory), generator)
             metrics = objective.train_step(images, generator)
             self.step += 1
             self.batch_in_epoch = index + 1
@@ -316,7 +348,7 @@ class _Run:
         objective.on_epoch_end(self.epoch)
         self.epoch += 1
         self.batch_in_epoch = 0
-        val = validation_metrics(objective, self.prepared.validation.images, self.device)
+        val = validation_metrics(objective, self.prepared.validation, self.device, context=self.context)
         row = {**_mean_metrics(self.epoch_rows), **val, "epoch": self.epoch, "step": self.step}
         self.history.append(row)
         self.epoch_rows = []
@@ -344,7 +376,7 @@ class _Run:
 def train_model(data: str | os.PathLike[str] | Cohort, model: str | GenerativeModel = "vae",
                 out: str | os.PathLike[str] | None = None, settings: TrainSettings | None = None,
                 spec: SliceSpec | None = None, resume: bool = False, progress: ProgressArg = None,
-                stop: StopFlag | None = None, **model_settings: Any) -> TrainResult:
+                stop: StopFlag | None = None, cache: CacheArg = None, **model_settings: Any) -> TrainResult:
     """Train a model to the end (see :func:`iter_train` for the parameters).
 
     Parameters
@@ -358,5 +390,5 @@ def train_model(data: str | os.PathLike[str] | Cohort, model: str | GenerativeMo
     >>> result = train_model("cohort/", "vae", out="vae.safetensors",
     ...                      settings=TrainSettings(epochs=10), latent_dim=32)
     """
-    operation = iter_train(data, model, out, settings, spec, resume, stop, **model_settings)
+    operation = iter_train(data, model, out, settings, spec, resume, stop, cache=cache, **model_settings)
     return run_operation(operation, progress)

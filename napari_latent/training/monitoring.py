@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from .data import TrainingData
+from .data import SliceSet, TrainingData
+from .distributed import DistributedContext
 from .objectives.base import Objective
 
 #: Images in a preview grid (originals over reconstructions, or generated samples).
 PREVIEW_COUNT = 8
 
 
+def _batches_of(images: torch.Tensor | SliceSet, batch_size: int, rank: int = 0,
+                world: int = 1) -> Iterator[torch.Tensor]:
+    """Consecutive batches of a tensor or a slice set (read from disk one at a time); batch
+    ``k`` goes to the process ``k % world == rank``."""
+    for number, start in enumerate(range(0, len(images), batch_size)):
+        if number % world != rank:
+            continue
+        if isinstance(images, SliceSet):
+            yield images.read_range(start, start + batch_size)
+        else:
+            yield images[start:start + batch_size]
+
+
 @torch.no_grad()
-def validation_metrics(objective: Objective, images: torch.Tensor, device: torch.device,
-                       batch_size: int = 64) -> dict[str, float]:
+def validation_metrics(objective: Objective, images: torch.Tensor | SliceSet, device: torch.device,
+                       batch_size: int = 64, context: DistributedContext | None = None) -> dict[str, float]:
     """Mean squared error and PSNR of reconstructions of validation images.
 
     Parameters
     ----------
     objective : Objective
         The objective whose model reconstructs.
-    images : Tensor
-        ``(n, 1, S, S)`` validation images in [-1, 1].
+    images : Tensor or SliceSet
+        ``(n, 1, S, S)`` validation images in [-1, 1], or a slice set (read batch by batch).
     device : torch.device
         Where the model runs.
     batch_size : int
         Images per batch.
+    context : DistributedContext, optional
+        Under torchrun, each process reconstructs every ``world_size``-th batch and the sums
+        are added up over processes (every process gets the same numbers); call it on every
+        process.
 
     Returns
     -------
@@ -39,17 +58,30 @@ def validation_metrics(objective: Objective, images: torch.Tensor, device: torch
     if len(images) == 0 or not objective.model.has_encoder:
         return {}
     objective.model.eval()
-    total, count = 0.0, 0
+    rank, world = (context.rank, context.world_size) if context is not None else (0, 1)
+    total, count, psnr_sum, missing = 0.0, 0, 0.0, 0
     per_image: list[torch.Tensor] = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
+    for images_batch in _batches_of(images, batch_size, rank, world):
+        batch = images_batch.to(device)
         recon = objective.reconstruct(batch)
         if recon is None:
-            return {}
+            missing = 1
+            break
         errors = (recon.float() - batch).pow(2).flatten(1).mean(1)
-        per_image.append(errors.cpu())
+        if world == 1:
+            per_image.append(errors.cpu())
+        else:
+            psnr_sum += float((10 * torch.log10(4.0 / errors.clamp_min(1e-10))).double().sum())
         total += float(errors.sum())
         count += batch.shape[0]
+    if world > 1:  # one collective on every process, whatever its share
+        assert context is not None
+        sums = context.all_reduce_sum(torch.tensor([total, psnr_sum, count, missing], dtype=torch.float64))
+        if sums[3] > 0:
+            return {}
+        return {"val_mse": float(sums[0] / sums[2]), "val_psnr": float(sums[1] / sums[2])}
+    if missing:
+        return {}
     errors = torch.cat(per_image)
     mse = total / count
     psnr = float((10 * torch.log10(4.0 / errors.clamp_min(1e-10))).mean())
@@ -75,10 +107,10 @@ def preview_grid(objective: Objective, prepared: TrainingData, device: torch.dev
     numpy.ndarray
         ``(rows * S, columns * S)`` float32 in [-1, 1].
     """
-    images = prepared.validation.images if len(prepared.validation) else prepared.train.images
+    images = prepared.validation if len(prepared.validation) else prepared.train
     with torch.no_grad():
         objective.model.eval()
-        batch = images[:PREVIEW_COUNT].to(device)
+        batch = images.read_range(0, PREVIEW_COUNT).to(device)
         recon = objective.reconstruct(batch) if len(batch) else None
         if recon is not None:
             rows = torch.cat([batch, recon.float()], dim=0)

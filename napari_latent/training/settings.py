@@ -40,6 +40,11 @@ class TrainSettings:
         Steps between preview images in progress events (0: only at epoch ends).
     grad_clip : float or None
         Clip the gradient norm.
+    workers : int or None
+        DataLoader worker processes that read batches from the slice cache (per process
+        when distributed); None chooses: 0 on the CPU, up to 4 on CUDA
+        (:func:`~napari_latent.training.slice_dataset.default_workers`). Like ``device``, a
+        resumed run takes it from the current call, not from the checkpoint.
     """
 
     epochs: int = 20
@@ -55,6 +60,7 @@ class TrainSettings:
     checkpoint_every: int = 500
     preview_every: int = 0
     grad_clip: float | None = None
+    workers: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for impossible settings."""
@@ -70,6 +76,8 @@ class TrainSettings:
             raise UserInputError("augmentation must be non-negative (scale below 0.5)")
         if self.checkpoint_every < 1:
             raise UserInputError(f"checkpoint interval must be at least 1 step, got {self.checkpoint_every}")
+        if self.workers is not None and self.workers < 0:
+            raise UserInputError(f"workers must be 0 or more, got {self.workers}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""

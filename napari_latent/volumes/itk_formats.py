@@ -13,6 +13,7 @@ key-value pairs are not copied into our outputs.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,42 @@ def _check_detached(path: Path, pattern: re.Pattern[bytes], what: str) -> None:
     data_file = Path(name) if Path(name).is_absolute() else path.parent / name
     if not data_file.is_file():
         raise VolumeError(f"{path}: the {what} header's data file {name} does not exist (expected at {data_file})")
+
+
+def detached_data_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The voxel files that an NRRD or MetaImage header names (its content besides the header).
+
+    Parameters
+    ----------
+    path : path-like
+        Any file; only ``.nrrd``/``.nhdr`` and ``.mha``/``.mhd`` headers can name data files.
+
+    Returns
+    -------
+    list of Path
+        The data file a detached header names; for a list or pattern of files (``LIST``,
+        ``%d``), every other file of the header's folder (a superset); empty for inline data
+        (``LOCAL``, an attached header), other formats, a missing data file or an unreadable
+        header (opening the volume then reports the problem).
+    """
+    path = Path(path)
+    pattern = {".nrrd": _NRRD_DATAFILE, ".nhdr": _NRRD_DATAFILE, ".mha": _MHD_DATAFILE,
+               ".mhd": _MHD_DATAFILE}.get(path.suffix.lower())
+    if pattern is None:
+        return []
+    try:
+        match = pattern.search(_read_head(path))
+    except VolumeError:
+        return []
+    if match is None:
+        return []
+    name = match.group(1).decode("latin-1").strip()
+    if name.upper() == "LOCAL":
+        return []
+    if name.upper().startswith("LIST") or "%" in name:
+        return sorted(p for p in path.parent.iterdir() if p.is_file() and p != path)
+    data_file = Path(name) if Path(name).is_absolute() else path.parent / name
+    return [data_file] if data_file.is_file() else []
 
 
 def _check_nrrd(path: Path) -> None:

@@ -66,3 +66,67 @@ def test_the_cli_runs_under_torchrun(tiny_cohort: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("saved") == 1  # only rank 0 reports and writes
     assert read_checkpoint(out, device="cpu").training["world_size"] == 2
+
+
+def _cache_worker(rank: int, world_size: int, port: int, data: str, cache: str, out: str, report: str) -> None:
+    """One rank of a run on an empty slice cache, noting which volumes it slices and which slices it reads."""
+    import json
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from napari_latent.training import TrainSettings, slice_cache, slice_dataset, train_model
+
+    built: list[str] = []
+    read: list[int] = []
+    build, getitems = slice_cache.SliceCache._build, slice_dataset.SliceDataset.__getitems__
+
+    def noting_build(self, source, spec, path):
+        built.append(Path(source).name)
+        return build(self, source, spec, path)
+
+    def noting_getitems(self, indices):
+        read.extend(int(i) for i in indices)
+        return getitems(self, indices)
+
+    slice_cache.SliceCache._build = noting_build
+    slice_dataset.SliceDataset.__getitems__ = noting_getitems
+    result = train_model(data, "vae", out=out, cache=cache, settings=TrainSettings(
+        epochs=1, batch_size=8, device="cpu", lr=2e-3, augment_rotation=0.0, augment_scale=0.0, workers=0), **TINY)
+    Path(report).joinpath(f"cache{rank}.json").write_text(json.dumps(
+        {"built": built, "read": read, "validation": result.history[-1]}))
+
+
+@pytest.mark.slow
+def test_ranks_share_the_slicing_read_their_shards_and_validate_together(tiny_cohort: Path, tmp_path: Path) -> None:
+    import json
+
+    from napari_latent.progress import run_operation
+    from napari_latent.training import TrainSettings, iter_prepare_data
+    from napari_latent.training.distributed import DistributedContext
+    from napari_latent.training.loop import _build_objective
+    from napari_latent.training.monitoring import validation_metrics
+    from napari_latent.volumes import SliceSpec
+
+    cache, out = tmp_path / "cache", tmp_path / "ddp.safetensors"
+    mp.spawn(_cache_worker, args=(2, _free_port(), str(tiny_cohort), str(cache), str(out), str(tmp_path)), nprocs=2,
+             join=True)
+    reports = [json.loads((tmp_path / f"cache{r}.json").read_text()) for r in range(2)]
+    volumes = sorted(p.name for p in tiny_cohort.iterdir() if p.name.endswith(".nii.gz"))
+    # each volume sliced once, by one rank, half each
+    assert sorted(reports[0]["built"] + reports[1]["built"]) == volumes
+    assert len(reports[0]["built"]) == len(reports[1]["built"]) == len(volumes) // 2
+    # each rank read only its shard of the epoch
+    data = run_operation(iter_prepare_data(tiny_cohort, SliceSpec(size=32), 0.2, 0, cache=cache))
+    n_train = len(data.train)
+    first, second = set(reports[0]["read"]), set(reports[1]["read"])
+    assert not first & second
+    assert len(reports[0]["read"]) <= n_train // 2 and len(reports[1]["read"]) <= n_train // 2
+    assert len(first | second) >= n_train - 1 - 2 * 1  # less the odd slice and two one-image batches at most
+    # validation: shared out, summed up, the same on both ranks and as one process on the saved model
+    assert reports[0]["validation"]["val_mse"] == reports[1]["validation"]["val_mse"]
+    model = read_checkpoint(out, device="cpu").model
+    objective = _build_objective(model, TrainSettings(device="cpu"), DistributedContext(), torch.device("cpu"))
+    alone = validation_metrics(objective, data.validation, torch.device("cpu"))
+    assert reports[0]["validation"]["val_mse"] == pytest.approx(alone["val_mse"], rel=1e-6)
+    assert reports[0]["validation"]["val_psnr"] == pytest.approx(alone["val_psnr"], rel=1e-6)
