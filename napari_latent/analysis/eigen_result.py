@@ -99,6 +99,28 @@ class EigenResult:
         out[self.mask] = self.projections[:, int(k)]
         return out
 
+    def component_region(self, k: int, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """Component map ``k`` in a box of the source grid (three step-1 slices), without the whole map.
+
+        The same values as ``component_map(k)[region]``: the box's masked voxels are found in
+        :attr:`projections` (the mask's voxels in C order) from per-row counts of the mask, so
+        only the box and two small per-row tables are made (a figure of a few planes of a
+        CT-sized map needs megabytes, not a volume).
+        """
+        if not -self.n_components <= int(k) < self.n_components:
+            raise UserInputError(f"component {k} is out of range (0 to {self.n_components - 1})")
+        (i0, i1), (j0, j1), (k0, k1) = ((int(r.start), int(r.stop)) for r in region)
+        mask = self.mask
+        row_counts = mask.sum(axis=2, dtype=np.int64)
+        flat = row_counts.ravel()
+        row_start = (np.cumsum(flat) - flat).reshape(row_counts.shape)[i0:i1, j0:j1, None]
+        before = mask[i0:i1, j0:j1, :k0].sum(axis=2, dtype=np.int64)[..., None]
+        inside = mask[i0:i1, j0:j1, k0:k1]
+        ranks = row_start + before + np.cumsum(inside, axis=2, dtype=np.int64) - inside
+        out = np.zeros(inside.shape, dtype=np.float32)
+        out[inside] = self.projections[ranks[inside], int(k)]
+        return out
+
     @property
     def maps(self) -> np.ndarray:
         """``(K, i, j, k)`` float32 maps on the source grid, made on each access (K volumes).

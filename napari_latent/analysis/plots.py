@@ -64,6 +64,21 @@ class _PlaneView:
     def slice(self, volume: np.ndarray, position: int) -> np.ndarray:
         return np.asarray(self.reorientation.apply(volume)[position], dtype=np.float32)
 
+    def region_slice(self, read_region: Any, index: int, position: int) -> np.ndarray:
+        """The plane at ``position`` from ``read_region(index, source_box)`` (which returns that box of a volume)."""
+        _, rows, cols = self.reorientation.target_shape
+        region = self.reorientation.source_region((slice(position, position + 1), slice(0, rows), slice(0, cols)))
+        return np.asarray(self.reorientation.apply(read_region(index, region))[0], dtype=np.float32)
+
+    def frame_slices(self, traversal: TraversalLike, index: int, positions: Sequence[int]) -> dict[int, np.ndarray]:
+        """The planes at ``positions`` of frame ``index``: read plane by plane when the traversal can
+        (a store reads only their chunks), else from the whole frame."""
+        read_region = getattr(traversal, "read_region", None)
+        if read_region is None:
+            frame = np.asarray(traversal.frame(index))
+            return {p: self.slice(frame, p) for p in positions}
+        return {p: self.region_slice(read_region, index, p) for p in positions}
+
     def positions(self, mask: np.ndarray, count: int) -> list[int]:
         """``count`` planes spread over the middle 70% of the mask's extent (largest first)."""
         planes = self.reorientation.apply(mask)
@@ -98,7 +113,7 @@ def _grey_limits(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[flo
 
 
 def _symmetric_limit(values: np.ndarray, percentile: float = 99.5) -> float:
-    values = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    values = np.abs(np.asarray(values).ravel())  # float32 stays float32: a CT's maps have tens of millions of values
     values = values[values > 0]
     if values.size == 0:
         return 1.0
@@ -242,8 +257,8 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         The baseline frame and its foreground (within the modelled voxels), when the caller
         has them already (read and computed here otherwise).
 
-    Only the shown planes of each frame are kept: one frame besides the baseline is in
-    memory at a time, whatever the volume's size.
+    Only the shown planes of the other frames are kept (a traversal store reads just their
+    chunks), so memory holds the baseline and a few planes whatever the volume's size.
     """
     view = _PlaneView(traversal.grid, plane or _plane_of(traversal))
     count = len(traversal)
@@ -258,11 +273,8 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         foreground = _foreground(baseline, traversal)
     rows = list(positions) if positions is not None else view.positions(foreground, n_positions)
     base_planes = {p: view.slice(baseline, p) for p in rows}
-    planes: dict[int, dict[int, np.ndarray]] = {}
-    for i in chosen:  # (frame planes) per alpha; the frame itself is dropped at once
-        frame = baseline if i == traversal.baseline_index else np.asarray(traversal.frame(i))
-        planes[i] = {p: view.slice(frame, p) for p in rows}
-        del frame
+    planes = {i: base_planes if i == traversal.baseline_index else view.frame_slices(traversal, i, rows)
+              for i in chosen}
     differences = {i: {p: planes[i][p] - base_planes[p] for p in rows} for i in chosen}
     limit = _symmetric_limit(np.concatenate([d[p].ravel() for d in differences.values() for p in rows]))
     low, high = _grey_limits(baseline, foreground)
@@ -320,6 +332,7 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
     count = eigen.n_components if components is None else min(int(components), eigen.n_components)
     rows = list(positions) if positions is not None else view.positions(eigen.mask, n_positions)
     low, high = _grey_limits(image, eigen.mask)
+    mask_planes = {p: view.slice(eigen.mask, p) for p in rows}
     figure = _new_figure(2.0 * len(rows) + 2.9, 1.95 * count + 0.5)
     grid = figure.add_gridspec(count, len(rows) + 2, width_ratios=[1.5, 0.05] + [1.0] * len(rows))
     correlation = eigen.alpha_correlation()
@@ -336,15 +349,14 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
         if k == count - 1:
             curve.set_xlabel("alpha", fontsize=8)
         limit = _symmetric_limit(eigen.projections[:, k])
-        component = eigen.component_map(k)
+        component_planes = {p: view.region_slice(eigen.component_region, k, p) for p in rows}
         axes = []
         for c, position in enumerate(rows):
             ax = figure.add_subplot(grid[k, c + 2])
             axes.append(ax)
             ax.imshow(view.slice(image, position), cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
                       interpolation="nearest")
-            ax.imshow(_overlay(view.slice(component, position), limit, opacity,
-                               view.slice(eigen.mask.astype(np.float32), position)),
+            ax.imshow(_overlay(component_planes[position], limit, opacity, mask_planes[position]),
                       aspect=view.aspect, interpolation="nearest")
             _hide_axes(ax)
             if k == 0:

@@ -91,6 +91,21 @@ class Reorientation:
             out.append(slice(start, stop))
         return tuple(out)  # type: ignore[return-value]
 
+    def target_region(self, region: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+        """The reoriented array's slices of a box of the source array (the inverse of :meth:`source_region`).
+
+        ``region`` holds three step-1 slices (explicit start and stop) of the source array;
+        ``apply(source)[result]`` holds the same voxels as ``source[region]``.
+        """
+        out: list[slice] = [slice(0, 0)] * 3
+        for axis, (target_axis, flip) in enumerate(self.transform):
+            start, stop = int(region[axis].start), int(region[axis].stop)
+            if flip == -1:
+                length = self.source_shape[axis]
+                start, stop = length - stop, length - start
+            out[int(target_axis)] = slice(start, stop)
+        return tuple(out)  # type: ignore[return-value]
+
     def target_affine(self, source_affine: np.ndarray) -> np.ndarray:
         """The affine of the reoriented array (same world positions for every voxel)."""
         return np.asarray(source_affine) @ ornts.inv_ornt_aff(self.transform, self.source_shape)

@@ -267,7 +267,7 @@ class StoredTraversal(_TraversalFacts):
         """Planes per chunk: slabs that start at multiples of it read each chunk once."""
         return int(self.frames.chunks[1])
 
-    def default_chunk(self, budget_bytes: int = 256 << 20) -> int:
+    def default_chunk(self, budget_bytes: int = 128 << 20) -> int:
         """Planes per slab: whole chunks, about ``budget_bytes`` of every alpha at most."""
         plane = int(np.prod(self.working_shape[1:])) * 4 * max(len(self), 1)
         align = self.block_alignment
@@ -277,6 +277,15 @@ class StoredTraversal(_TraversalFacts):
     def frame(self, index: int) -> np.ndarray:
         """The volume at alpha number ``index`` on the source grid (read from disk)."""
         return np.ascontiguousarray(self.from_working(self.frames[self._index(index)]))
+
+    def read_region(self, index: int, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """The voxels of a box of the source grid at alpha number ``index`` (source order; only its chunks are read).
+
+        ``region`` holds three step-1 slices with explicit starts and stops, like
+        :meth:`~napari_latent.volumes.orientation.Reorientation.source_region` gives.
+        """
+        stored = self.display.reorientation.target_region(region)
+        return np.ascontiguousarray(self.from_working(self.frames[(self._index(index), *stored)]))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for index in range(len(self)):
