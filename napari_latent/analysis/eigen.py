@@ -210,8 +210,12 @@ def resolve_mask(traversal: TraversalLike,
     """
     grid = traversal.grid
     if mask is None:
-        baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)
-        chosen = foreground_mask(Volume(baseline, grid.affine)) & traversal.modelled_mask()
+        own = getattr(traversal, "baseline_foreground", None)  # a store computes it in its own order
+        if own is not None:
+            chosen = own() & traversal.modelled_mask()
+        else:
+            baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)
+            chosen = foreground_mask(Volume(baseline, grid.affine)) & traversal.modelled_mask()
         info: dict[str, Any] = {"kind": "baseline foreground", "note": "Otsu foreground of the baseline frame, "
                                 "within the voxels the model produced"}
     elif isinstance(mask, str | os.PathLike):

@@ -8,7 +8,10 @@ the mask's voxels, difference maps) and makes the maps on the volume grid;
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,16 +197,25 @@ class EigenResult:
         out.mkdir(parents=True, exist_ok=True)
         reference: Volume | Grid = self.grid if like is None else like
         self.grid.check_same(reference.grid if isinstance(reference, Volume) else reference, "the reference")
-        for k in range(self.n_components):
-            save_volume(self.component_map(k), out / f"component_{k + 1}.nii.gz", like=reference,
-                        description=f"napari-latent eigencomponent {k + 1}")
+        jobs: list[Callable[[], object]] = [
+            functools.partial(self._save_component, k, out / f"component_{k + 1}.nii.gz", reference)
+            for k in range(self.n_components)]
         if self.differences is not None:
-            for name, data in zip(self.difference_names(), self.differences):
-                save_volume(data, out / name, like=reference, description="napari-latent difference map")
-        save_volume(self.mask.astype(np.uint8), out / "mask.nii.gz", like=reference, dtype=np.uint8,
-                    description="napari-latent eigen mask")
+            jobs += [functools.partial(save_volume, data, out / name, like=reference,
+                                       description="napari-latent difference map")
+                     for name, data in zip(self.difference_names(), self.differences)]
+        jobs.append(functools.partial(save_volume, self.mask.astype(np.uint8), out / "mask.nii.gz", like=reference,
+                                      dtype=np.uint8, description="napari-latent eigen mask"))
+        # Two at a time: compressing a CT-sized map takes about a second of one core (the
+        # compressor releases the GIL), and two maps in flight keep memory at two volumes.
+        with ThreadPoolExecutor(2, thread_name_prefix="napari-latent-save") as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
         write_json_atomic(out / "eigen.json", self.to_json())
         return out
+
+    def _save_component(self, k: int, path: Path, reference: Volume | Grid) -> None:
+        save_volume(self.component_map(k), path, like=reference, description=f"napari-latent eigencomponent {k + 1}")
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str]) -> EigenResult:

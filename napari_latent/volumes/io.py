@@ -23,7 +23,7 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
-from .._atomic import write_bytes_atomic
+from .._atomic import atomic_path
 from ..errors import MismatchError, VolumeError
 from . import fast_gzip
 from .grid import Grid
@@ -274,7 +274,24 @@ def save_volume(data_or_volume: Volume | np.ndarray, path: str | os.PathLike[str
     t = ref_header.get("t_units", "sec")
     image.header.set_xyzt_units(xyz if xyz != "unknown" else "mm", t if t != "unknown" else "sec")
     image.header["descrip"] = description.encode("latin-1", "replace")[:79]
-    payload = image.to_bytes()
-    if str(path).lower().endswith(".gz"):
-        payload = fast_gzip.compress(payload)  # mtime=0: same data, same bytes
-    return write_bytes_atomic(path, payload)
+    image.header.set_data_offset(352)
+    image.header.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
+    # Streamed slab by slab (Fortran order: slabs of the last axes follow each other in the
+    # file), so a CT-sized map is never copied whole into a byte string and then compressed.
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        stream = fast_gzip.writer(raw) if str(path).lower().endswith(".gz") else raw
+        try:
+            block = image.header.binaryblock
+            stream.write(block + b"\x00" * (352 - len(block)))
+            data = image.dataobj  # the array in out_dtype
+            flat = data.reshape(*data.shape[:3], -1)
+            planes = max(1, (16 << 20) // max(1, data.shape[0] * data.shape[1] * out_dtype.itemsize))
+            for frame in range(flat.shape[3]):
+                for first in range(0, data.shape[2], planes):
+                    slab = flat[:, :, first:first + planes, frame]
+                    stream.write(np.asfortranarray(slab).astype(out_dtype.newbyteorder("<"), copy=False)
+                                 .tobytes(order="F"))
+        finally:
+            if stream is not raw:
+                stream.close()
+    return path
