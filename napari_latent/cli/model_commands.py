@@ -72,15 +72,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The ``train`` options that set what a run computes, by TrainSettings field: a resumed run
-#: keeps its checkpoint's values and says so when one of them is given.
-RUN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-               "val_fraction": "--val-fraction", "augment_rotation": "--rotation", "augment_scale": "--scale"}
+#: The ``train`` options that set what a run computes (option, and what it is), by TrainSettings
+#: field: a resumed run keeps its checkpoint's values and says so when one of them is typed.
+RUN_OPTIONS = {"epochs": ("--epochs", "epochs"), "batch_size": ("--batch-size", "batch size"),
+               "lr": ("--lr", "learning rate"), "seed": ("--seed", "seed"),
+               "val_fraction": ("--val-fraction", "validation fraction"),
+               "augment_rotation": ("--rotation", "rotation"), "augment_scale": ("--scale", "scale")}
 
 
 def _explicit_run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run options typed on the command line (those left out are None), by TrainSettings field."""
-    given = {name: getattr(args, option[2:].replace("-", "_")) for name, option in RUN_OPTIONS.items()}
+    given = {name: getattr(args, option[2:].replace("-", "_")) for name, (option, _) in RUN_OPTIONS.items()}
     if args.no_augment:
         given.update(augment_rotation=0.0, augment_scale=0.0)
     return {name: value for name, value in given.items() if value is not None}
@@ -96,13 +98,13 @@ def _resumed_settings(settings: TrainSettings, saved: dict[str, Any] | None, arg
     merged, ignored = resume_settings(settings, TrainSettings.from_json(saved), explicit=explicit)
     if is_main_process():
         for item in ignored:
-            typed = "--no-augment" if args.no_augment and item.name.startswith("augment_") else \
-                f"{RUN_OPTIONS[item.name]} {item.given}"
+            option, label = RUN_OPTIONS[item.name]
+            typed = "--no-augment" if args.no_augment and item.name.startswith("augment_") else f"{option} {item.given}"
             if item.name == "epochs":
                 kept = f"already trains for {item.kept} epochs (--epochs can only raise them)"
             else:
                 value = "the model's default" if item.kept is None else item.kept
-                kept = f"keeps its {item.name.replace('_', ' ').replace('augment ', 'augmentation ')} {value}"
+                kept = f"keeps its {label} ({value})"
             sys.stderr.write(f"{PROG} train: warning: {typed} is ignored on --resume: the run {kept}\n")
     return merged
 

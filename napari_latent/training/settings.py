@@ -140,7 +140,8 @@ def resume_settings(given: TrainSettings, saved: TrainSettings,
     A resumed run keeps the checkpoint's settings (batch size, learning rate, seed, split,
     augmentation, gradient clipping: what makes it reach the same model as an uninterrupted
     run), takes :data:`RESUME_OVERRIDES` from ``given``, and trains for
-    ``max(saved.epochs, given.epochs)`` epochs.
+    ``max(saved.epochs, given.epochs)`` epochs (the checkpoint's epochs when ``explicit`` is
+    given without ``"epochs"``).
 
     Parameters
     ----------
@@ -161,11 +162,15 @@ def resume_settings(given: TrainSettings, saved: TrainSettings,
         Each explicit setting whose value differs from what the run uses.
     """
     defaults = TrainSettings()
+    epochs = max(saved.epochs, given.epochs)
     if explicit is None:
         explicit = [f.name for f in dataclasses.fields(TrainSettings)
                     if getattr(given, f.name) != getattr(defaults, f.name)]
-    merged = dataclasses.replace(saved, epochs=max(saved.epochs, given.epochs),
-                                 **{name: getattr(given, name) for name in RESUME_OVERRIDES})
+    else:
+        explicit = list(explicit)
+        if "epochs" not in explicit:
+            epochs = saved.epochs
+    merged = dataclasses.replace(saved, epochs=epochs, **{name: getattr(given, name) for name in RESUME_OVERRIDES})
     ignored = [IgnoredSetting(name, getattr(given, name), getattr(merged, name)) for name in explicit
                if name not in RESUME_OVERRIDES and getattr(given, name) != getattr(merged, name)]
     return merged, ignored
