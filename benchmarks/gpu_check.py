@@ -22,9 +22,15 @@ torchrun subprocesses) and any non-finite values (losses, weights, samples, code
 eigenvalues). Exit code 1 when a check failed or found a non-finite value, else 0. On a
 machine without CUDA it says so and exits 0.
 
-Time: on one modern GPU the run is bounded at about 8 minutes: 5 families x 40 s of training
-at most (each also stops at 300 steps), the torchrun stage's timeout of 150 s, about a minute
-for the 256 px stage, and about 30 s of phantoms, data preparation and start-up.
+Time: on one GPU the run stays under 8 minutes by construction: 5 families x 40 s of training
+at most (each also stops at 300 steps), one torchrun run of at most 120 s, the 256 px stage's
+40 s of training plus invert, traverse and eigen (about a minute, mostly CPU work: mapping
+15 x 256 decoded slices back onto the volume and the eigen passes), and about 30 s of
+phantoms (the 256-cubed one takes ~10 s), data preparation and start-up: at most ~7.5 min.
+With N >= 2 GPUs every family also runs under torchrun (up to 5 x 120 s more).
+
+``--device cpu`` smoke-tests the script itself at tiny sizes (``--size 32 --big-size 32
+--steps 2 --subjects 3``); the memory column is then "-".
 """
 
 from __future__ import annotations
@@ -322,8 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=24, help="phantom subjects at 64 voxels (default 24)")
     parser.add_argument("--models", nargs="*", default=None, help="families to train (default: all registered)")
     parser.add_argument("--ddp-epochs", type=int, default=3, help="epochs of each torchrun run (default 3)")
-    parser.add_argument("--ddp-timeout", type=float, default=150.0, help="seconds before a torchrun run counts as "
-                        "failed (default 150)")
+    parser.add_argument("--ddp-timeout", type=float, default=120.0, help="seconds before a torchrun run counts as "
+                        "failed (default 120)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the cohort and checkpoints in this folder")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: smoke-test this script itself at tiny sizes (default cuda)")
