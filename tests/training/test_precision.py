@@ -96,7 +96,7 @@ def test_bf16_autocast_runs_on_the_cpu() -> None:
         assert conv(torch.randn(2, 1, 8, 8)).dtype == torch.float32
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 4-7 s, 30 s when first in a busy session (oneDNN builds its bf16 kernels)
 def test_a_vae_trains_in_bf16_on_the_cpu(tiny_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "bf16.safetensors"
     settings = TrainSettings(epochs=1, batch_size=16, device="cpu", lr=2e-3, precision="bf16", augment_rotation=0.0,
