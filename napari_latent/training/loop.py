@@ -181,11 +181,11 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         raise UserInputError(f"slice size {spec.size} does not match the model's image size {net.image_size}")
 
     device = distributed_device(get_device(settings.device))
-    resolve_precision(settings.precision, device, net.mixed_precision)  # refuse at once, not after the data
-    if settings.tensorboard:
-        require_tensorboard()
-    context = distributed_context(device)
+    context = distributed_context(device)  # first: a CUDA process takes its GPU before anything touches CUDA
     try:
+        resolve_precision(settings.precision, device, net.mixed_precision)  # refuse at once, not after the data
+        if settings.tensorboard:
+            require_tensorboard()
         result = yield from _run(data, net, out_path, settings, spec, state, extras, context, device, stop, labels)
     finally:
         context.close()
