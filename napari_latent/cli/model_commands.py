@@ -220,7 +220,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="write TensorBoard logs to DIR: losses, learning rates, images/s, validation metrics and "
                    "preview images (needs the tensorboard package; watch with: tensorboard --logdir DIR)")
-    p.add_argument("--log-every", type=positive_int, default=10,
+    p.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
                    help="steps between TensorBoard loss points (default 10)")
     p.add_argument("--compact", action="store_true",
                    help="at the end, store float16 weights without optimiser state (smaller; cannot be resumed)")
