@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Setting, settings_of_dataclass
 from .cache_commands import add_cache_options, cache_from_args, non_negative_int
-from .common import CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
+from .common import PROG, CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from ..training.settings import TrainSettings
+    from ..volumes.slicing import SliceSpec
 
 #: The DATA argument's help.
 DATA_HELP = ("a volume, a folder of volumes (searched recursively; any format a reader opens, DICOM series "
@@ -26,11 +32,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"{out}: --out must end in .safetensors")
     if out.exists() and not args.resume and not args.overwrite:
         raise CliError(f"{out}: exists (use --resume to continue that run, or --overwrite to replace it)")
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             val_fraction=args.val_fraction, device=args.device,
-                             augment_rotation=0.0 if args.no_augment else args.rotation,
-                             augment_scale=0.0 if args.no_augment else args.scale, compile=args.compile,
-                             checkpoint_every=args.checkpoint_every, amp=not args.no_amp, workers=args.workers)
+    if args.no_amp and args.precision not in (None, "fp32"):
+        raise CliError(f"--no-amp means --precision fp32; it contradicts --precision {args.precision}")
+    explicit = _explicit_run_settings(args)
+    settings = TrainSettings(**explicit, device=args.device, compile=args.compile,
+                             checkpoint_every=args.checkpoint_every, precision="fp32" if args.no_amp else
+                             (args.precision or "auto"), tensorboard=args.tensorboard, log_every=args.log_every,
+                             workers=args.workers)
     settings.validate()
     model_settings = parse_settings(args.set, model_setting_declarations(args.model), f"model {args.model!r}")
     for name in ("latent_dim", "beta"):
@@ -40,8 +48,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     window_name, window_values = parse_window(args.window) if args.window is not None else (None, None)
     if args.resume:
         spec = None  # the checkpoint's
-        if args.window is not None and out.is_file():
-            _check_resumed_window(out, window_values)
+        if out.is_file():
+            saved = read_checkpoint(out, device="cpu", with_state=False)
+            if args.window is not None:
+                _check_resumed_window(out, saved.slice_spec, window_values)
+            settings = _resumed_settings(settings, saved.training.get("settings"), args, explicit)
     else:
         spec = SliceSpec(plane=args.plane, size=args.size, fixed_window=window_values, window_name=window_name)
     from ..volumes.cohort import load_cohort
@@ -67,12 +78,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_resumed_window(out: Path, values: tuple[float, float] | None) -> None:
+#: The ``train`` options that set what a run computes (option, and what it is), by TrainSettings
+#: field: a resumed run keeps its checkpoint's values and says so when one of them is typed.
+RUN_OPTIONS = {"epochs": ("--epochs", "epochs"), "batch_size": ("--batch-size", "batch size"),
+               "lr": ("--lr", "learning rate"), "seed": ("--seed", "seed"),
+               "val_fraction": ("--val-fraction", "validation fraction"),
+               "augment_rotation": ("--rotation", "rotation"), "augment_scale": ("--scale", "scale")}
+
+
+def _explicit_run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options typed on the command line (those left out are None), by TrainSettings field."""
+    given = {name: getattr(args, option[2:].replace("-", "_")) for name, (option, _) in RUN_OPTIONS.items()}
+    if args.no_augment:
+        given.update(augment_rotation=0.0, augment_scale=0.0)
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _resumed_settings(settings: TrainSettings, saved: dict[str, Any] | None, args: argparse.Namespace,
+                      explicit: dict[str, Any]) -> TrainSettings:
+    """The settings a resumed run uses; one warning line on stderr per typed option it ignores."""
+    from ..training.settings import TrainSettings, resume_settings
+
+    if not saved:
+        return settings  # no settings to keep: the library refuses the checkpoint
+    merged, ignored = resume_settings(settings, TrainSettings.from_json(saved), explicit=explicit)
+    if is_main_process():
+        for item in ignored:
+            option, label = RUN_OPTIONS[item.name]
+            typed = "--no-augment" if args.no_augment and item.name.startswith("augment_") else f"{option} {item.given}"
+            if item.name == "epochs":
+                kept = f"already trains for {item.kept} epochs (--epochs can only raise them)"
+            else:
+                value = "the model's default" if item.kept is None else item.kept
+                kept = f"keeps its {label} ({value})"
+            sys.stderr.write(f"{PROG} train: warning: {typed} is ignored on --resume: the run {kept}\n")
+    return merged
+
+
+def _check_resumed_window(out: Path, spec: SliceSpec | None, values: tuple[float, float] | None) -> None:
     """Refuse a ``--window`` that differs from the one the resumed run was trained with."""
-    from ..models.checkpoint import read_checkpoint
     from ..volumes.slicing import SliceSpec
 
-    spec = read_checkpoint(out, device="cpu", with_state=False).slice_spec or SliceSpec()
+    spec = spec or SliceSpec()
     if spec.fixed_window != values:
         raise CliError(f"{out}: the run was trained with --window {spec.window_text}; --resume keeps it "
                        "(leave out --window, or train a new model)")
@@ -135,6 +182,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
     from ..models.base import SUPPORTED_IMAGE_SIZES, model_names
+    from ..training.settings import PRECISIONS
     from ..volumes.slicing import PLANES
     from ..volumes.windows import PRESETS as WINDOW_PRESETS
 
@@ -148,8 +196,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="NAME",
                    help=f"model family: {', '.join(model_names())} (and any a plugin registers)")
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
-    p.add_argument("--epochs", type=positive_int, default=20, help="passes over the data (default 20)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the data (default 20)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's)")
     p.add_argument("--size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=64, help="image size (default 64)")
     p.add_argument("--plane", choices=PLANES, default="axial", help="slice plane (default axial)")
@@ -162,20 +210,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other model setting, e.g. --set margin=8 --set codebook_size=512")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out (default 0.2)")
-    p.add_argument("--rotation", type=float, default=5.0, help="augmentation: max rotation in degrees (default 5)")
-    p.add_argument("--scale", type=float, default=0.05, help="augmentation: max relative scale change (default 0.05)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=None, help="fraction of subjects held out (default 0.2)")
+    p.add_argument("--rotation", type=float, default=None, help="augmentation: max rotation in degrees (default 5)")
+    p.add_argument("--scale", type=float, default=None, help="augmentation: max relative scale change (default 0.05)")
     p.add_argument("--no-augment", action="store_true", help="no augmentation")
     p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
     p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="DataLoader worker processes reading batches (per process under torchrun; default: 0 on "
                    "the CPU, up to 4 on CUDA)")
     add_cache_options(p)
-    p.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run stored in --out (with as many processes; its batch size, learning "
+                   "rate, seed, split and augmentation are kept, and a different value given is ignored with a "
+                   "warning; --epochs can raise its epochs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="auto (default: bf16 autocast on GPUs with native bfloat16, else fp16 with a loss scaler "
+                   "per optimiser, or fp32 for models that refuse fp16; fp32 on the CPU and MPS), bf16 (CUDA, or "
+                   "the CPU), fp16 (CUDA) or fp32")
+    p.add_argument("--no-amp", action="store_true", help="the same as --precision fp32")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="write TensorBoard logs to DIR: losses, learning rates, images/s, validation metrics and "
+                   "preview images (needs the tensorboard package; watch with: tensorboard --logdir DIR)")
+    p.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
+                   help="steps between TensorBoard loss points (default 10)")
     p.add_argument("--compact", action="store_true",
                    help="at the end, store float16 weights without optimiser state (smaller; cannot be resumed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -172,6 +172,9 @@ class GenerativeModel(nn.Module, abc.ABC):
     has_encoder: ClassVar[bool] = False
     #: A Gaussian posterior ``q(z | x)`` (:meth:`posterior`) exists.
     has_posterior: ClassVar[bool] = False
+    #: The autocast dtypes the model trains safely in (``"bf16"``, ``"fp16"``); training's
+    #: ``precision="auto"`` picks among them and refuses others (``napari_latent.training.precision``).
+    mixed_precision: ClassVar[tuple[str, ...]] = ("bf16", "fp16")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

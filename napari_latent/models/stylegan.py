@@ -559,6 +559,11 @@ class StyleGAN(GANModel):
     name = "stylegan"
     config_class = StyleGANConfig
     spaces = ("z", "w", "w+")
+    #: No fp16 autocast: the demodulation's sums of squared weights and styles, the
+    #: unclamped synthesis activations and the R1 double backward leave float16's range
+    #: (StyleGAN2-ADA needed clamping and fp32 low-resolution layers for fp16); bfloat16
+    #: has float32's range.
+    mixed_precision = ("bf16",)
 
     config: StyleGANConfig
 

@@ -1,9 +1,10 @@
 """Distributed data-parallel training under ``torchrun``.
 
 ``torchrun --nproc_per_node N -m napari_latent train ...`` (or ``napari-latent`` launched
-by torchrun) sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; the engine then joins the
-process group (NCCL on CUDA, gloo on the CPU), wraps the trained modules in
-:class:`~torch.nn.parallel.DistributedDataParallel`, shards each epoch with a
+by torchrun, on one node or several) sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``; the engine then puts each process on the GPU of its
+local rank, joins the process group (NCCL on CUDA, gloo on the CPU), wraps the trained
+modules in :class:`~torch.nn.parallel.DistributedDataParallel`, shards each epoch with a
 :class:`~torch.utils.data.DistributedSampler`, and only rank 0 writes files.
 """
 
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import UserInputError
 
 
 @dataclass
@@ -132,26 +135,72 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def torchrun_environment() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the environment torchrun sets (``(0, 1, 0)`` without it).
+
+    ``RANK`` is the process's place among all processes of all nodes, ``LOCAL_RANK`` its
+    place on its own node (which GPU it uses), ``WORLD_SIZE`` the number of processes.
+    """
+    def number(name: str, default: int) -> int:
+        text = os.environ.get(name, "")
+        try:
+            return int(text) if text.strip() else default
+        except ValueError:
+            raise UserInputError(f"the environment variable {name}={text!r} is not a whole number") from None
+
+    world_size = number("WORLD_SIZE", 1)
+    if world_size <= 1:
+        return 0, 1, 0
+    rank, local_rank = number("RANK", 0), number("LOCAL_RANK", 0)
+    if not 0 <= rank < world_size or local_rank < 0:
+        raise UserInputError(f"RANK={rank} / LOCAL_RANK={local_rank} do not fit WORLD_SIZE={world_size}")
+    return rank, world_size, local_rank
+
+
 def distributed_context(device: torch.device) -> DistributedContext:
     """Join the process group when launched by torchrun; describe this process's place.
 
-    Returns a one-process context when ``WORLD_SIZE`` is unset or 1.
+    Returns a one-process context when ``WORLD_SIZE`` is unset or 1. On CUDA the process
+    first makes the GPU of its ``LOCAL_RANK`` its current device
+    (:func:`torch.cuda.set_device`, before anything else touches CUDA, so that no process
+    opens a context on GPU 0) and joins with NCCL, naming that device
+    (``device_id``: the NCCL communicator is formed at once, on the right GPU). Elsewhere it
+    joins with gloo. The rendezvous is torchrun's (``MASTER_ADDR``, ``MASTER_PORT``: the
+    default ``env://``), so the same code runs on one node or several.
+
+    Parameters
+    ----------
+    device : torch.device
+        This process's device (:func:`distributed_device`).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size, local_rank = torchrun_environment()
     if world_size <= 1:
         return DistributedContext()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     initialized_here = False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", rank=rank, world_size=world_size, device_id=device)
+        else:
+            dist.init_process_group(backend="gloo", rank=rank, world_size=world_size)
         initialized_here = True
     return DistributedContext(rank, world_size, local_rank, initialized_here)
 
 
 def distributed_device(device: torch.device) -> torch.device:
-    """On CUDA under torchrun, each process uses the GPU of its ``LOCAL_RANK``."""
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
+    """On CUDA under torchrun, each process uses the GPU of its ``LOCAL_RANK`` (``cuda:LOCAL_RANK``).
+
+    Raises
+    ------
+    UserInputError
+        When this node has fewer GPUs than processes (``--nproc_per_node`` too large).
+    """
+    _, world_size, local_rank = torchrun_environment()
+    if device.type != "cuda" or world_size <= 1:
+        return device
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UserInputError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this node has {count} "
+                             "GPU(s): start at most that many processes per node (torchrun --nproc_per_node)")
+    return torch.device("cuda", local_rank)

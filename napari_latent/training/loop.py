@@ -13,6 +13,7 @@ the seed, the step and the process rank).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from ..progress import Operation, ProgressArg, ProgressEvent, RateMeter, StopFla
 from ..volumes.cohort import Cohort
 from ..volumes.slicing import SliceSpec
 from .data import Augmentation, CacheArg, TrainingData, iter_prepare_data
-from .distributed import DistributedContext, distributed_context, distributed_device
+from .distributed import DistributedContext, distributed_context, distributed_device, torchrun_environment
 from .monitoring import PREVIEW_COUNT, preview_grid, validation_metrics
 from .objectives.base import Objective, objective_class
-from .precision import Precision
-from .settings import TrainSettings
+from .precision import Precision, resolve_precision
+from .settings import ResumeWarning, TrainSettings, resume_settings
 from .slice_dataset import BatchLoader, default_workers
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 __all__ = ["PREVIEW_COUNT", "TrainResult", "epoch_order", "iter_train", "step_generator", "train_model",
            "validation_metrics"]
@@ -127,7 +129,12 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         Preprocessing; by default axial slices at the model's image size.
     resume : bool
         Continue the run stored in ``out`` (its model, settings and counters). ``settings``
-        may raise the number of epochs; everything else comes from the checkpoint.
+        may raise the number of epochs and gives how the run goes on (device, precision,
+        compile, checkpoint and log intervals, TensorBoard folder:
+        :data:`~napari_latent.training.settings.RESUME_OVERRIDES`); everything else comes
+        from the checkpoint, and a :class:`~napari_latent.training.settings.ResumeWarning`
+        names each other setting given that the run ignores. The number of processes must
+        be the checkpoint's.
     stop : StopFlag, optional
         Ends the run cleanly at the next step (a checkpoint is written).
     labels : path-like, optional
@@ -143,6 +150,13 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    UserInputError
+        For bad settings, a precision the device or model cannot use, a missing
+        ``tensorboard`` package when logging is asked for, or a resume with another
+        number of processes than the checkpoint's.
     """
     settings = settings or TrainSettings()
     out_path = Path(out) if out is not None else None
@@ -155,11 +169,11 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         if checkpoint.state is None:
             raise CheckpointError(f"{out_path}: the checkpoint holds no training state to resume from")
         state = checkpoint.state
-        saved = TrainSettings.from_json(state["settings"])
-        saved.epochs = max(saved.epochs, settings.epochs)
-        saved.device = settings.device
-        saved.workers = settings.workers
-        settings = saved
+        _check_world_size(out_path, checkpoint.training)
+        settings, ignored = resume_settings(settings, TrainSettings.from_json(state["settings"]))
+        if torchrun_environment()[0] == 0:
+            for item in ignored:
+                warnings.warn(item.message(), ResumeWarning, stacklevel=2)
         net = checkpoint.model
         spec = checkpoint.slice_spec
         extras = checkpoint.extras
@@ -173,8 +187,11 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         raise UserInputError(f"slice size {spec.size} does not match the model's image size {net.image_size}")
 
     device = distributed_device(get_device(settings.device))
-    context = distributed_context(device)
+    context = distributed_context(device)  # first: a CUDA process takes its GPU before anything touches CUDA
     try:
+        resolve_precision(settings.precision, device, net.mixed_precision)  # refuse at once, not after the data
+        if settings.tensorboard:
+            require_tensorboard()
         result = yield from _run(data, net, out_path, settings, spec, state, extras, context, device, stop, labels,
                                  cache)
     finally:
@@ -198,11 +215,29 @@ def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: Train
                out_path)
     if state is not None:
         run.restore(state, extras)
+    if settings.tensorboard and context.is_main:
+        run.log = TensorBoardLog(settings.tensorboard, settings.log_every, start_step=run.step)
     try:
+        if run.log is not None:
+            run.log.add_run({"model": net.name, "config": net.config.to_json(), "settings": settings.to_json(),
+                             "precision": run.objective.precision.mode, "device": str(device),
+                             "world_size": context.world_size}, run.step)
         stopped = yield from run.iter_epochs(stop)
     finally:
         run.close()
+        if run.log is not None:
+            run.log.close()
     return TrainResult(run.finish(), run.written, run.step, run.epoch, stopped, run.history, run.last_metrics)
+
+
+def _check_world_size(out_path: Path, facts: dict[str, Any]) -> None:
+    """Resume needs as many processes as the interrupted run (its data order and step count follow from them)."""
+    saved = facts.get("world_size")
+    world_size = torchrun_environment()[1]
+    if saved is not None and int(saved) != world_size:
+        raise UserInputError(f"{out_path}: the run was trained by {int(saved)} process(es) and cannot be resumed by "
+                             f"{world_size}: its data order and step count depend on that number (resume it with "
+                             f"{int(saved)} process(es) in all, e.g. torchrun --nproc_per_node {int(saved)})")
 
 
 def _check_data(prepared: TrainingData, state: dict[str, Any] | None) -> None:
@@ -218,8 +253,9 @@ def _build_objective(net: GenerativeModel, settings: TrainSettings, context: Dis
                      device: torch.device) -> Objective:
     """The model's objective on ``device`` (its modules compiled when asked)."""
     net.to(device)
-    precision = Precision(device, settings.amp)
+    precision = Precision(device, settings.precision, net.mixed_precision)
     objective = objective_class(net.objective)(net, settings, context, precision)
+    precision.attach(objective.optimizers())
     if settings.compile:
         for module in objective.modules().values():
             module.compile()
@@ -260,6 +296,7 @@ class _Run:
         if self.loader is not None:
             self.loader.close()
             self.loader = None
+    log: TensorBoardLog | None = None
 
     def restore(self, state: dict[str, Any], extras: dict[str, dict[str, torch.Tensor]]) -> None:
         """Continue from a checkpoint's training state."""
@@ -280,7 +317,7 @@ class _Run:
             "data_subjects": len(prepared.cohort), "train_slices": len(prepared.train),
             "validation_subjects": len(prepared.validation.names), "settings": settings.to_json(),
             "final_metrics": self.last_metrics, "completed": final, "world_size": self.context.world_size,
-            "device": str(self.device),
+            "device": str(self.device), "precision": self.objective.precision.mode,
         }
         run_state = {"settings": settings.to_json(), "objective": self.objective.state_dict(), "step": self.step,
                      "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "history": self.history,
@@ -333,6 +370,8 @@ class _Run:
             preview = None
             if settings.preview_every and self.step % settings.preview_every == 0:
                 preview = preview_grid(objective, self.prepared, self.device, settings.seed)
+            if self.log is not None:
+                self._log_step(metrics, rate, preview)
             yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch + 1}/{settings.epochs}",
                                 {**metrics, "epoch": self.epoch + 1, "images_per_s": rate, "eta_s": eta},
                                 preview=preview, stage="train")
@@ -354,9 +393,20 @@ class _Run:
         self.epoch_rows = []
         self.last_metrics = val or {k: v for k, v in row.items() if k not in ("epoch", "step")}
         preview = preview_grid(objective, self.prepared, self.device, settings.seed)
+        if self.log is not None:
+            self.log.add_epoch(self.step, row, val)
+            self.log.add_preview(self.step, preview, _preview_tag(objective))
         yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch}/{settings.epochs} done", row,
                             preview=preview, stage="validate")
         self.save(final=self.epoch >= settings.epochs)
+
+    def _log_step(self, metrics: dict[str, float], rate: float, preview: Any) -> None:
+        """A step's losses, learning rates and speed (and a preview grid, when one was made) to TensorBoard."""
+        assert self.log is not None
+        rates = {name: float(o.param_groups[0]["lr"]) for name, o in self.objective.optimizers().items()}
+        self.log.add_step(self.step, metrics, rates, rate)
+        if preview is not None:
+            self.log.add_preview(self.step, preview, _preview_tag(self.objective))
 
     def finish(self) -> GenerativeModel:
         """The trained model, in eval mode, with its slicing, facts and fingerprint."""
@@ -371,6 +421,11 @@ class _Run:
         final.fingerprint = model_fingerprint(final)
         final.eval()
         return final
+
+
+def _preview_tag(objective: Objective) -> str:
+    """What :func:`preview_grid` shows for this objective's model."""
+    return "reconstructions" if objective.model.has_encoder else "samples"
 
 
 def train_model(data: str | os.PathLike[str] | Cohort, model: str | GenerativeModel = "vae",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import UserInputError
+
+#: The values of the ``precision`` setting (see :mod:`napari_latent.training.precision`).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclasses.dataclass
@@ -29,8 +33,11 @@ class TrainSettings:
         Light augmentation: maximum rotation in degrees and relative scale change.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-    amp : bool
-        Mixed precision (used on CUDA only).
+    precision : str
+        ``"auto"`` (bf16 autocast on GPUs with native bfloat16, else fp16 with a loss scaler
+        per optimiser; fp32 on the CPU and MPS), ``"bf16"``, ``"fp16"`` or ``"fp32"`` (see
+        :mod:`napari_latent.training.precision`). Checkpoints of older versions stored a
+        boolean ``amp``: true reads as ``"auto"``, false as ``"fp32"``.
     compile : bool
         ``torch.compile`` the trained modules.
     checkpoint_every : int
@@ -45,6 +52,12 @@ class TrainSettings:
         when distributed); None chooses: 0 on the CPU, up to 4 on CUDA
         (:func:`~napari_latent.training.slice_dataset.default_workers`). Like ``device``, a
         resumed run takes it from the current call, not from the checkpoint.
+    tensorboard : str or None
+        A TensorBoard log folder (needs the ``tensorboard`` package): losses every
+        ``log_every`` steps, learning rates, images per second, validation metrics and a
+        preview grid per epoch, written by the main process only.
+    log_every : int
+        Steps between TensorBoard loss points (each the mean over those steps).
     """
 
     epochs: int = 20
@@ -55,12 +68,14 @@ class TrainSettings:
     augment_rotation: float = 5.0
     augment_scale: float = 0.05
     device: str = "auto"
-    amp: bool = True
+    precision: str = "auto"
     compile: bool = False
     checkpoint_every: int = 500
     preview_every: int = 0
     grad_clip: float | None = None
     workers: int | None = None
+    tensorboard: str | None = None
+    log_every: int = 10
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for impossible settings."""
@@ -78,6 +93,10 @@ class TrainSettings:
             raise UserInputError(f"checkpoint interval must be at least 1 step, got {self.checkpoint_every}")
         if self.workers is not None and self.workers < 0:
             raise UserInputError(f"workers must be 0 or more, got {self.workers}")
+        if self.log_every < 1:
+            raise UserInputError(f"the logging interval must be at least 1 step, got {self.log_every}")
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -85,6 +104,81 @@ class TrainSettings:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> TrainSettings:
-        """Rebuild from :meth:`to_json` output (unknown keys are ignored for forward compatibility)."""
+        """Rebuild from :meth:`to_json` output (unknown keys are ignored for forward compatibility).
+
+        An older checkpoint's ``amp`` flag becomes ``precision`` ``"auto"`` (true) or ``"fp32"``.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in names})
+        values = {k: v for k, v in obj.items() if k in names}
+        if "precision" not in values and "amp" in obj:
+            values["precision"] = "auto" if obj["amp"] else "fp32"
+        return cls(**values)
+
+
+#: Settings a resumed run takes from the caller rather than from its checkpoint: how and
+#: where it runs, not what it computes (``epochs`` may also be raised).
+RESUME_OVERRIDES = ("device", "precision", "compile", "checkpoint_every", "preview_every", "tensorboard",
+                    "log_every", "workers")
+
+
+class ResumeWarning(UserWarning):
+    """A setting given for a resumed run is ignored (the run keeps its checkpoint's)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IgnoredSetting:
+    """A setting given for a resumed run that the run does not use (it keeps the checkpoint's)."""
+
+    name: str
+    given: Any
+    kept: Any
+
+    def message(self) -> str:
+        """One line for a warning."""
+        if self.name == "epochs":
+            return (f"resume ignores epochs={self.given!r}: the run already trains for {self.kept!r} epochs "
+                    "(epochs can only be raised)")
+        return f"resume ignores {self.name}={self.given!r}: the run keeps its {self.name}={self.kept!r}"
+
+
+def resume_settings(given: TrainSettings, saved: TrainSettings,
+                    explicit: Iterable[str] | None = None) -> tuple[TrainSettings, list[IgnoredSetting]]:
+    """The settings of a resumed run, and the given settings it ignores.
+
+    A resumed run keeps the checkpoint's settings (batch size, learning rate, seed, split,
+    augmentation, gradient clipping: what makes it reach the same model as an uninterrupted
+    run), takes :data:`RESUME_OVERRIDES` from ``given``, and trains for
+    ``max(saved.epochs, given.epochs)`` epochs (the checkpoint's epochs when ``explicit`` is
+    given without ``"epochs"``).
+
+    Parameters
+    ----------
+    given : TrainSettings
+        What the caller asked for.
+    saved : TrainSettings
+        The checkpoint's settings.
+    explicit : iterable of str, optional
+        The fields the caller set on purpose (the command line knows which options were
+        typed). By default, the fields whose value differs from :class:`TrainSettings`'
+        default.
+
+    Returns
+    -------
+    settings : TrainSettings
+        The resumed run's settings.
+    ignored : list of IgnoredSetting
+        Each explicit setting whose value differs from what the run uses.
+    """
+    defaults = TrainSettings()
+    epochs = max(saved.epochs, given.epochs)
+    if explicit is None:
+        explicit = [f.name for f in dataclasses.fields(TrainSettings)
+                    if getattr(given, f.name) != getattr(defaults, f.name)]
+    else:
+        explicit = list(explicit)
+        if "epochs" not in explicit:
+            epochs = saved.epochs
+    merged = dataclasses.replace(saved, epochs=epochs, **{name: getattr(given, name) for name in RESUME_OVERRIDES})
+    ignored = [IgnoredSetting(name, getattr(given, name), getattr(merged, name)) for name in explicit
+               if name not in RESUME_OVERRIDES and getattr(given, name) != getattr(merged, name)]
+    return merged, ignored

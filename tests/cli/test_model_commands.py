@@ -53,6 +53,12 @@ def test_train_resume_and_compact(cli_model: Path, tiny_cohort: Path, tmp_path: 
     (["invert", "{model}", "{cohort}/sub-001.nii.gz", "--out", "{tmp}/c.safetensors", "--space", "w"],
      "no latent space 'w'"),
     (["train-encoder", "demo"], "cannot be changed"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{tmp}/m.safetensors", "--no-amp", "--precision", "bf16"],
+     "--no-amp means --precision fp32"),
+    (["train", "{cohort}", "--model", "vae", "--out", "{tmp}/m.safetensors", "--precision", "fp16", "--device", "cpu"],
+     "fp16 mixed precision needs a CUDA device"),
+    (["train", "{cohort}", "--model", "stylegan", "--out", "{tmp}/m.safetensors", "--precision", "fp16"],
+     "does not train in fp16"),
 ])
 def test_user_errors_are_one_line_exit_2(argv: list[str], message: str, cli_model: Path, tiny_cohort: Path,
                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +244,58 @@ def test_bad_train_window_is_one_line_exit_2(window: str, message: str, tiny_coh
     assert err.count("\n") == 1 and err.startswith("napari-latent train: error: "), err
     assert message in err
     assert not out.exists()
+
+
+def test_resume_names_each_typed_option_it_ignores(cli_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(cli_model.read_bytes())
+    resume = ["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--resume", "--device", "cpu", "--quiet"]
+    capsys.readouterr()
+    assert main([*resume, "--epochs", "4", "--batch-size", "8", "--lr", "0.01", "--seed", "0", "--rotation", "5"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "napari-latent train: warning: --batch-size 8 is ignored on --resume: the run keeps its batch size (16)",
+        "napari-latent train: warning: --lr 0.01 is ignored on --resume: the run keeps its learning rate (0.002)",
+    ]  # --seed 0 and --rotation 5 are the run's own values: nothing to say
+    settings = read_checkpoint(copy, device="cpu").training["settings"]
+    assert (settings["epochs"], settings["batch_size"], settings["lr"]) == (4, 16, 0.002)
+    assert main([*resume, "--epochs", "2", "--no-augment"]) == 0  # a finished run: nothing left to train
+    assert capsys.readouterr().err.splitlines() == [
+        "napari-latent train: warning: --epochs 2 is ignored on --resume: the run already trains for 4 epochs "
+        "(--epochs can only raise them)",
+        "napari-latent train: warning: --no-augment is ignored on --resume: the run keeps its rotation (5.0)",
+        "napari-latent train: warning: --no-augment is ignored on --resume: the run keeps its scale (0.05)",
+    ]
+    assert main(resume) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "4 epochs, 40 steps" in captured.out  # without --epochs the run ends where it was going to
+
+
+def test_resume_with_another_number_of_processes_is_refused(cli_model: Path, tiny_cohort: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(cli_model.read_bytes())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(copy), "--resume", "--device", "cpu",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained by 1 process(es) and cannot be resumed by 2" in err, err
+    assert copy.read_bytes() == cli_model.read_bytes()
+
+
+def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(tiny_cohort: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what a missing package looks like
+    out, logs = tmp_path / "m.safetensors", tmp_path / "tb"
+    assert main(["train", str(tiny_cohort), "--model", "vae", "--out", str(out), "--tensorboard", str(logs),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs the tensorboard package" in err and "[tensorboard]" in err, err
+    assert not out.exists() and not logs.exists()

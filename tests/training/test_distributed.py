@@ -130,3 +130,72 @@ def test_ranks_share_the_slicing_read_their_shards_and_validate_together(tiny_co
     alone = validation_metrics(objective, data.validation, torch.device("cpu"))
     assert reports[0]["validation"]["val_mse"] == pytest.approx(alone["val_mse"], rel=1e-6)
     assert reports[0]["validation"]["val_psnr"] == pytest.approx(alone["val_psnr"], rel=1e-6)
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Record what the setup asks of CUDA and torch.distributed (there is no GPU here).
+
+    Only the decisions are checked: which device each process takes, in which order, and
+    what it gives ``init_process_group``.
+    """
+    import torch.distributed as dist
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.append(("init", kwargs)))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_each_cuda_process_takes_its_local_gpu_before_joining_nccl(fake_cluster: list[tuple],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_latent.training.distributed import distributed_context, distributed_device
+
+    # the second process of the second node of a 2 x 2 run (torchrun --nnodes 2 --nproc_per_node 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    device = distributed_device(torch.device("cuda"))
+    assert device == torch.device("cuda", 1)
+    context = distributed_context(device)
+    assert fake_cluster == [("set_device", torch.device("cuda", 1)),
+                            ("init", {"backend": "nccl", "rank": 3, "world_size": 4,
+                                      "device_id": torch.device("cuda", 1)})]
+    assert (context.rank, context.world_size, context.local_rank) == (3, 4, 1)
+    assert not context.is_main and context.initialized_here
+
+
+def test_cpu_processes_join_gloo_without_touching_cuda(fake_cluster: list[tuple],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_latent.training.distributed import distributed_context, distributed_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    device = distributed_device(torch.device("cpu"))
+    context = distributed_context(device)
+    assert device == torch.device("cpu")
+    assert fake_cluster == [("init", {"backend": "gloo", "rank": 0, "world_size": 2})]
+    assert context.is_main and context.is_distributed
+
+
+def test_one_process_joins_nothing_and_more_processes_than_gpus_is_refused(
+        fake_cluster: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_latent.errors import UserInputError
+    from napari_latent.training.distributed import distributed_context, distributed_device
+
+    assert distributed_device(torch.device("cuda")) == torch.device("cuda")
+    assert not distributed_context(torch.device("cuda")).is_distributed
+    assert fake_cluster == []
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(UserInputError, match="this node has 2 GPU"):
+        distributed_device(torch.device("cuda"))
+    monkeypatch.setenv("RANK", "two")
+    with pytest.raises(UserInputError, match="RANK='two'"):
+        distributed_device(torch.device("cpu"))

@@ -10,7 +10,9 @@ Rules for objectives, so that every model trains the same way everywhere:
   (that makes resumed runs identical to uninterrupted ones);
 * call each module wrapped by ``context.wrap`` at most once per backward pass
   (concatenate batches instead), as DistributedDataParallel requires;
-* run forward passes under ``precision.autocast()`` and step with ``precision``.
+* run forward passes under ``precision.autocast()`` and step with ``precision``; with
+  several optimisers, name the one a loss trains (``precision.backward(loss, optimizer)``):
+  in fp16 each optimiser has its own loss scaler.
 """
 
 from __future__ import annotations
@@ -106,15 +108,17 @@ class Objective(abc.ABC):
         return
 
     def state_dict(self) -> dict[str, Any]:
-        """Resumable state: optimisers and the loss scaler."""
-        return {"optimizers": {k: v.state_dict() for k, v in self.optimizers().items()},
-                "precision": self.precision.state_dict()}
+        """Resumable state: optimisers and their loss scalers."""
+        optimizers = self.optimizers()
+        return {"optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+                "precision": self.precision.state_dict(optimizers)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        for name, optimizer in self.optimizers().items():
+        optimizers = self.optimizers()
+        for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
-        self.precision.load_state_dict(state.get("precision") or {})
+        self.precision.load_state_dict(state.get("precision") or {}, optimizers)
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:

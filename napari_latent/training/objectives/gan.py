@@ -27,8 +27,10 @@ discriminator's logits, ``G`` the generator, ``T`` a random differentiable augme
    follow the generator closely (StyleGAN2-ADA's ramp-up). Buffers (batch-norm statistics,
    StyleGAN's mean ``w``, noise constants) are copied, not averaged.
 
-Optimisers: one Adam per network. Models declare their family's settings as class
-attributes ``default_lr`` and ``adam_betas``; without them the StyleGAN2 settings apply
+Optimisers: one Adam per network, each with its own loss scaler in fp16 (the R1 pass uses
+the discriminator's: its input gradient is taken of the scaled logits, then unscaled).
+Models declare their family's settings as class attributes ``default_lr`` and
+``adam_betas``; without them the StyleGAN2 settings apply
 (learning rate 2e-3, betas (0, 0.99)). :class:`~napari_latent.models.dcgan.DCGAN` uses
 Radford et al.'s 2e-4 and (0.5, 0.999). ``TrainSettings.lr`` overrides the learning rate of
 both networks (before the discriminator's lazy-regularisation adjustment).
@@ -39,7 +41,9 @@ every time the discriminator sees them.
 
 Metrics of a step: ``loss_d`` (``L_D``), ``loss_g``, ``d_real`` and ``d_fake`` (mean logits of
 real and generated images in the discriminator pass), and ``r1`` (``E ||grad_x D||^2``, the
-penalty before its weight ``gamma / 2``) on the steps that compute it. A discriminator that
+penalty before its weight ``gamma / 2``) on the steps that compute it (in fp16, not on an R1
+step whose scaled gradient overflowed: the discriminator's loss scaler skips that step and
+halves its scale, as it does in the first R1 steps while the scale settles). A discriminator that
 cannot tell real from fake has ``loss_d = 2 log 2 = 1.386`` and ``loss_g = log 2 = 0.693``.
 
 GANs have no reconstructions, so the engine's validation reports nothing; its epoch rows
@@ -65,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -259,7 +264,9 @@ class GANObjective(Objective):
         n = images.shape[0]
         metrics = self.discriminator_step(images, generator)
         if self.r1_due:
-            metrics["r1"] = self.r1_step(images, generator)
+            r1 = self.r1_step(images, generator)
+            if math.isfinite(r1) or not self.precision.scaling:
+                metrics["r1"] = r1  # (an fp16 overflow is a step the loss scaler skips, not a value)
         metrics["loss_g"] = self.generator_step(n, generator)
         model.after_generator_step()
         self.context.average_buffers(self.generator_module)
@@ -279,7 +286,7 @@ class GANObjective(Objective):
             real_logits = self._logits(images, generator)
             fake_logits = self._logits(fake.detach(), generator)
             loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        self.precision.backward(loss)
+        self.precision.backward(loss, self.optimizer_d)
         self._step(self.optimizer_d, self.discriminator_module)
         return {"loss_d": loss.item(), "d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
 
@@ -289,12 +296,12 @@ class GANObjective(Objective):
         with _eager(self.discriminator_module):
             with self.precision.autocast():
                 logits = self._logits(x, generator)
-            scaler = self.precision.scaler
+            scaler = self.precision.scaler(self.optimizer_d)
             scale = float(scaler.get_scale()) if scaler is not None else 1.0
             (grad,) = torch.autograd.grad(logits.sum() * scale, x, create_graph=True)
             penalty = (grad.float() / scale).square().flatten(1).sum(1).mean()
             loss = penalty * (self.r1_gamma / 2 * self.r1_every)
-            self.precision.backward(loss)
+            self.precision.backward(loss, self.optimizer_d)
         self._step(self.optimizer_d, self.discriminator_module)
         return penalty.item()
 
@@ -306,6 +313,6 @@ class GANObjective(Objective):
             with self.precision.autocast():
                 fake = model.generate_for_training(z, generator)
                 loss = F.softplus(-self._logits(fake, generator)).mean()
-            self.precision.backward(loss)
+            self.precision.backward(loss, self.optimizer_g)
         self._step(self.optimizer_g, self.generator_module)
         return loss.item()

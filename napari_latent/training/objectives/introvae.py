@@ -138,19 +138,9 @@ class IntroVAEObjective(Objective):
         self.precision.step(optimizer, self.settings.grad_clip, parameters)
 
     def _step_both(self) -> None:
-        """Step both optimisers after one backward pass (one loss-scale update, not two)."""
-        scaler = self.precision.scaler
-        if scaler is None:
-            self._step(self.optimizer_encoder, self.encoder_params)
-            self._step(self.optimizer_decoder, self.decoder_params)
-            return
-        for optimizer, parameters in ((self.optimizer_encoder, self.encoder_params),
-                                      (self.optimizer_decoder, self.decoder_params)):
-            if self.settings.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, self.settings.grad_clip)
-            scaler.step(optimizer)
-        scaler.update()
+        """Step both optimisers after one backward pass (each with its own loss scaler in fp16)."""
+        self._step(self.optimizer_encoder, self.encoder_params)
+        self._step(self.optimizer_decoder, self.decoder_params)
 
     # -- training ------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -171,7 +161,7 @@ class IntroVAEObjective(Objective):
             kl = kl_to_standard_normal(mean.float(), logvar.float()).sum(1).mean()
             loss_decoder = config.recon_weight * sse
             loss = config.beta * kl + loss_decoder
-        self.precision.backward(loss / pixels)
+        self.precision.backward(loss / pixels, self.optimizer_encoder, self.optimizer_decoder)
         self._step_both()
         _zero(self.encoder_params + self.decoder_params)
         return {"loss_encoder": loss.item() / pixels, "loss_decoder": loss_decoder.item() / pixels,
@@ -198,7 +188,7 @@ class IntroVAEObjective(Objective):
                 sse = (recon.float() - images).pow(2).flatten(1).sum(1).mean()
                 kl = kl_to_standard_normal(mean.float(), logvar.float()).sum(1).mean()
                 loss_1 = config.beta * kl + config.recon_weight * sse
-            self.precision.backward(loss_1 / pixels)
+            self.precision.backward(loss_1 / pixels, self.optimizer_encoder)
         _zero(self.decoder_params)  # under DDP pass 1 also reached the decoder: not the encoder's business
 
         z_p = torch.randn(z.shape, generator=generator, device="cpu").to(z.device)
@@ -209,7 +199,7 @@ class IntroVAEObjective(Objective):
             kl_f = kl_to_standard_normal(mean_f.float(), logvar_f.float()).sum(1)
             hinge = torch.relu(config.margin - kl_f)
             loss_2 = config.alpha * (hinge[:n].mean() + hinge[n:].mean())
-        self.precision.backward(loss_2 / pixels)
+        self.precision.backward(loss_2 / pixels, self.optimizer_encoder)
         self._step(self.optimizer_encoder, self.encoder_params)
         _zero(self.encoder_params)
         loss_encoder = loss_1 + loss_2
@@ -230,7 +220,7 @@ class IntroVAEObjective(Objective):
                 kl_g = kl_to_standard_normal(mean_g.float(), logvar_g.float()).sum(1)
                 kl_rec, kl_sam = kl_g[:n].mean(), kl_g[n:].mean()
                 loss = config.alpha * (kl_rec + kl_sam) + config.recon_weight * sse
-            self.precision.backward(loss / pixels)
+            self.precision.backward(loss / pixels, self.optimizer_decoder)
         _zero(self.encoder_params)  # under DDP pass 3 also reached the encoder: discard
         self._step(self.optimizer_decoder, self.decoder_params)
         _zero(self.decoder_params)
