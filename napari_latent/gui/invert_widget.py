@@ -123,15 +123,23 @@ class InvertWidget(Container):
         if not name or name not in self.viewer.layers:
             raise UserInputError("choose a 3D image layer to invert (open a NIfTI file or a sample)")
         layer = self.viewer.layers[name]
-        volume = volume_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate, name)
         self._source = layer
         self._call = {"method": str(self.method.value), "space": str(self.space.value), "steps": int(self.steps.value)}
         entry = layer.metadata.get(META_KEY, {})
         limits, source_name = list(layer.contrast_limits), layer.name
-        operation = iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
-                                steps=self._call["steps"], stop=stop)
-        return followed_by(operation, lambda codes: reconstruction_layer_data(model, codes, source_name,
-                                                                              entry.get("path"), limits))
+        parts = (layer.data, layer.metadata, tuple(layer.scale), tuple(layer.translate))
+
+        def operation() -> Operation[LatentCodes]:
+            # in the worker: copying a CT-sized layer into file order takes longer than a GUI frame
+            try:
+                volume = volume_from_layer(*parts, name=name)
+            except ValueError as exc:
+                raise UserInputError(f"layer {name!r}: {exc}") from None
+            return (yield from iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
+                                           steps=self._call["steps"], stop=stop))
+
+        return followed_by(operation(), lambda codes: reconstruction_layer_data(model, codes, source_name,
+                                                                                entry.get("path"), limits))
 
     def _record_step(self, source: Any, path: str | None) -> None:
         lines, show = invert_script_lines(source.name, path, self._call)

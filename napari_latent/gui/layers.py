@@ -55,14 +55,17 @@ def volume_layer_data(volume: Volume, name: str | None = None, **kwargs: Any) ->
     return grid_layer_data(volume.data, volume.grid, name or volume.name, extra=extra, **kwargs)
 
 
-def grid_layer_data(array: np.ndarray, grid: Grid, name: str, leading: int = 0,
-                    extra: dict[str, Any] | None = None, layer_type: str = "image", **kwargs: Any) -> LayerDataTuple:
+def grid_layer_data(array: Any, grid: Grid, name: str, leading: int = 0,
+                    extra: dict[str, Any] | None = None, layer_type: str = "image", displayed: bool = False,
+                    **kwargs: Any) -> LayerDataTuple:
     """Layer data for any array on a volume's grid (maps, masks, reconstructions).
 
     Parameters
     ----------
-    array : numpy.ndarray
-        Shape ``leading_axes + grid.shape`` in the source's file order.
+    array : numpy.ndarray or array-like
+        Shape ``leading_axes + grid.shape`` in the source's file order; with ``displayed``,
+        any array-like (a lazy dask array) already in the display orientation, which is
+        used as it is (never read).
     grid : Grid
         The source grid.
     name : str
@@ -73,14 +76,23 @@ def grid_layer_data(array: np.ndarray, grid: Grid, name: str, leading: int = 0,
         More entries for the layer's ``metadata["napari_latent"]``.
     layer_type : str
         ``"image"`` or ``"labels"``.
+    displayed : bool
+        The array is already in the display orientation (``leading_axes + (S, P, L)``).
     **kwargs
         More napari layer keyword arguments.
     """
-    array = np.asarray(array)
-    if tuple(array.shape[leading:]) != grid.shape:
-        raise ValueError(f"array of shape {array.shape} does not fit grid {grid.shape} with {leading} leading axes")
     geometry = display_geometry(grid)
-    data = geometry.to_display(array)
+    if displayed:
+        if tuple(array.shape[leading:]) != geometry.reorientation.target_shape:
+            raise ValueError(f"display-ordered array of shape {array.shape} does not fit grid {grid.shape} "
+                             f"(display shape {geometry.reorientation.target_shape}) with {leading} leading axes")
+        data = array
+    else:
+        array = np.asarray(array)
+        if tuple(array.shape[leading:]) != grid.shape:
+            raise ValueError(f"array of shape {array.shape} does not fit grid {grid.shape} with {leading} leading "
+                             "axes")
+        data = geometry.to_display(array)
     metadata = dict(kwargs.pop("metadata", {}) or {})
     metadata[META_KEY] = grid_metadata(grid, **(extra or {}))
     layer_kwargs: dict[str, Any] = {"name": name, "metadata": metadata, **geometry.layer_kwargs(leading),

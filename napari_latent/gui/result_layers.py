@@ -1,4 +1,4 @@
-"""Layer data for saved results: a traversal as one 4D layer, eigen maps as diverging overlays.
+"""Layer data for saved results: a traversal as one 4D layer (lazy for a store), eigen maps as overlays.
 
 Every layer sits on its source grid (the napari ``scale``/``translate`` of
 :func:`~napari_latent.gui.layers.grid_layer_data`), so it overlays the source volume voxel
@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..analysis.eigen import EigenResult
-from ..latent.traversal import Traversal
+from ..latent.traversal import StoredTraversal, Traversal, default_chunks
 from ..volumes.grid import Grid
+from ..volumes.orientation import display_geometry
 from .layers import LayerDataTuple, grid_layer_data
 
 #: Axis labels of a traversal layer: the alpha axis first, then the display axes.
@@ -50,12 +51,77 @@ def symmetric_limits(data: np.ndarray, mask: np.ndarray | None = None, percentil
     return [-m, m]
 
 
-def _gray_limits(data: np.ndarray) -> list[float]:
-    sample = data[:: max(1, data.shape[0] // 8)]
+#: Planes of a frame read to choose contrast limits (a sample: never the whole traversal).
+SAMPLE_PLANES = 12
+
+
+def display_frames(traversal: Traversal | StoredTraversal) -> Any:
+    """The frames ``(A, S, P, L)`` in the display orientation, without reading them.
+
+    A store's lazy dask array (:meth:`StoredTraversal.display_array`, whose chunks napari
+    reads plane by plane), or a view of an in-memory traversal's images.
+    """
+    if isinstance(traversal, StoredTraversal):
+        return traversal.display_array()
+    return display_geometry(traversal.grid).to_display(traversal.images)
+
+
+def _sample_planes(count: int, samples: int = SAMPLE_PLANES) -> slice:
+    """Every ``count // samples``-th display plane, starting half a step in."""
+    step = max(1, int(count) // max(1, samples))
+    return slice(step // 2, None, step)
+
+
+def _read(frames: Any, index: int, planes: slice) -> np.ndarray:
+    """``frames[index, planes]`` as float32 numpy (only those planes are read from a lazy array)."""
+    return np.asarray(frames[int(index), planes], dtype=np.float32)
+
+
+def frame_limits(traversal: Traversal | StoredTraversal, frames: Any = None) -> list[float]:
+    """Grey contrast limits (0.5 and 99.5 percentiles) of a sample of the baseline frame's planes."""
+    frames = display_frames(traversal) if frames is None else frames
+    sample = _read(frames, traversal.baseline_index, _sample_planes(frames.shape[1]))
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return [0.0, 1.0]
     lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if hi <= lo:
-        lo, hi = float(data.min()), float(data.max()) + 1e-6
+        lo, hi = float(sample.min()), float(sample.max())
+        hi = hi if hi > lo else lo + 1e-6
     return [lo, hi]
+
+
+def difference_limits(traversal: Traversal | StoredTraversal, frames: Any = None,
+                      percentile: float = 99.5) -> list[float]:
+    """Symmetric limits of the difference overlay, from one or two frames.
+
+    The first and last alphas (those that are not the baseline: the largest changes)
+    minus the baseline, on a sample of display planes, within the voxels the model
+    produced; :func:`symmetric_limits` of those.
+    """
+    frames = display_frames(traversal) if frames is None else frames
+    planes = _sample_planes(frames.shape[1])
+    baseline = int(traversal.baseline_index)
+    ends = sorted({0, len(traversal) - 1} - {baseline})
+    if not ends:
+        return [-1.0, 1.0]
+    base = _read(frames, baseline, planes)
+    differences = np.stack([_read(frames, index, planes) - base for index in ends])
+    mask = None
+    if traversal.geometry is not None:
+        mask = display_geometry(traversal.grid).to_display(traversal.modelled_mask())[planes]
+        mask = np.broadcast_to(mask, differences.shape)
+    return symmetric_limits(differences, mask, percentile)
+
+
+def difference_data(frames: Any, baseline_index: int) -> Any:
+    """Each frame minus the baseline frame, lazily: a dask expression read plane by plane by napari."""
+    import dask.array as da
+
+    if not isinstance(frames, da.Array):
+        frames = da.from_array(frames, chunks=default_chunks(tuple(frames.shape[1:])))  # type: ignore[arg-type]
+    baseline = int(baseline_index)
+    return frames - frames[baseline:baseline + 1]
 
 
 def evenly_spaced(values: np.ndarray) -> bool:
@@ -67,29 +133,66 @@ def evenly_spaced(values: np.ndarray) -> bool:
     return bool(steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9))
 
 
-def traversal_layer_data(traversal: Traversal, name: str | None = None, path: str | None = None) -> LayerDataTuple:
+def traversal_layer_data(traversal: Traversal | StoredTraversal, name: str | None = None, path: str | None = None,
+                         contrast_limits: list[float] | None = None) -> LayerDataTuple:
     """One 4D image layer for a traversal: the alpha axis first, labelled ``"alpha"``.
+
+    A :class:`StoredTraversal` is shown lazily: the layer's data is the store's dask array
+    (:meth:`StoredTraversal.display_array`), which napari reads one plane at a time, and
+    napari's dask cache is off for it (``cache=False``: otherwise every chunk scrolled
+    past stays in memory, up to a quarter of the RAM). An in-memory :class:`Traversal`
+    is shown as it is (a display-ordered view of its images). Contrast limits are given
+    (computed from a sample of the baseline frame's planes unless ``contrast_limits``),
+    so napari never computes them from the 4D data.
 
     When the alphas are evenly spaced the alpha axis gets ``scale = step`` and
     ``translate = alphas[0]``, so napari's slider shows alpha values; the spatial axes have
     the source grid's scale and translate. ``metadata["napari_latent"]`` holds the alphas,
-    the direction, the model and the whole sidecar (the writer writes it back).
+    the direction, the model, the whole sidecar (the writer writes it back) and, for a
+    store, its path (``"store"``: the Eigen widget streams it, the GUI never deletes it
+    while the layer shows it).
     """
     direction = traversal.direction.name if traversal.direction is not None else "direction"
     name = name or f"traversal {direction}"
     facts = traversal.to_json()
-    extra = {"kind": "traversal", "path": path or traversal.info.get("path"), "alphas": facts["alphas"],
-             "latent_alphas": facts["latent_alphas"], "units": traversal.units,
+    store = str(traversal.path) if isinstance(traversal, StoredTraversal) else None
+    extra = {"kind": "traversal", "path": path or traversal.info.get("path"), "store": store,
+             "alphas": facts["alphas"], "latent_alphas": facts["latent_alphas"], "units": traversal.units,
              "baseline_index": int(traversal.baseline_index), "direction": facts["direction"],
              "model": traversal.model_name, "model_fingerprint": traversal.model_fingerprint,
              "space": traversal.space, "axis_labels": list(TRAVERSAL_AXIS_LABELS), "sidecar": facts}
-    data, kwargs, kind = grid_layer_data(traversal.images, traversal.grid, name, leading=1, extra=extra,
-                                         axis_labels=TRAVERSAL_AXIS_LABELS, colormap="gray",
-                                         contrast_limits=_gray_limits(traversal.images))
+    frames = display_frames(traversal)
+    limits = list(contrast_limits) if contrast_limits is not None else frame_limits(traversal, frames)
+    data, kwargs, kind = grid_layer_data(frames, traversal.grid, name, leading=1, extra=extra, displayed=True,
+                                         axis_labels=TRAVERSAL_AXIS_LABELS, colormap="gray", contrast_limits=limits)
+    if store is not None:
+        kwargs["cache"] = False
     alphas = np.asarray(traversal.alphas, dtype=np.float64)
     if evenly_spaced(alphas):
         kwargs["scale"] = (float(alphas[1] - alphas[0]), *kwargs["scale"][1:])
         kwargs["translate"] = (float(alphas[0]), *kwargs["translate"][1:])
+    return data, kwargs, kind
+
+
+def difference_layer_data(traversal: Traversal | StoredTraversal, name: str, source_name: str,
+                          frames: Any = None) -> LayerDataTuple:
+    """The traversal's difference overlay: every frame minus the baseline, lazily, diverging colours.
+
+    The data is a dask expression over the frames (:func:`difference_data`), so no
+    difference volume is ever computed whole; the symmetric contrast limits come from one
+    or two frames (:func:`difference_limits`). Place it with the traversal layer's
+    ``scale`` and ``translate`` (the caller copies them).
+    """
+    frames = display_frames(traversal) if frames is None else frames
+    direction = traversal.direction.name if traversal.direction is not None else "direction"
+    extra = {"kind": "traversal_difference", "source_layer": source_name, "direction": direction,
+             "alphas": [float(a) for a in traversal.alphas], "baseline_index": int(traversal.baseline_index),
+             "store": str(traversal.path) if isinstance(traversal, StoredTraversal) else None}
+    data, kwargs, kind = grid_layer_data(difference_data(frames, traversal.baseline_index), traversal.grid, name,
+                                         leading=1, extra=extra, displayed=True, colormap=diverging_colormap(),
+                                         contrast_limits=difference_limits(traversal, frames),
+                                         opacity=OVERLAY_OPACITY, blending="translucent",
+                                         axis_labels=TRAVERSAL_AXIS_LABELS, cache=False)
     return data, kwargs, kind
 
 
