@@ -17,6 +17,7 @@ sit on the anatomy; the :class:`~napari_latent.analysis.eigen.EigenResult` goes 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from .invert_widget import add_or_update_layer
 from .layers import META_KEY, LayerDataTuple, array_from_layer, layer_grid
 from .result_layers import eigen_layer_data
 from .session import get_session
-from .stores import layer_store
+from .stores import collect_unshown, layer_store
 
 SESSION_TRAVERSAL = "(session traversal)"
 DEFAULT_MASK = "(baseline foreground)"
@@ -194,21 +195,31 @@ class EigenWidget(Container):
         self._script_lines = [f"eigen = nl.eigencomponents(traversal, n_components={int(self.components.value)}, "
                               f"center={center!r}, differences='extreme'){mask_note}"]
         prefix = f"{self._anatomy.name} eigen" if self._anatomy is not None else "eigen"
-        return self._operation(traversal, mask_source, int(self.components.value), center, prefix, stop)
+        self.session.stores.close_with(self.viewer)
+        maps_store = self.session.stores.new_path(f"{prefix} maps")
+        return self._operation(traversal, mask_source, int(self.components.value), center, prefix, maps_store, stop)
 
     def _operation(self, traversal: AnyTraversal, mask_source: tuple[Any, ...] | None, components: int,
-                   center: Any, prefix: str,
+                   center: Any, prefix: str, maps_store: Path,
                    stop: StopFlag) -> Operation[tuple[EigenResult | None, list[LayerDataTuple] | None]]:
-        """In the worker: the mask, the streamed analysis (a store is held: never collected meanwhile), the layers."""
+        """In the worker: the mask, the streamed analysis (a store is held: never collected meanwhile), the layers.
+
+        The component maps go into ``maps_store`` (in the session folder) and are shown
+        lazily from there (:func:`~napari_latent.gui.result_layers.eigen_layer_data`).
+        """
         from .runner import followed_by
 
         store = traversal.path if isinstance(traversal, StoredTraversal) else None
-        with self.session.stores.hold(store):
-            mask = None if mask_source is None else _mask_array(traversal, *mask_source)
-            operation = iter_eigencomponents(traversal, mask=mask, n_components=components, center=center,
-                                             differences="extreme", stop=stop)
-            return (yield from followed_by(
-                operation, lambda result: None if result is None else eigen_layer_data(result, prefix=prefix)))
+        try:
+            with self.session.stores.hold(store):
+                mask = None if mask_source is None else _mask_array(traversal, *mask_source)
+                operation = iter_eigencomponents(traversal, mask=mask, n_components=components, center=center,
+                                                 differences="extreme", stop=stop)
+                return (yield from followed_by(
+                    operation, lambda result: None if result is None else
+                    eigen_layer_data(result, prefix=prefix, maps_store=maps_store)))
+        finally:
+            self.session.stores.release_if_empty()
 
     def _anatomy_layer(self, traversal: AnyTraversal) -> Any:
         """The traversal's layer (when it came from one) or the session traversal's layer, to sit on."""
@@ -234,6 +245,7 @@ class EigenWidget(Container):
             add_or_update_layer(self.viewer, (data, kwargs, kind))
             yield
         self.session.eigen = result
+        collect_unshown(self.viewer, self.session)  # the maps of an earlier run that these layers replaced
         self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})
         corr = result.alpha_correlation()
         ratio = result.explained_variance_ratio

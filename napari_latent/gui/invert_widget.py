@@ -27,7 +27,7 @@ def image_layers(viewer: Any) -> list[Any]:
 
 
 def add_or_update_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]) -> Any:
-    """Add a layer from layer data, or replace the data of an existing layer of that name."""
+    """Add a layer from layer data, or replace the data (metadata, contrast limits) of a layer of that name."""
     from napari.layers import Layer
 
     data, kwargs, kind = layer_data
@@ -37,6 +37,10 @@ def add_or_update_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]
         if layer._type_string == kind and np.shape(layer.data) == np.shape(data):
             layer.data = data
             layer.metadata = kwargs.get("metadata", {})
+            limits = kwargs.get("contrast_limits")
+            if limits is not None and hasattr(layer, "contrast_limits_range"):  # the new data's, not the old
+                layer.contrast_limits_range = list(limits)
+                layer.contrast_limits = list(limits)
             return layer
         viewer.layers.remove(name)
     layer = Layer.create(data, kwargs, kind)

@@ -114,11 +114,12 @@ def layer_grid(data: np.ndarray, metadata: dict[str, Any] | None, scale: Any = N
 
 
 def array_from_layer(data: np.ndarray, metadata: dict[str, Any] | None, scale: Any = None,
-                     translate: Any = None) -> tuple[np.ndarray, Grid]:
+                     translate: Any = None, contiguous: bool = True) -> tuple[np.ndarray, Grid]:
     """A layer's data in the source's file order, with its grid.
 
-    Leading non-spatial axes are kept. Raises ValueError when the layer's spatial shape
-    does not match the grid recorded in its metadata.
+    Leading non-spatial axes are kept. With ``contiguous=False`` the array is a view of
+    the layer's data when it can be (no copy of a CT-sized volume). Raises ValueError when
+    the layer's spatial shape does not match the grid recorded in its metadata.
     """
     grid = layer_grid(data, metadata, scale, translate)
     geometry = display_geometry(grid)
@@ -127,13 +128,17 @@ def array_from_layer(data: np.ndarray, metadata: dict[str, Any] | None, scale: A
         raise ValueError(f"a 3D layer is needed, got data of shape {array.shape}")
     if tuple(array.shape[-3:]) != geometry.reorientation.target_shape:
         raise ValueError(f"layer data of shape {array.shape} does not match its recorded grid {grid.shape}")
-    return np.ascontiguousarray(geometry.from_display(array)), grid
+    ordered = geometry.from_display(array)
+    return (np.ascontiguousarray(ordered) if contiguous else ordered), grid
 
 
 def volume_from_layer(data: np.ndarray, metadata: dict[str, Any] | None = None, scale: Any = None,
-                      translate: Any = None, name: str = "layer") -> Volume:
-    """Rebuild a :class:`Volume` (file order, true affine) from a 3D image layer's parts."""
-    array, grid = array_from_layer(data, metadata, scale, translate)
+                      translate: Any = None, name: str = "layer", contiguous: bool = True) -> Volume:
+    """Rebuild a :class:`Volume` (file order, true affine) from a 3D image layer's parts.
+
+    ``contiguous=False`` keeps the data a view of the layer's (float32) data when it can.
+    """
+    array, grid = array_from_layer(data, metadata, scale, translate, contiguous)
     if array.ndim != 3:
         raise ValueError(f"a 3D image layer is needed, got data of shape {np.shape(data)}")
     entry = (metadata or {}).get(META_KEY) or {}

@@ -7,6 +7,7 @@ for voxel. The result's facts go into ``layer.metadata["napari_latent"]``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..latent.traversal import StoredTraversal, Traversal, default_chunks
 from ..volumes.grid import Grid
 from ..volumes.orientation import display_geometry
 from .layers import LayerDataTuple, grid_layer_data
+from .map_store import open_volume_array, write_volumes
 
 #: Axis labels of a traversal layer: the alpha axis first, then the display axes.
 TRAVERSAL_AXIS_LABELS = ("alpha", "S", "P", "L")
@@ -41,9 +43,10 @@ def diverging_colormap() -> Any:
 
 def symmetric_limits(data: np.ndarray, mask: np.ndarray | None = None, percentile: float = 99.5) -> list[float]:
     """``[-m, m]`` with ``m`` the ``percentile`` of ``|data|`` (inside ``mask``), never 0."""
-    values = np.abs(np.asarray(data, dtype=np.float32))
+    values = np.asarray(data)
     if mask is not None and mask.shape == values.shape and mask.any():
-        values = values[mask]
+        values = values[mask]  # first: the absolute values of the masked voxels only
+    values = np.abs(values.astype(np.float32, copy=False))
     values = values[np.isfinite(values)]
     m = float(np.percentile(values, percentile)) if values.size else 0.0
     if not m > 0:
@@ -196,26 +199,45 @@ def difference_layer_data(traversal: Traversal | StoredTraversal, name: str, sou
     return data, kwargs, kind
 
 
-def map_layer_data(array: np.ndarray, grid: Grid, name: str, extra: dict[str, Any], visible: bool = True,
-                   mask: np.ndarray | None = None) -> LayerDataTuple:
-    """A diverging overlay of a signed map on its grid (symmetric limits, partial opacity)."""
-    return grid_layer_data(array, grid, name, extra=extra, colormap=diverging_colormap(),
-                           contrast_limits=symmetric_limits(array, mask), opacity=OVERLAY_OPACITY,
-                           blending="translucent", visible=visible)
+def map_layer_data(array: Any, grid: Grid, name: str, extra: dict[str, Any], visible: bool = True,
+                   mask: np.ndarray | None = None, contrast_limits: list[float] | None = None,
+                   displayed: bool = False) -> LayerDataTuple:
+    """A diverging overlay of a signed map on its grid (symmetric limits, partial opacity).
+
+    ``displayed``: the array is already display-ordered (a lazy array, used as it is; give
+    ``contrast_limits`` then, or they are computed from it).
+    """
+    limits = symmetric_limits(array, mask) if contrast_limits is None else list(contrast_limits)
+    kwargs: dict[str, Any] = {"cache": False} if displayed else {}
+    return grid_layer_data(array, grid, name, extra=extra, colormap=diverging_colormap(), contrast_limits=limits,
+                           opacity=OVERLAY_OPACITY, blending="translucent", visible=visible, displayed=displayed,
+                           **kwargs)
 
 
 def eigen_layer_data(result: EigenResult, prefix: str = "eigen", path: str | None = None,
-                     differences: bool = True) -> list[LayerDataTuple]:
+                     differences: bool = True, maps_store: str | os.PathLike[str] | None = None
+                     ) -> list[LayerDataTuple]:
     """Component maps (and difference maps) of an eigen result as diverging overlays.
 
     Only the component most correlated with alpha is visible at first (the paper's
     "dynamic" component: 2 with the paper's centring, 1 with ``center="baseline"``); the
     others and the difference maps are added hidden.
+
+    With ``maps_store`` (a new ``*.zarr`` folder) the component maps are written there one
+    at a time (:func:`~napari_latent.gui.map_store.write_volumes`) and shown lazily from it
+    (``metadata["napari_latent"]["store"]``), so they take no memory; their contrast limits
+    come from the components at the mask's voxels (the same as from the maps). Otherwise
+    each map is one volume in memory. The difference maps are the result's own arrays.
     """
     correlation = np.nan_to_num(np.abs(result.alpha_correlation()), nan=-1.0)
     shown = int(np.argmax(correlation)) if len(correlation) else -1
     common = {"alphas": [float(a) for a in result.alphas], "units": result.units, "center": result.center,
               "baseline_index": int(result.baseline_index), "path": path, "source": result.source_info}
+    names = [f"component_{k + 1}" for k in range(result.n_components)]
+    store = None
+    if maps_store is not None:
+        store = write_volumes(maps_store, result.grid,
+                              ((name, result.component_map(k)) for k, name in enumerate(names)))
     layers: list[LayerDataTuple] = []
     for k in range(result.n_components):
         extra = {**common, "kind": "eigen_component", "component": k + 1,
@@ -223,8 +245,14 @@ def eigen_layer_data(result: EigenResult, prefix: str = "eigen", path: str | Non
                  "explained_variance_ratio": float(result.explained_variance_ratio[k]),
                  "alpha_correlation": None if correlation[k] < 0 else float(result.alpha_correlation()[k]),
                  "eigenvector": [float(v) for v in result.eigenvectors[:, k]]}
-        layers.append(map_layer_data(result.component_map(k), result.grid, f"{prefix} component {k + 1}", extra,
-                                     visible=k == shown, mask=result.mask))
+        name = f"{prefix} component {k + 1}"
+        if store is None:
+            layers.append(map_layer_data(result.component_map(k), result.grid, name, extra, visible=k == shown,
+                                         mask=result.mask))
+        else:
+            layers.append(map_layer_data(open_volume_array(store, names[k]), result.grid, name,
+                                         {**extra, "store": str(store)}, visible=k == shown, displayed=True,
+                                         contrast_limits=symmetric_limits(result.projections[:, k])))
     if differences and result.differences is not None:
         for index, data in zip(result.difference_indices, result.differences):
             alpha = float(result.alphas[int(index)])

@@ -210,3 +210,16 @@ class SessionStores:
             return
         self._watching = True  # (no reference to the window: the session must not keep the viewer alive)
         destroyed.connect(lambda *_: self.close())
+
+
+def collect_unshown(viewer: Any, session: Any) -> list[Path]:
+    """Delete the viewer's temporary stores that no layer shows and that are not the session's traversal.
+
+    ``session`` is the viewer's :class:`~napari_latent.gui.session.Session`; returns the
+    deleted stores.
+    """
+    in_use = shown_stores(viewer)
+    path = getattr(session.traversal, "path", None)
+    if path is not None:
+        in_use.add(Path(path).resolve())
+    return session.stores.collect(in_use)

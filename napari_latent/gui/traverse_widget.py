@@ -37,7 +37,7 @@ from .method_form import no_path
 from .result_layers import difference_layer_data, display_frames, traversal_layer_data
 from .session import get_session
 from .session_script import variable
-from .stores import shown_stores
+from .stores import collect_unshown
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 NO_CODES = "No codes yet: invert a volume in the Invert widget first."
@@ -94,17 +94,8 @@ def iter_show_traversal(viewer: Any, traversal: AnyTraversal, source_name: str,
     viewer.dims.set_current_step(0, traversal.baseline_index)
     session = get_session(viewer)
     session.traversal = traversal
-    collect_stores(viewer)
+    collect_unshown(viewer, session)  # a replaced layer's temporary store goes
     return layer
-
-
-def collect_stores(viewer: Any) -> list[Path]:
-    """Delete the viewer's temporary stores that no layer shows and that are not the session's traversal."""
-    session = get_session(viewer)
-    in_use = shown_stores(viewer)
-    if isinstance(session.traversal, StoredTraversal):
-        in_use.add(session.traversal.path)
-    return session.stores.collect(in_use)
 
 
 def show_traversal(viewer: Any, traversal: AnyTraversal, source_name: str,
@@ -329,7 +320,8 @@ def _source_volume(source: tuple[Any, ...] | None, name: str, codes: LatentCodes
         return None
     data, metadata, scale, translate = source
     try:
-        volume = volume_from_layer(data, metadata, scale, translate, name)
+        # a view of the layer's data: the traversal copies it into each frame, so a copy would only cost memory
+        volume = volume_from_layer(data, metadata, scale, translate, name, contiguous=False)
     except ValueError:
         return None
     return volume if volume.grid.shape == codes.geometry.grid.shape else None

@@ -12,8 +12,8 @@ import torch
 
 from napari_latent.gui.layers import META_KEY, volume_from_layer
 from napari_latent.gui.session import get_session
-from napari_latent.gui.stores import SessionStores
-from napari_latent.gui.traverse_widget import NO_CODES, NO_DIRECTIONS, NO_MODEL, TraverseWidget, collect_stores
+from napari_latent.gui.stores import SessionStores, collect_unshown
+from napari_latent.gui.traverse_widget import NO_CODES, NO_DIRECTIONS, NO_MODEL, TraverseWidget
 from napari_latent.latent.directions import Directions
 from napari_latent.latent.inversion import invert
 from napari_latent.latent.traversal import LazyTraversal, StoredTraversal
@@ -125,7 +125,7 @@ def test_save_to_keeps_the_store_and_a_rerun_deletes_the_unshown_one(ready_viewe
     assert viewer.layers[f"{source.name} traversal"].metadata[META_KEY]["store"] == str(kept.path)
     # A store that is shown is never collected; a saved one is never deleted, even with the viewer.
     session = get_session(viewer)
-    assert collect_stores(viewer) == []
+    assert collect_unshown(viewer, session) == []
     widget.save_to.value = str(tmp_path)  # an existing folder that is not a store: refused at once
     widget.run()
     assert "is not a traversal store" in widget.panel.status.value and not widget.runner.running
