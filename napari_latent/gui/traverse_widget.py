@@ -86,12 +86,14 @@ def iter_show_traversal(viewer: Any, traversal: AnyTraversal, source_name: str,
         prepared = traversal_layers(traversal, source_name,
                                     list(source.contrast_limits) if source is not None else None)
     layer_data, (data, kwargs, kind) = prepared
+    # one napari change per turn of the event loop (each reslices the shown layers)
     layer = add_or_update_layer(viewer, layer_data)
+    yield
+    label_alpha_axis(viewer)
+    viewer.dims.set_current_step(0, traversal.baseline_index)
     yield
     kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
     add_or_update_layer(viewer, (data, kwargs, kind))
-    label_alpha_axis(viewer)
-    viewer.dims.set_current_step(0, traversal.baseline_index)
     session = get_session(viewer)
     session.traversal = traversal
     collect_unshown(viewer, session)  # a replaced layer's temporary store goes
