@@ -12,7 +12,8 @@ fresh process (its own peak RSS, ``VmHWM``) with a shown viewer (under Xvfb here
   widget (direction 0, alphas ``-3:3:15``, latent units; ours streams into a store, "save to"
   the work folder) and the Eigen widget (5 components, the session's traversal), each docked
   and run as a user would. Per stage: wall time, the longest time the GUI thread was blocked
-  (a 10 ms ``QTimer``'s largest gap minus 10 ms, the method of ``bench_gui_block.py``) and the
+  (a 10 ms ``QTimer``'s largest gap minus 10 ms, the method of ``bench_gui_block.py``), where
+  it was blocked (:class:`BlockSampler`: napari's code or ours) and the
   stage's own peak RSS (the high-water mark is reset between stages through
   ``/proc/self/clear_refs`` where the kernel allows it); the process's peak RSS. Targets:
   peak RSS <= 2.5 GB, no block > 250 ms.
@@ -168,6 +169,58 @@ class Paints:
             time.sleep(0.001)
 
 
+class BlockSampler:
+    """Where the GUI thread is while it is blocked: its stack, sampled from another thread.
+
+    Every 20 ms, when the GUI thread's 10 ms timer has not ticked for 100 ms, the thread's
+    innermost napari-latent frame and innermost frame are counted; :meth:`top` gives the most
+    frequent places (each sample is 20 ms of blocked time), which tells our code from napari's.
+    """
+
+    def __init__(self, meter: Any) -> None:
+        import threading
+
+        self.meter = meter
+        self.counts: dict[str, int] = {}
+        self.main = threading.main_thread().ident
+        self.running = False
+        self.thread: Any = None
+
+    def __enter__(self) -> BlockSampler:
+        import threading
+
+        self.counts = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.thread.join()
+
+    def _run(self) -> None:
+        import traceback
+
+        while self.running:
+            time.sleep(0.02)
+            ticks = self.meter.ticks
+            if not ticks or time.perf_counter() - ticks[-1] < 0.1:
+                continue
+            frame = sys._current_frames().get(self.main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "napari_latent" in f.filename and "benchmarks" not in f.filename]
+            place = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (stack[-1], *ours[-1:]))
+            self.counts[place] = self.counts.get(place, 0) + 1
+
+    def top(self, count: int = 3) -> list[str]:
+        """The most frequent blocked places, ``"<ms> ms: innermost <- innermost napari-latent frame"``."""
+        ranked = sorted(self.counts.items(), key=lambda item: -item[1])[:count]
+        return [f"{20 * n} ms: {place}" for place, n in ranked]
+
+
 def _blocks(meter: Any) -> dict[str, float]:
     blocks = meter.blocks_ms()
     if not len(blocks):
@@ -180,10 +233,11 @@ def _stage(meter: Any, name: str, start: Any, wait: Any, out: dict[str, Any]) ->
     """Run one widget stage with the gap meter on; its time, blocks and own peak."""
     resettable = reset_peak()
     t0 = time.perf_counter()
-    with meter:
+    sampler = BlockSampler(meter)
+    with meter, sampler:
         start()
         wait()
-    out[name] = {"seconds": time.perf_counter() - t0, **_blocks(meter),
+    out[name] = {"seconds": time.perf_counter() - t0, **_blocks(meter), "blocked_at": sampler.top(),
                  "peak_rss_bytes": peak_rss() if resettable else None, "rss_after_bytes": _status("VmRSS")}
 
 
@@ -315,11 +369,15 @@ def _row(name: str, ours: float, baseline: float | None, unit: str, target: str 
     return row
 
 
-def run(workdir: Path, quick: bool = False, baseline: bool = True) -> list[dict[str, Any]]:
-    """The scale benchmark's GUI lines (rows: name, ours, baseline, ratio, unit, target)."""
+def run(workdir: Path, quick: bool = False, baseline: bool = True,
+        shape: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
+    """The scale benchmark's GUI lines (rows: name, ours, baseline, ratio, unit, target).
+
+    ``shape`` overrides the volume's grid (default 512 x 512 x 300, ``quick`` 96 x 96 x 60).
+    """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    shape = (96, 96, 60) if quick else (512, 512, 300)
+    shape = shape or ((96, 96, 60) if quick else (512, 512, 300))
     volume = make_volume(workdir / f"ct_{'x'.join(map(str, shape))}.nii.gz", shape)
     tree = baseline_tree(workdir) if baseline else None
 
@@ -347,6 +405,7 @@ def run(workdir: Path, quick: bool = False, baseline: bool = True) -> list[dict[
         _row("GUI widgets: longest GUI-thread block", stage_max(ours, "max_block_ms"),
              stage_max(theirs, "max_block_ms"), "ms", "<= 250 ms",
              stage_block_ms={k: v["max_block_ms"] for k, v in ours["stages"].items()},
+             blocked_at={k: v["blocked_at"] for k, v in ours["stages"].items()},
              baseline_stage_block_ms=None if theirs is None else
              {k: v["max_block_ms"] for k, v in theirs["stages"].items()}),
     ]
@@ -372,6 +431,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, help="another volume grid (e.g. 256 256 150)")
     parser.add_argument("--flow", choices=("widgets", "open"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
@@ -382,7 +442,7 @@ def main() -> None:
         args.result.write_text(json.dumps(result))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="napari-latent-scale-gui-"))
-    for row in run(workdir, args.quick, not args.no_baseline):
+    for row in run(workdir, args.quick, not args.no_baseline, tuple(args.shape) if args.shape else None):
         print(json.dumps(row))
 
 

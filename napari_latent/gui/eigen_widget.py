@@ -40,6 +40,10 @@ NO_TRAVERSAL = ("No traversal yet: traverse a volume in the Traverse widget firs
                 "(a .zarr store, or a .nii.gz with its .json sidecar).")
 CENTERS = {"paper (covariance)": True, "baseline subtracted": "baseline", "uncentred": False}
 
+#: Bytes of every alpha per slab read from a store (the library's default is 256 MiB; the GUI
+#: shares the memory with napari: smaller slabs, more of them, each chunk still read once per pass).
+SLAB_BYTES = 64 << 20
+
 AnyTraversal = Traversal | StoredTraversal
 
 
@@ -210,11 +214,13 @@ class EigenWidget(Container):
         from .runner import followed_by
 
         store = traversal.path if isinstance(traversal, StoredTraversal) else None
+        # a store's slabs of about SLAB_BYTES: napari and its layers share the memory with the analysis
+        chunk = traversal.default_chunk(SLAB_BYTES) if isinstance(traversal, StoredTraversal) else None
         try:
             with self.session.stores.hold(store):
                 mask = None if mask_source is None else _mask_array(traversal, *mask_source)
                 operation = iter_eigencomponents(traversal, mask=mask, n_components=components, center=center,
-                                                 differences="extreme", stop=stop)
+                                                 chunk=chunk, differences="extreme", stop=stop)
                 return (yield from followed_by(
                     operation, lambda result: None if result is None else
                     eigen_layer_data(result, prefix=prefix, maps_store=maps_store)))
