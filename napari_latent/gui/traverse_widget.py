@@ -293,12 +293,15 @@ class TraverseWidget(Container):
             traversal = yield from lazy.iter_store(path, stop)
         except UserInputError:
             self.session.stores.release_if_empty()  # nothing was written: no empty session folder stays
-            if stop_requested(stop):  # stopped before the first alpha
+            if stop_requested(stop):  # stopped before the first alpha (the store module's older way to say so)
                 return None, None
             raise
         except BaseException:
             self.session.stores.release_if_empty()
             raise
+        if traversal is None:  # stopped before the first alpha: nothing was written
+            self.session.stores.release_if_empty()
+            return None, None
         yield ProgressEvent(0, None, "preparing the layers", stage="layers")
         return traversal, traversal_layers(traversal, name, limits)
 
