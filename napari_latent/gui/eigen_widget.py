@@ -82,8 +82,8 @@ def traversal_from_layer(layer: Any) -> AnyTraversal:
         stored.info["layer"] = layer.name
         return stored
     if not isinstance(layer.data, np.ndarray):
-        raise UserInputError(f"layer {layer.name!r} is not in memory and names no traversal store; save it as a "
-                             "store (napari_latent.latent.traversal.write_store) and open that")
+        raise UserInputError(f"layer {layer.name!r} is not in memory and names no traversal store; write it into "
+                             "a store (napari_latent.latent.traversal.store.write_store) and open that")
     spatial_scale, spatial_translate = tuple(layer.scale)[1:], tuple(layer.translate)[1:]
     try:
         images, grid = array_from_layer(layer.data, layer.metadata, spatial_scale, spatial_translate)
@@ -200,7 +200,7 @@ class EigenWidget(Container):
                               f"center={center!r}, differences='extreme'){mask_note}"]
         prefix = f"{self._anatomy.name} eigen" if self._anatomy is not None else "eigen"
         self.session.stores.close_with(self.viewer)
-        maps_store = self.session.stores.new_path(f"{prefix} maps")
+        maps_store = self._maps_store = self.session.stores.new_path(f"{prefix} maps")
         return self._operation(traversal, mask_source, int(self.components.value), center, prefix, maps_store, stop)
 
     def _operation(self, traversal: AnyTraversal, mask_source: tuple[Any, ...] | None, components: int,
@@ -216,16 +216,23 @@ class EigenWidget(Container):
         store = traversal.path if isinstance(traversal, StoredTraversal) else None
         # a store's slabs of about SLAB_BYTES: napari and its layers share the memory with the analysis
         chunk = traversal.default_chunk(SLAB_BYTES) if isinstance(traversal, StoredTraversal) else None
+        stores = self.session.stores
         try:
-            with self.session.stores.hold(store):
+            with stores.hold(store):
                 mask = None if mask_source is None else _mask_array(traversal, *mask_source)
                 operation = iter_eigencomponents(traversal, mask=mask, n_components=components, center=center,
                                                  chunk=chunk, differences="extreme", stop=stop)
-                return (yield from followed_by(
+                result, layers = yield from followed_by(
                     operation, lambda result: None if result is None else
-                    eigen_layer_data(result, prefix=prefix, maps_store=maps_store)))
-        finally:
-            self.session.stores.release_if_empty()
+                    eigen_layer_data(result, prefix=prefix, maps_store=maps_store))
+        except BaseException:
+            stores.release(maps_store)  # nothing to show: the reservation ends, an empty session folder goes
+            stores.release_if_empty()
+            raise
+        if layers is None:  # cancelled
+            stores.release(maps_store)
+            stores.release_if_empty()
+        return result, layers
 
     def _anatomy_layer(self, traversal: AnyTraversal) -> Any:
         """The traversal's layer (when it came from one) or the session traversal's layer, to sit on."""
@@ -247,9 +254,12 @@ class EigenWidget(Container):
         result, layers = finished
         if result is None or layers is None:
             return "Eigen analysis cancelled"
-        for data, kwargs, kind in layers:
-            add_or_update_layer(self.viewer, (data, kwargs, kind))
-            yield
+        try:
+            for data, kwargs, kind in layers:
+                add_or_update_layer(self.viewer, (data, kwargs, kind))
+                yield
+        finally:
+            self.session.stores.release(self._maps_store)  # shown: collectable once nothing shows it
         self.session.eigen = result
         collect_unshown(self.viewer, self.session)  # the maps of an earlier run that these layers replaced
         self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})

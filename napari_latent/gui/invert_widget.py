@@ -156,6 +156,8 @@ class InvertWidget(Container):
         stores.close_with(self.viewer)
         store = stores.new_path(f"{source_name} reconstruction")
 
+        self._store = store
+
         def operation() -> Operation[tuple[LatentCodes, LayerDataTuple]]:
             # in the worker: copying a CT-sized layer into file order takes longer than a GUI frame
             try:
@@ -167,8 +169,10 @@ class InvertWidget(Container):
                                         steps=self._call["steps"], stop=stop)
                 return (yield from followed_by(inversion, lambda codes: reconstruction_layer_data(
                     model, codes, source_name, entry.get("path"), limits, store)))
-            finally:
-                stores.release_if_empty()  # nothing written (an error): no empty session folder stays
+            except BaseException:
+                stores.release(store)  # nothing to show: the reservation ends, an empty session folder goes
+                stores.release_if_empty()
+                raise
 
         return operation()
 
@@ -180,7 +184,10 @@ class InvertWidget(Container):
         codes, layer_data = result
         source = self._source
         entry = source.metadata.get(META_KEY, {})
-        add_or_update_layer(self.viewer, layer_data)
+        try:
+            add_or_update_layer(self.viewer, layer_data)
+        finally:
+            self.session.stores.release(self._store)  # shown: collectable once nothing shows it
         collect_unshown(self.viewer, self.session)  # the reconstruction this one replaced
         self.session.codes = {**self.session.codes, source.name: codes}
         self.session.last_codes = (source.name, codes)

@@ -14,8 +14,10 @@ many Linux systems, where a store would take the memory it is meant to save.
 
 Rules (:class:`SessionStores`):
 
-* a store that a layer still shows, that is the session's traversal, or that an analysis
-  is reading (:meth:`SessionStores.hold`) is never deleted;
+* a store that a layer still shows, that is the session's traversal, that an analysis is
+  reading (:meth:`SessionStores.hold`), or that a widget is still writing or about to show
+  (:meth:`SessionStores.new_path` reserves it until :meth:`SessionStores.release`) is never
+  deleted;
 * after a new traversal is shown, the session folder's stores that nothing shows any more
   are deleted (:meth:`SessionStores.collect`; a re-run replaces the old layer);
 * the whole session folder is deleted when the viewer's window is destroyed, and at the
@@ -122,6 +124,7 @@ class SessionStores:
         self._root = root
         self.folder: Path | None = None
         self._held: Counter[Path] = Counter()
+        self._reserved: set[Path] = set()
         self._finalizer: weakref.finalize | None = None
         self._watching = False
 
@@ -142,15 +145,25 @@ class SessionStores:
         return self.folder
 
     def new_path(self, name: str) -> Path:
-        """A fresh store path in the session folder, named after ``name`` (never an existing one)."""
+        """A fresh store path in the session folder, named after ``name``, reserved until :meth:`release`.
+
+        A reserved store is never collected: between the worker writing it and the GUI
+        thread adding its layers, nothing shows it yet.
+        """
         folder = self.session_folder()
         stem = _safe_name(name)
         path = folder / f"{stem}{STORE_SUFFIX}"
         number = 2
-        while path.exists():
+        while path.exists() or path.resolve() in self._reserved:
             path = folder / f"{stem}-{number}{STORE_SUFFIX}"
             number += 1
+        self._reserved.add(path.resolve())
         return path
+
+    def release(self, path: str | os.PathLike[str] | None) -> None:
+        """End the reservation of :meth:`new_path` (its layers are shown, or nothing was written)."""
+        if path is not None:
+            self._reserved.discard(Path(path).resolve())
 
     def is_temporary(self, path: str | os.PathLike[str]) -> bool:
         """True for a store in this session's folder (deleted with the viewer)."""
@@ -180,7 +193,7 @@ class SessionStores:
         """
         if self.folder is None or not self.folder.is_dir():
             return []
-        keep = {Path(p).resolve() for p in in_use} | set(self._held)
+        keep = {Path(p).resolve() for p in in_use} | set(self._held) | self._reserved
         removed = []
         for path in self.folder.iterdir():
             if is_store_path(path) and not path.name.startswith(".") and path.resolve() not in keep:

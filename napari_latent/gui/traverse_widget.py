@@ -292,25 +292,37 @@ class TraverseWidget(Container):
                                  source=_source_volume(source, name, codes), device=device)
             traversal = yield from lazy.iter_store(path, stop)
         except UserInputError:
-            self.session.stores.release_if_empty()  # nothing was written: no empty session folder stays
+            self._release(path)  # nothing was written: no empty session folder stays
             if stop_requested(stop):  # stopped before the first alpha (the store module's older way to say so)
                 return None, None
             raise
         except BaseException:
-            self.session.stores.release_if_empty()
+            self._release(path)
             raise
         if traversal is None:  # stopped before the first alpha: nothing was written
-            self.session.stores.release_if_empty()
+            self._release(path)
             return None, None
-        yield ProgressEvent(0, None, "preparing the layers", stage="layers")
-        return traversal, traversal_layers(traversal, name, limits)
+        try:
+            yield ProgressEvent(0, None, "preparing the layers", stage="layers")
+            return traversal, traversal_layers(traversal, name, limits)
+        except BaseException:
+            self._release(path)
+            raise
+
+    def _release(self, path: Path) -> None:
+        """A run that shows nothing: its store's reservation ends, and an empty session folder goes."""
+        self.session.stores.release(path)
+        self.session.stores.release_if_empty()
 
     def _on_traversed(self, result: tuple[StoredTraversal | None, list[LayerDataTuple] | None]) -> Iterator[None]:
         """Add the traversal's layers one per turn of the event loop; the status message at the end."""
         traversal, prepared = result
         if traversal is None or prepared is None:
             return CANCELLED_EARLY
-        yield from iter_show_traversal(self.viewer, traversal, self._source_name, prepared)
+        try:
+            yield from iter_show_traversal(self.viewer, traversal, self._source_name, prepared)
+        finally:
+            self.session.stores.release(traversal.path)  # shown now (or never): collectable when unshown
         self.session.script.record("traverse", self._script_lines, show={"traversal": "traversal"})
         direction = traversal.direction.name if traversal.direction is not None else "direction"
         stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""

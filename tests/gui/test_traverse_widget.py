@@ -186,6 +186,17 @@ def test_stale_session_folders_of_dead_processes_are_swept(tmp_path: Path) -> No
     stores = SessionStores(root)
     made = stores.session_folder()
     assert not dead.exists() and alive.exists() and other.exists() and made.parent == root
+    # a new store is reserved (being written, its layers not added yet) until released; a held one stays
+    first, second = stores.new_path("a traversal"), stores.new_path("a traversal")
+    assert first != second and first.name == "a_traversal.zarr"
+    for path in (first, second):
+        path.mkdir()
+    assert stores.collect([]) == [] and first.exists() and second.exists()
+    stores.release(first)
+    stores.release(second)
+    with stores.hold(first):
+        assert stores.collect([]) == [second]
+    assert stores.collect([]) == [first]
     stores.close()
     assert not made.exists()
 
