@@ -1,17 +1,20 @@
 """The CT-sized traversal and eigen analysis from the napari widgets, and a stored traversal opened lazily (issue 16).
 
-    xvfb-run -a python benchmarks/scale_gui.py [--workdir DIR] [--quick] [--no-baseline]
+    xvfb-run -a python benchmarks/scale_gui.py [--workdir DIR] [--quick] [--no-baseline] [--shape 512 512 300]
 
 The volume is the scale benchmark's (``scale_traversal.py``): nibabel's real T1 scan, clipped
 at 0, resampled (linear) into the central 62% of a 512 x 512 x 300 float32 grid of zeros
-(``--quick``: 96 x 96 x 60, seconds, to check that the benchmark works). Each flow runs in a
+(``--quick``: 96 x 96 x 60, seconds, to check that the benchmark works; ``--shape`` another
+grid). Each flow runs in a
 fresh process (its own peak RSS, ``VmHWM``) with a shown viewer (under Xvfb here):
 
-* **widgets**: the volume opened with the reader, the bundled demo model (Model widget), its
-  SeFa directions in the session, then the Invert widget (method ``auto``), the Traverse
-  widget (direction 0, alphas ``-3:3:15``, latent units; ours streams into a store, "save to"
-  the work folder) and the Eigen widget (5 components, the session's traversal), each docked
-  and run as a user would. Per stage: wall time, the longest time the GUI thread was blocked
+* **widgets**: the volume opened with the reader, every napari-latent widget docked as
+  ``napari-latent view`` does (the Explore widget then previews the new codes after the
+  inversion, the Plots widget draws the eigen result), the bundled demo model (Model widget)
+  and its SeFa directions in the session, then the Invert widget (method ``auto``), the
+  Traverse widget (direction 0, alphas ``-3:3:15``, latent units; ours streams into a store,
+  "save to" the work folder) and the Eigen widget (5 components, the session's traversal),
+  run as a user would. Per stage: wall time, the longest time the GUI thread was blocked
   (a 10 ms ``QTimer``'s largest gap minus 10 ms, the method of ``bench_gui_block.py``), where
   it was blocked (:class:`BlockSampler`: napari's code or ours) and the
   stage's own peak RSS (the high-water mark is reset between stages through
