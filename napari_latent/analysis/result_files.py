@@ -7,7 +7,9 @@ before it opens a window, without importing napari).
 =================  ======================================================================
 kind               recognised by
 =================  ======================================================================
-``"traversal"``    a ``.nii``/``.nii.gz`` file with a ``.json`` sidecar of format
+``"traversal"``    a traversal store (a Zarr v3 folder, ``OUT.zarr``, whose group attributes
+                   are a traversal's, see :mod:`napari_latent.latent.traversal.store`), or a
+                   ``.nii``/``.nii.gz`` file with a ``.json`` sidecar of format
                    ``napari-latent-traversal`` (see :func:`~napari_latent.latent.traversal.sidecar_path`)
 ``"eigen"``        a folder holding ``eigen.json``, or that ``eigen.json`` itself
 ``"eigen_map"``    a NIfTI file listed in the ``eigen.json`` beside it (a component or
@@ -32,14 +34,14 @@ from ..container import read_container_header
 from ..errors import UserInputError
 from ..latent.codes import CODES_FORMAT, LatentCodes
 from ..latent.directions import DIRECTIONS_FORMAT, Directions
-from ..latent.traversal import TRAVERSAL_FORMAT, Traversal, sidecar_path
+from ..latent.traversal import TRAVERSAL_FORMAT, open_traversal, sidecar_path
 from ..models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..models.checkpoint import load_model
 from ..volumes.io import is_nifti_path
 from ..volumes.readers import formats_phrase, predicate_reader, readable, suffixes_phrase
 from .eigen import EIGEN_FORMAT, EigenResult
 
-__all__ = ["KINDS", "ResultFile", "eigen_map_info", "identify", "load_result"]
+__all__ = ["KINDS", "ResultFile", "eigen_map_info", "identify", "is_traversal_store", "load_result"]
 
 KINDS = ("volume", "traversal", "eigen", "eigen_map", "codes", "directions", "model")
 _SAFETENSORS_KINDS = {CODES_FORMAT: "codes", DIRECTIONS_FORMAT: "directions", CHECKPOINT_FORMAT: "model"}
@@ -47,8 +49,9 @@ _SAFETENSORS_KINDS = {CODES_FORMAT: "codes", DIRECTIONS_FORMAT: "directions", CH
 
 def _what_we_open() -> str:
     """What napari-latent opens, for messages (the volume formats from the reader registry)."""
-    return (f"napari-latent opens {formats_phrase()} volumes ({suffixes_phrase()}), traversals (4D NIfTI + .json "
-            "sidecar), eigen result folders (eigen.json), and .safetensors codes, directions and model files")
+    return (f"napari-latent opens {formats_phrase()} volumes ({suffixes_phrase()}), traversals (.zarr stores, or "
+            "4D NIfTI + .json sidecar), eigen result folders (eigen.json), and .safetensors codes, directions and "
+            "model files")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,30 @@ def _json_format(path: Path) -> str | None:
 def _safetensors_format(path: Path) -> str:
     header = read_container_header(path)
     return str(header.get("format")) if isinstance(header, dict) else ""
+
+
+def _store_attributes(folder: Path) -> dict[str, Any] | None:
+    """A Zarr v3 group's napari-latent attributes (from its ``zarr.json``), or None when it has none."""
+    meta_path = folder / "zarr.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return None
+    attributes = (meta.get("attributes") or {}).get("napari_latent")
+    return attributes if isinstance(attributes, dict) else None
+
+
+def is_traversal_store(path: str | os.PathLike[str]) -> bool:
+    """True for a folder that is a traversal store (reads its ``zarr.json`` only)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    attributes = _store_attributes(folder)
+    return attributes is not None and attributes.get("format") == TRAVERSAL_FORMAT
 
 
 def _eigen_listing(folder: Path) -> dict[str, dict[str, Any]]:
@@ -136,6 +163,10 @@ def identify(path: str | os.PathLike[str]) -> ResultFile:
             return ResultFile("volume", path)
         raise UserInputError(f"{path}: no such file or folder")
     if path.is_dir():
+        if (path / "zarr.json").is_file():
+            if is_traversal_store(path):
+                return ResultFile("traversal", path)
+            raise UserInputError(f"{path}: a Zarr store, but not a napari-latent traversal; {_what_we_open()}")
         if (path / "eigen.json").is_file():
             if _json_format(path / "eigen.json") != EIGEN_FORMAT:
                 raise UserInputError(f"{path / 'eigen.json'}: not an eigen analysis file")
@@ -207,7 +238,9 @@ def load_result(path: str | os.PathLike[str] | ResultFile, device: str = "auto")
     Returns
     -------
     (ResultFile, object)
-        The object is a :class:`~napari_latent.latent.traversal.Traversal`,
+        The object is a :class:`~napari_latent.latent.traversal.StoredTraversal` (a store,
+        read lazily), a :class:`~napari_latent.latent.traversal.Traversal` (a NIfTI
+        traversal, read whole),
         :class:`~napari_latent.analysis.eigen.EigenResult`,
         :class:`~napari_latent.latent.codes.LatentCodes`,
         :class:`~napari_latent.latent.directions.Directions` or a model; for ``"volume"``
@@ -221,8 +254,8 @@ def load_result(path: str | os.PathLike[str] | ResultFile, device: str = "auto")
         Anything wrong with the file, with a specific message.
     """
     found = path if isinstance(path, ResultFile) else identify(path)
-    if found.kind == "traversal":
-        return found, Traversal.load(found.path)
+    if found.kind == "traversal":  # a store is opened lazily (nothing but its facts is read)
+        return found, open_traversal(found.path)
     if found.kind == "eigen":
         return found, EigenResult.load(found.path)
     if found.kind == "codes":

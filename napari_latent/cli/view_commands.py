@@ -70,9 +70,10 @@ def cmd_view(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``view`` command."""
     p = sub.add_parser("view", help="open napari with volumes and napari-latent results",
-                       description="Open napari with NIfTI volumes, traversals (4D NIfTI + .json sidecar), eigen "
-                       "result folders and a model, codes and directions (.safetensors), with the napari-latent "
-                       "widgets docked. Files are checked before the window opens.")
+                       description="Open napari with NIfTI volumes, traversals (a .zarr traversal store, shown "
+                       "lazily, or a 4D NIfTI + .json sidecar), eigen result folders and a model, codes and "
+                       "directions (.safetensors), with the napari-latent widgets docked. Files are checked before "
+                       "the window opens.")
     p.add_argument("files", metavar="FILES", nargs="*", help="volumes, result files or eigen folders")
     p.add_argument("--device", default="auto", help="device for a model file (auto, cpu, cuda, ...)")
     p.add_argument("--no-widgets", action="store_true", help="do not dock the napari-latent widgets")

@@ -2,15 +2,22 @@
 
 The traversal is the session's (``session.traversal``, from the Traverse widget) or any
 4D traversal layer (one the Traverse widget added, or a saved traversal opened with the
-reader). Component maps and the difference map of the farthest alpha are added as diverging
-overlays (blue negative, transparent at zero, red positive; symmetric contrast limits;
-partial opacity) on the traversal's grid, so they sit on the anatomy; the
-:class:`~napari_latent.analysis.eigen.EigenResult` goes to ``session.eigen``.
+reader). A traversal in a store (``*.zarr``: the Traverse widget's, or one opened from a
+file) is analysed by streaming its chunk-aligned slabs
+(:func:`~napari_latent.analysis.eigen.iter_eigencomponents` on the
+:class:`~napari_latent.latent.traversal.StoredTraversal`), never loaded whole; only a
+layer of in-memory data (a NIfTI traversal) is rebuilt as a
+:class:`~napari_latent.latent.traversal.Traversal`. Component maps and the difference map
+of the farthest alpha are added as diverging overlays (blue negative, transparent at zero,
+red positive; symmetric contrast limits; partial opacity) on the traversal's grid, so they
+sit on the anatomy; the :class:`~napari_latent.analysis.eigen.EigenResult` goes to
+``session.eigen``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,19 +25,26 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
 from ..analysis.eigen import NEAR_CONSTANT, EigenResult, iter_eigencomponents
 from ..errors import UserInputError
-from ..latent.traversal import Traversal, TraversalDirection
+from ..latent.traversal import StoredTraversal, Traversal, TraversalDirection
 from ..progress import Operation, StopFlag
 from ..volumes.slicing import SliceGeometry
 from .invert_widget import add_or_update_layer
-from .layers import META_KEY, LayerDataTuple, array_from_layer
+from .layers import META_KEY, LayerDataTuple, array_from_layer, layer_grid
 from .result_layers import eigen_layer_data
 from .session import get_session
+from .stores import collect_unshown, layer_store
 
 SESSION_TRAVERSAL = "(session traversal)"
 DEFAULT_MASK = "(baseline foreground)"
 NO_TRAVERSAL = ("No traversal yet: traverse a volume in the Traverse widget first, or open a saved traversal "
-                "(.nii.gz with its .json sidecar).")
+                "(a .zarr store, or a .nii.gz with its .json sidecar).")
 CENTERS = {"paper (covariance)": True, "baseline subtracted": "baseline", "uncentred": False}
+
+#: Bytes of every alpha per slab read from a store (the library's default is 256 MiB; the GUI
+#: shares the memory with napari: smaller slabs, more of them, each chunk still read once per pass).
+SLAB_BYTES = 64 << 20
+
+AnyTraversal = Traversal | StoredTraversal
 
 
 def traversal_layers(viewer: Any) -> list[Any]:
@@ -43,19 +57,36 @@ def traversal_layers(viewer: Any) -> list[Any]:
     return out
 
 
-def traversal_from_layer(layer: Any) -> Traversal:
-    """Rebuild a :class:`Traversal` (file order, true affine) from a traversal layer.
+def traversal_from_layer(layer: Any) -> AnyTraversal:
+    """The traversal a traversal layer shows: its store opened lazily, or rebuilt from in-memory data.
+
+    A layer whose metadata names a store (``"store"``) gives the
+    :class:`StoredTraversal` of that store (nothing is read but its facts). A layer of
+    in-memory data gives a :class:`Traversal` (file order, true affine) rebuilt from it.
 
     Raises
     ------
     UserInputError
-        When the layer's data no longer matches its recorded grid or alphas.
+        When the store is gone or no longer matches the layer, when the layer's data no
+        longer matches its recorded grid or alphas, or when the layer is lazy but names no
+        store (it would have to be read whole).
     """
     entry = layer.metadata.get(META_KEY, {})
     sidecar = entry.get("sidecar") or {}
+    store = layer_store(layer)
+    if store is not None:
+        stored = StoredTraversal.open(store)
+        if tuple(stored.frames.shape) != tuple(layer.data.shape):
+            raise UserInputError(f"layer {layer.name!r} no longer matches its store {store} "
+                                 f"({tuple(layer.data.shape)} vs {tuple(stored.frames.shape)})")
+        stored.info["layer"] = layer.name
+        return stored
+    if not isinstance(layer.data, np.ndarray):
+        raise UserInputError(f"layer {layer.name!r} is not in memory and names no traversal store; write it into "
+                             "a store (napari_latent.latent.traversal.store.write_store) and open that")
     spatial_scale, spatial_translate = tuple(layer.scale)[1:], tuple(layer.translate)[1:]
     try:
-        images, grid = array_from_layer(np.asarray(layer.data), layer.metadata, spatial_scale, spatial_translate)
+        images, grid = array_from_layer(layer.data, layer.metadata, spatial_scale, spatial_translate)
     except ValueError as exc:
         raise UserInputError(f"layer {layer.name!r}: {exc}") from None
     alphas = np.asarray(sidecar.get("alphas", []), dtype=np.float64)
@@ -102,7 +133,7 @@ class EigenWidget(Container):
         self._refresh()
 
     def _traversal_choices(self, _widget: Any = None) -> list[str]:
-        names = [SESSION_TRAVERSAL] if isinstance(self.session.traversal, Traversal) else []
+        names = [SESSION_TRAVERSAL] if isinstance(self.session.traversal, AnyTraversal) else []
         return names + [layer.name for layer in traversal_layers(self.viewer)]
 
     def _mask_choices(self, _widget: Any = None) -> list[str]:
@@ -125,14 +156,14 @@ class EigenWidget(Container):
         if SESSION_TRAVERSAL in self.traversal.choices:
             self.traversal.value = SESSION_TRAVERSAL
 
-    def chosen_traversal(self) -> Traversal:
-        """The traversal to analyse (the session's, or rebuilt from the chosen layer)."""
+    def chosen_traversal(self) -> AnyTraversal:
+        """The traversal to analyse (the session's, or the chosen layer's: its store, or rebuilt from its data)."""
         choice = self.traversal.value
         if not choice:
             raise UserInputError(NO_TRAVERSAL)
         if choice == SESSION_TRAVERSAL:
             traversal = self.session.traversal
-            if not isinstance(traversal, Traversal):
+            if not isinstance(traversal, AnyTraversal):
                 raise UserInputError(NO_TRAVERSAL)
             return traversal
         layers = [layer for layer in traversal_layers(self.viewer) if layer.name == choice]
@@ -140,45 +171,80 @@ class EigenWidget(Container):
             raise UserInputError(f"the traversal layer {choice!r} is gone; choose another")
         return traversal_from_layer(layers[0])
 
-    def _chosen_mask(self, traversal: Traversal) -> np.ndarray | None:
+    def _mask_source(self, traversal: AnyTraversal) -> tuple[str, Any, dict[str, Any], tuple[float, ...],
+                                                              tuple[float, ...]] | None:
+        """The chosen mask layer's parts (references: its data is read in the worker), or None."""
         choice = self.mask.value
         if not choice or choice == DEFAULT_MASK:
             return None
         layer = next((item for item in self.viewer.layers if item.name == choice), None)
         if layer is None:
             raise UserInputError(f"the mask layer {choice!r} is gone; choose another")
-        try:
-            array, grid = array_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate)
-        except ValueError as exc:
-            raise UserInputError(f"mask layer {choice!r}: {exc}") from None
-        traversal.grid.check_same(grid, f"the mask layer {choice!r}")
-        return array > 0.5
+        traversal.grid.check_same(layer_grid(layer.data, layer.metadata, layer.scale, layer.translate),
+                                  f"the mask layer {choice!r}")  # at once: the grid needs no voxels
+        return choice, layer.data, layer.metadata, tuple(layer.scale), tuple(layer.translate)
 
     def run(self) -> None:
         """Run the eigen analysis in a background thread."""
         self.runner.start(self._make_operation, self._on_result, "Eigen analysis")
 
     def _make_operation(self, stop: StopFlag) -> Operation[tuple[EigenResult | None, list[LayerDataTuple] | None]]:
-        from .runner import followed_by
-
         traversal = self.chosen_traversal()
-        mask = self._chosen_mask(traversal)
+        mask_source = self._mask_source(traversal)
         self._traversal = traversal
         self._anatomy = self._anatomy_layer(traversal)
         center = CENTERS[str(self.center.value)]
-        mask_note = "" if mask is None else f"  # the mask was the layer {self.mask.value!r}: pass mask=... here"
+        mask_note = "" if mask_source is None else \
+            f"  # the mask was the layer {mask_source[0]!r}: pass mask=... here"
         self._script_lines = [f"eigen = nl.eigencomponents(traversal, n_components={int(self.components.value)}, "
                               f"center={center!r}, differences='extreme'){mask_note}"]
-        operation = iter_eigencomponents(traversal, mask=mask, n_components=int(self.components.value),
-                                         center=CENTERS[str(self.center.value)], differences="extreme", stop=stop)
         prefix = f"{self._anatomy.name} eigen" if self._anatomy is not None else "eigen"
-        return followed_by(operation,
-                           lambda result: None if result is None else eigen_layer_data(result, prefix=prefix))
+        self.session.stores.close_with(self.viewer)
+        maps_store = self._maps_store = self.session.stores.new_path(f"{prefix} maps")
+        return self._operation(traversal, mask_source, int(self.components.value), center, prefix, maps_store, stop)
 
-    def _anatomy_layer(self, traversal: Traversal) -> Any:
+    def _operation(self, traversal: AnyTraversal, mask_source: tuple[Any, ...] | None, components: int,
+                   center: Any, prefix: str, maps_store: Path,
+                   stop: StopFlag) -> Operation[tuple[EigenResult | None, list[LayerDataTuple] | None]]:
+        """In the worker: the mask, the streamed analysis (a store is held: never collected meanwhile), the layers.
+
+        The component maps go into ``maps_store`` (in the session folder) and are shown
+        lazily from there (:func:`~napari_latent.gui.result_layers.eigen_layer_data`).
+        """
+        from .runner import followed_by
+
+        store = traversal.path if isinstance(traversal, StoredTraversal) else None
+        # a store's slabs of about SLAB_BYTES: napari and its layers share the memory with the analysis
+        chunk = traversal.default_chunk(SLAB_BYTES) if isinstance(traversal, StoredTraversal) else None
+        stores = self.session.stores
+        try:
+            with stores.hold(store):
+                mask = None if mask_source is None else _mask_array(traversal, *mask_source)
+                operation = iter_eigencomponents(traversal, mask=mask, n_components=components, center=center,
+                                                 chunk=chunk, differences="extreme", stop=stop)
+                result, layers = yield from followed_by(
+                    operation, lambda result: None if result is None else
+                    eigen_layer_data(result, prefix=prefix, maps_store=maps_store))
+        except BaseException:
+            stores.release(maps_store)  # nothing to show: the reservation ends, an empty session folder goes
+            stores.release_if_empty()
+            raise
+        if layers is None:  # cancelled
+            stores.release(maps_store)
+            stores.release_if_empty()
+        return result, layers
+
+    def _anatomy_layer(self, traversal: AnyTraversal) -> Any:
         """The traversal's layer (when it came from one) or the session traversal's layer, to sit on."""
         name = traversal.info.get("layer")
-        for layer in traversal_layers(self.viewer):
+        store = traversal.path.resolve() if isinstance(traversal, StoredTraversal) else None
+        layers = traversal_layers(self.viewer)
+        if name is None and store is not None:  # the session's store: the layer that shows it
+            for layer in layers:
+                shown = layer_store(layer)
+                if shown is not None and shown.resolve() == store:
+                    return layer
+        for layer in layers:
             if name is None or layer.name == name:
                 return layer
         return None
@@ -188,10 +254,14 @@ class EigenWidget(Container):
         result, layers = finished
         if result is None or layers is None:
             return "Eigen analysis cancelled"
-        for data, kwargs, kind in layers:
-            add_or_update_layer(self.viewer, (data, kwargs, kind))
-            yield
+        try:
+            for data, kwargs, kind in layers:
+                add_or_update_layer(self.viewer, (data, kwargs, kind))
+                yield
+        finally:
+            self.session.stores.release(self._maps_store)  # shown: collectable once nothing shows it
         self.session.eigen = result
+        collect_unshown(self.viewer, self.session)  # the maps of an earlier run that these layers replaced
         self.session.script.record("eigen", self._script_lines, show={"eigen": "eigen"})
         corr = result.alpha_correlation()
         ratio = result.explained_variance_ratio
@@ -204,3 +274,14 @@ class EigenWidget(Container):
 
         parts = [f"{k + 1}: {100 * ratio[k]:.3g}%{trend(k)}" for k in range(min(3, result.n_components))]
         return f"{result.n_components} components over {result.n_voxels:,} voxels; " + ", ".join(parts)
+
+
+def _mask_array(traversal: AnyTraversal, name: str, data: Any, metadata: dict[str, Any], scale: tuple[float, ...],
+                translate: tuple[float, ...]) -> np.ndarray:
+    """A mask layer's data in file order, on the traversal's grid, as booleans (above 0.5)."""
+    try:
+        array, grid = array_from_layer(data, metadata, scale, translate)
+    except ValueError as exc:
+        raise UserInputError(f"mask layer {name!r}: {exc}") from None
+    traversal.grid.check_same(grid, f"the mask layer {name!r}")
+    return array > 0.5

@@ -85,6 +85,7 @@ class ExploreWidget(Container):
         self._last_time = 0.0
         self._timer: Any = None
         self._rebuilding = False
+        self._state: tuple[Any, ...] | None = None  # what the preview was made from (model, codes, ...)
         self.count.changed.connect(lambda: self._build_sliders())
         self.reset_button.changed.connect(lambda: self.reset())
         self.traverse_button.changed.connect(lambda: self.request_traversal())
@@ -137,7 +138,8 @@ class ExploreWidget(Container):
     def refresh_state(self) -> None:
         """Re-read the session: model, codes and directions; rebuild sliders and preview layers."""
         problem = self.missing()
-        self.preview = None
+        kept, previous, status = self.preview, self._state, self.status.value
+        self.preview, self._state = None, None
         if problem is not None:
             self._directions = self._source = None
             self._build_sliders()
@@ -145,10 +147,21 @@ class ExploreWidget(Container):
             self.traverse_button.enabled = False
             return
         name, codes = self.session.last_codes
+        source = self._find_source(name, codes)
+        state = (self.session.model, codes, self.session.directions, source)
+        if kept is not None and previous is not None and all(a is b for a, b in zip(state, previous)) \
+                and self.preview_layer in self.viewer.layers and self.difference_layer in self.viewer.layers:
+            # the same model, codes, directions and source (the codes dict, then last_codes, of one
+            # inversion; directions renamed in place): keep the preview, relabel the sliders
+            self.preview, self._state = kept, previous
+            self._build_sliders()
+            self.status.value = status
+            return
         self._directions = self.session.directions
-        self._source = self._find_source(name, codes)
+        self._source = source
         self._build_sliders()
         self._make_layers(codes)
+        self._state = state
         self.traverse_button.enabled = True
         self.status.value = (f"{len(self._directions)} {self._directions.method} directions on {self._source.name} "
                              f"({len(codes)} slices with codes). Drag a slider; move through the volume with "
@@ -189,11 +202,12 @@ class ExploreWidget(Container):
             self._rebuilding = False
         # display-ordered arrays (what napari shows); the preview writes through file-ordered views of them
         shown = np.empty(np.shape(source.data), dtype=np.float32)
-        shown_difference = np.empty(np.shape(source.data), dtype=np.float32)
+        # zeros the system provides page by page: only the planes the preview writes take memory
+        shown_difference = np.zeros(np.shape(source.data), dtype=np.float32)
         self.preview = SlicePreview(self.session.model, codes, directions,
                                     display.from_display(np.asarray(source.data)),
                                     preview=display.from_display(shown),
-                                    difference=display.from_display(shown_difference))
+                                    difference=display.from_display(shown_difference), difference_zeroed=True)
         extra = {"kind": "explore_preview", "source_layer": source.name}
         preview = grid_layer_data(self.preview.preview, grid, names[0], extra=extra, colormap="gray",
                                   contrast_limits=list(source.contrast_limits))

@@ -1,7 +1,12 @@
-"""The Invert widget: turn an image layer into latent codes with the session's model."""
+"""The Invert widget: turn an image layer into latent codes with the session's model.
+
+The reconstruction (the codes decoded on the source grid) is written to a small store in the
+viewer's session folder and shown lazily from there (:mod:`napari_latent.gui.map_store`).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -12,9 +17,11 @@ from ..latent.codes import LatentCodes
 from ..latent.inversion import METHODS, default_space, iter_invert
 from ..progress import Operation, StopFlag
 from .layers import META_KEY, LayerDataTuple, grid_layer_data, volume_from_layer
+from .map_store import open_volume_array, write_volumes
 from .runner import OperationRunner, ProgressPanel, followed_by
 from .session import get_session
 from .session_script import variable
+from .stores import collect_unshown
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 
@@ -27,7 +34,7 @@ def image_layers(viewer: Any) -> list[Any]:
 
 
 def add_or_update_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]) -> Any:
-    """Add a layer from layer data, or replace the data of an existing layer of that name."""
+    """Add a layer from layer data, or replace the data (metadata, contrast limits) of a layer of that name."""
     from napari.layers import Layer
 
     data, kwargs, kind = layer_data
@@ -37,6 +44,10 @@ def add_or_update_layer(viewer: Any, layer_data: tuple[Any, dict[str, Any], str]
         if layer._type_string == kind and np.shape(layer.data) == np.shape(data):
             layer.data = data
             layer.metadata = kwargs.get("metadata", {})
+            limits = kwargs.get("contrast_limits")
+            if limits is not None and hasattr(layer, "contrast_limits_range"):  # the new data's, not the old
+                layer.contrast_limits_range = list(limits)
+                layer.contrast_limits = list(limits)
             return layer
         viewer.layers.remove(name)
     layer = Layer.create(data, kwargs, kind)
@@ -58,15 +69,27 @@ def invert_script_lines(layer_name: str, path: str | None, call: dict[str, Any])
 
 
 def reconstruction_layer_data(model: Any, codes: LatentCodes, source_name: str, path: str | None,
-                              contrast_limits: list[float]) -> LayerDataTuple:
-    """The reconstruction layer of inverted codes (decoded on the source grid), with its metadata."""
-    reconstruction = codes.reconstruct(model)
+                              contrast_limits: list[float], store: str | os.PathLike[str] | None = None
+                              ) -> LayerDataTuple:
+    """The reconstruction layer of inverted codes (decoded on the source grid), with its metadata.
+
+    With ``store`` (a new ``*.zarr`` folder) the reconstruction is written there and shown
+    lazily from it (:mod:`napari_latent.gui.map_store`): a CT-sized volume then takes no
+    memory while it is shown.
+    """
+    grid = codes.geometry.grid
     extra = {"kind": "reconstruction", "source_layer": source_name, "path": path,
              "model": model.name, "model_fingerprint": model.fingerprint, "method": codes.method,
              "space": codes.space, "settings": codes.settings, "slice_indices": codes.indices.tolist(),
              "slice_mse": codes.errors.tolist(), "mean_mse": float(codes.errors.mean())}
-    return grid_layer_data(reconstruction, codes.geometry.grid, f"{source_name} reconstruction",
-                           extra=extra, colormap="gray", contrast_limits=contrast_limits)
+    name = f"{source_name} reconstruction"
+    if store is None:
+        return grid_layer_data(codes.reconstruct(model), grid, name, extra=extra, colormap="gray",
+                               contrast_limits=contrast_limits)
+    written = write_volumes(store, grid, [("reconstruction", codes.reconstruct(model))])
+    return grid_layer_data(open_volume_array(written, "reconstruction"), grid, name,
+                           extra={**extra, "store": str(written)}, displayed=True, colormap="gray",
+                           contrast_limits=contrast_limits, cache=False)
 
 
 class InvertWidget(Container):
@@ -123,15 +146,35 @@ class InvertWidget(Container):
         if not name or name not in self.viewer.layers:
             raise UserInputError("choose a 3D image layer to invert (open a NIfTI file or a sample)")
         layer = self.viewer.layers[name]
-        volume = volume_from_layer(np.asarray(layer.data), layer.metadata, layer.scale, layer.translate, name)
         self._source = layer
         self._call = {"method": str(self.method.value), "space": str(self.space.value), "steps": int(self.steps.value)}
         entry = layer.metadata.get(META_KEY, {})
         limits, source_name = list(layer.contrast_limits), layer.name
-        operation = iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
-                                steps=self._call["steps"], stop=stop)
-        return followed_by(operation, lambda codes: reconstruction_layer_data(model, codes, source_name,
-                                                                              entry.get("path"), limits))
+        parts = (layer.data, layer.metadata, tuple(layer.scale), tuple(layer.translate))
+
+        stores = self.session.stores
+        stores.close_with(self.viewer)
+        store = stores.new_path(f"{source_name} reconstruction")
+
+        self._store = store
+
+        def operation() -> Operation[tuple[LatentCodes, LayerDataTuple]]:
+            # in the worker: copying a CT-sized layer into file order takes longer than a GUI frame
+            try:
+                try:
+                    volume = volume_from_layer(*parts, name=name)
+                except ValueError as exc:
+                    raise UserInputError(f"layer {name!r}: {exc}") from None
+                inversion = iter_invert(model, volume, method=self._call["method"], space=self._call["space"],
+                                        steps=self._call["steps"], stop=stop)
+                return (yield from followed_by(inversion, lambda codes: reconstruction_layer_data(
+                    model, codes, source_name, entry.get("path"), limits, store)))
+            except BaseException:
+                stores.release(store)  # nothing to show: the reservation ends, an empty session folder goes
+                stores.release_if_empty()
+                raise
+
+        return operation()
 
     def _record_step(self, source: Any, path: str | None) -> None:
         lines, show = invert_script_lines(source.name, path, self._call)
@@ -141,7 +184,11 @@ class InvertWidget(Container):
         codes, layer_data = result
         source = self._source
         entry = source.metadata.get(META_KEY, {})
-        add_or_update_layer(self.viewer, layer_data)
+        try:
+            add_or_update_layer(self.viewer, layer_data)
+        finally:
+            self.session.stores.release(self._store)  # shown: collectable once nothing shows it
+        collect_unshown(self.viewer, self.session)  # the reconstruction this one replaced
         self.session.codes = {**self.session.codes, source.name: codes}
         self.session.last_codes = (source.name, codes)
         self._record_step(source, entry.get("path"))

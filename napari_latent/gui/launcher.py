@@ -1,12 +1,14 @@
 """Scripted napari sessions: :func:`show` opens (or fills) a viewer with volumes and results.
 
     import napari_latent.gui as nlg
-    viewer = nlg.show("sub-001.nii.gz", model="demo", traversal="out/trav.nii.gz",
+    viewer = nlg.show("sub-001.nii.gz", model="demo", traversal="out/trav.zarr",
                       eigen="out/eigen", return_viewer=True)
 
 Every layer lands on its source grid (scale and translate of the source volume); the model
 and the results go into the viewer's :class:`~napari_latent.gui.session.Session`, so the
-docked widgets start from them.
+docked widgets start from them. A traversal store (``*.zarr``, or a
+:class:`~napari_latent.latent.traversal.StoredTraversal`) is shown lazily: napari reads
+only the planes it shows, so a CT-sized traversal opens at once and takes little memory.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from ..analysis.result_files import identify, load_result
 from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
-from ..latent.traversal import Traversal
-from ..volumes.io import Volume, volume_name
+from ..latent.traversal import StoredTraversal, Traversal
+from ..volumes.io import Volume
 from .layers import META_KEY, volume_layer_data
-from .reader import _contrast_limits, attach_to_session, codes_layer_name, layers_for
+from .reader import _contrast_limits, attach_to_session, codes_layer_name, layers_for, traversal_name
 from .result_layers import TRAVERSAL_AXIS_LABELS, eigen_layer_data, traversal_layer_data
 
 PLUGIN = "napari-latent"
@@ -35,7 +37,8 @@ PathLike = str | os.PathLike[str]
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
-    if isinstance(value, str | os.PathLike | Volume | Traversal | EigenResult | LatentCodes | Directions):
+    if isinstance(value, str | os.PathLike | Volume | Traversal | StoredTraversal | EigenResult | LatentCodes
+                  | Directions):
         return [value]
     return list(value)
 
@@ -74,7 +77,7 @@ def _volume_layers(viewer: Any, item: Any) -> list[Any]:
     return [_add(viewer, data) for data in layers_for(found, obj)]
 
 
-def _load_as(item: Any, kind: str, cls: type) -> tuple[Any, str | None]:
+def _load_as(item: Any, kind: str, cls: type | tuple[type, ...]) -> tuple[Any, str | None]:
     if isinstance(item, cls):
         return item, None
     found = identify(item)
@@ -94,10 +97,11 @@ def show(volume: Any = None, model: Any = None, traversal: Any = None, eigen: An
         NIfTI volumes (or 4D series) to show, correctly oriented on their grids.
     model : path, "demo" or GenerativeModel, optional
         Becomes the session's model (set first: a new model clears earlier results).
-    traversal : path, Traversal, or a sequence of them, optional
-        Saved traversals (``OUT.nii.gz`` with its ``OUT.json``) or objects: one 4D layer
-        each, the alpha axis first and labelled ``"alpha"``; the last is
-        ``session.traversal``.
+    traversal : path, StoredTraversal, Traversal, or a sequence of them, optional
+        Saved traversals (a store ``OUT.zarr``, or ``OUT.nii.gz`` with its ``OUT.json``) or
+        objects: one 4D layer each, the alpha axis first and labelled ``"alpha"``; the last
+        is ``session.traversal``. A store is shown lazily (its frames are read plane by
+        plane as napari shows them); a NIfTI traversal is read whole.
     eigen : path, EigenResult, or a sequence of them, optional
         Eigen result folders (or their ``eigen.json``) or objects: component and difference
         maps as diverging overlays; the last is ``session.eigen``.
@@ -139,7 +143,7 @@ def show(volume: Any = None, model: Any = None, traversal: Any = None, eigen: An
             model_obj, model_source = model, getattr(model, "source_path", None) or "script"
         else:
             model_obj, model_source = load_model(model), str(model)
-    traversals = [_load_as(t, "traversal", Traversal) for t in _as_list(traversal)]
+    traversals = [_load_as(t, "traversal", (Traversal, StoredTraversal)) for t in _as_list(traversal)]
     eigens = [_load_as(e, "eigen", EigenResult) for e in _as_list(eigen)]
     codes_obj = _load_as(codes, "codes", LatentCodes) if codes is not None else None
     directions_obj = _load_as(directions, "directions", Directions) if directions is not None else None
@@ -161,7 +165,7 @@ def show(volume: Any = None, model: Any = None, traversal: Any = None, eigen: An
     for item in volumes:
         _volume_layers(viewer, item)
     for obj, path in traversals:
-        _add(viewer, traversal_layer_data(obj, name=volume_name(path) if path else None, path=path))
+        _add(viewer, traversal_layer_data(obj, name=traversal_name(path) if path else None, path=path))
         attach_to_session(viewer, "traversal", obj, path)
     if traversals:
         labels = list(viewer.dims.axis_labels)

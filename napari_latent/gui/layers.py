@@ -55,14 +55,17 @@ def volume_layer_data(volume: Volume, name: str | None = None, **kwargs: Any) ->
     return grid_layer_data(volume.data, volume.grid, name or volume.name, extra=extra, **kwargs)
 
 
-def grid_layer_data(array: np.ndarray, grid: Grid, name: str, leading: int = 0,
-                    extra: dict[str, Any] | None = None, layer_type: str = "image", **kwargs: Any) -> LayerDataTuple:
+def grid_layer_data(array: Any, grid: Grid, name: str, leading: int = 0,
+                    extra: dict[str, Any] | None = None, layer_type: str = "image", displayed: bool = False,
+                    **kwargs: Any) -> LayerDataTuple:
     """Layer data for any array on a volume's grid (maps, masks, reconstructions).
 
     Parameters
     ----------
-    array : numpy.ndarray
-        Shape ``leading_axes + grid.shape`` in the source's file order.
+    array : numpy.ndarray or array-like
+        Shape ``leading_axes + grid.shape`` in the source's file order; with ``displayed``,
+        any array-like (a lazy dask array) already in the display orientation, which is
+        used as it is (never read).
     grid : Grid
         The source grid.
     name : str
@@ -73,14 +76,23 @@ def grid_layer_data(array: np.ndarray, grid: Grid, name: str, leading: int = 0,
         More entries for the layer's ``metadata["napari_latent"]``.
     layer_type : str
         ``"image"`` or ``"labels"``.
+    displayed : bool
+        The array is already in the display orientation (``leading_axes + (S, P, L)``).
     **kwargs
         More napari layer keyword arguments.
     """
-    array = np.asarray(array)
-    if tuple(array.shape[leading:]) != grid.shape:
-        raise ValueError(f"array of shape {array.shape} does not fit grid {grid.shape} with {leading} leading axes")
     geometry = display_geometry(grid)
-    data = geometry.to_display(array)
+    if displayed:
+        if tuple(array.shape[leading:]) != geometry.reorientation.target_shape:
+            raise ValueError(f"display-ordered array of shape {array.shape} does not fit grid {grid.shape} "
+                             f"(display shape {geometry.reorientation.target_shape}) with {leading} leading axes")
+        data = array
+    else:
+        array = np.asarray(array)
+        if tuple(array.shape[leading:]) != grid.shape:
+            raise ValueError(f"array of shape {array.shape} does not fit grid {grid.shape} with {leading} leading "
+                             "axes")
+        data = geometry.to_display(array)
     metadata = dict(kwargs.pop("metadata", {}) or {})
     metadata[META_KEY] = grid_metadata(grid, **(extra or {}))
     layer_kwargs: dict[str, Any] = {"name": name, "metadata": metadata, **geometry.layer_kwargs(leading),
@@ -102,11 +114,12 @@ def layer_grid(data: np.ndarray, metadata: dict[str, Any] | None, scale: Any = N
 
 
 def array_from_layer(data: np.ndarray, metadata: dict[str, Any] | None, scale: Any = None,
-                     translate: Any = None) -> tuple[np.ndarray, Grid]:
+                     translate: Any = None, contiguous: bool = True) -> tuple[np.ndarray, Grid]:
     """A layer's data in the source's file order, with its grid.
 
-    Leading non-spatial axes are kept. Raises ValueError when the layer's spatial shape
-    does not match the grid recorded in its metadata.
+    Leading non-spatial axes are kept. With ``contiguous=False`` the array is a view of
+    the layer's data when it can be (no copy of a CT-sized volume). Raises ValueError when
+    the layer's spatial shape does not match the grid recorded in its metadata.
     """
     grid = layer_grid(data, metadata, scale, translate)
     geometry = display_geometry(grid)
@@ -115,13 +128,17 @@ def array_from_layer(data: np.ndarray, metadata: dict[str, Any] | None, scale: A
         raise ValueError(f"a 3D layer is needed, got data of shape {array.shape}")
     if tuple(array.shape[-3:]) != geometry.reorientation.target_shape:
         raise ValueError(f"layer data of shape {array.shape} does not match its recorded grid {grid.shape}")
-    return np.ascontiguousarray(geometry.from_display(array)), grid
+    ordered = geometry.from_display(array)
+    return (np.ascontiguousarray(ordered) if contiguous else ordered), grid
 
 
 def volume_from_layer(data: np.ndarray, metadata: dict[str, Any] | None = None, scale: Any = None,
-                      translate: Any = None, name: str = "layer") -> Volume:
-    """Rebuild a :class:`Volume` (file order, true affine) from a 3D image layer's parts."""
-    array, grid = array_from_layer(data, metadata, scale, translate)
+                      translate: Any = None, name: str = "layer", contiguous: bool = True) -> Volume:
+    """Rebuild a :class:`Volume` (file order, true affine) from a 3D image layer's parts.
+
+    ``contiguous=False`` keeps the data a view of the layer's (float32) data when it can.
+    """
+    array, grid = array_from_layer(data, metadata, scale, translate, contiguous)
     if array.ndim != 3:
         raise ValueError(f"a 3D image layer is needed, got data of shape {np.shape(data)}")
     entry = (metadata or {}).get(META_KEY) or {}

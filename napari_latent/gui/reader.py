@@ -9,9 +9,12 @@ recognised):
   direction matrix that is not axis-aligned) is shown on its closest axis-aligned grid,
   exactly like every layer napari-latent derives from it, with a warning notification
   saying so (napari's 2D slicing of a rotated layer would resample it);
-* a traversal (4D NIfTI with its ``.json`` sidecar): one 4D layer, the alpha axis first and
-  labelled ``"alpha"``; alphas and direction in the layer metadata; also stored in the
-  viewer's :class:`~napari_latent.gui.session.Session` as ``session.traversal``;
+* a traversal (a ``.zarr`` traversal store, or a 4D NIfTI with its ``.json`` sidecar): one
+  4D layer, the alpha axis first and labelled ``"alpha"``; alphas and direction in the layer
+  metadata; also stored in the viewer's :class:`~napari_latent.gui.session.Session` as
+  ``session.traversal``. A store is shown lazily (napari reads the planes it shows; see
+  :func:`~napari_latent.gui.result_layers.traversal_layer_data`), a NIfTI traversal is read
+  whole;
 * an eigen result folder (or its ``eigen.json``): the component and difference maps as
   diverging overlays (symmetric contrast limits, partial opacity); the result goes to
   ``session.eigen``; a single component or difference NIfTI of such a folder opens as one
@@ -35,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from ..analysis.eigen import EigenResult
-from ..analysis.result_files import ResultFile, eigen_map_info, identify, load_result
+from ..analysis.result_files import ResultFile, eigen_map_info, identify, is_traversal_store, load_result
 from ..errors import UserInputError
 from ..latent.codes import LatentCodes
-from ..latent.traversal import Traversal
+from ..latent.traversal import STORE_SUFFIX, StoredTraversal, Traversal, is_store_path
 from ..volumes.io import open_series, open_volume, volume_name
 from ..volumes.readers import predicate_reader, readable
 from .layers import LayerDataTuple, grid_layer_data, volume_layer_data
@@ -64,7 +67,7 @@ def _claims(path: str | os.PathLike[str]) -> bool:
             empty = not any(True for _ in p.iterdir())
         except OSError:
             empty = False
-        return (p / "eigen.json").is_file() or readable(p) or empty
+        return (p / "eigen.json").is_file() or is_traversal_store(p) or readable(p) or empty
     if not p.exists() and predicate_reader(p) is not None:
         return True  # FOLDER::SERIESUID
     name = p.name.lower()
@@ -83,8 +86,10 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[Any]] | None:
     """Return :func:`read_files` if every path is one napari-latent opens, else None.
 
     NIfTI and ``.safetensors`` names are claimed by their extension (so a broken one gets
-    our specific notification); a folder only when it holds ``eigen.json``; a ``.json`` file
-    only when it is an ``eigen.json`` or a traversal sidecar.
+    our specific notification); a folder when it holds ``eigen.json``, is a traversal store
+    (a Zarr folder with a traversal's attributes; other Zarr folders are left to other
+    readers) or a folder volume; a ``.json`` file only when it is an ``eigen.json`` or a
+    traversal sidecar.
     """
     paths = path if isinstance(path, list) else [path]
     if not paths or not all(_claims(p) for p in paths):
@@ -139,6 +144,14 @@ def eigen_map_layer_data(path: str | os.PathLike[str]) -> LayerDataTuple:
         name = f"{folder} difference alpha {float(info['alpha']):g}"
         extra = {"kind": "eigen_difference", "path": str(path), **{k: v for k, v in info.items() if k != "file"}}
     return map_layer_data(volume.data, volume.grid, name, extra)
+
+
+def traversal_name(path: str | os.PathLike[str]) -> str:
+    """The layer name of a saved traversal: its file (or store folder) name without the suffix."""
+    name = Path(path).name
+    if is_store_path(name):
+        return name[: -len(STORE_SUFFIX)]
+    return volume_name(path)
 
 
 def codes_layer_name(codes: LatentCodes, path: str | os.PathLike[str] | None = None) -> str:
@@ -196,8 +209,8 @@ def layers_for(found: ResultFile, obj: Any) -> list[LayerDataTuple]:
     if found.kind == "volume":
         return read_nifti(str(found.path))
     if found.kind == "traversal":
-        assert isinstance(obj, Traversal)
-        return [traversal_layer_data(obj, name=volume_name(found.path), path=str(found.path))]
+        assert isinstance(obj, Traversal | StoredTraversal)
+        return [traversal_layer_data(obj, name=traversal_name(found.path), path=str(found.path))]
     if found.kind == "eigen":
         assert isinstance(obj, EigenResult)
         return eigen_layer_data(obj, prefix=found.path.name, path=str(found.path))
@@ -272,4 +285,4 @@ def read_files(path: PathOrPaths) -> list[Any]:
 
 
 __all__ = ["NULL_LAYERS", "attach_to_session", "codes_layer_name", "current_viewer", "eigen_map_layer_data",
-           "get_reader", "layers_for", "read_files", "read_nifti"]
+           "get_reader", "layers_for", "read_files", "read_nifti", "traversal_name"]

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from psygnal import Signal, SignalGroup, SignalGroupDescriptor  # signal_aliases and SignalGroup subclasses: >= 0.11
 
 from .session_script import SessionScript
+from .stores import SessionStores
 
 if TYPE_CHECKING:
     from ..analysis.eigen import EigenResult
     from ..latent.codes import LatentCodes
     from ..latent.directions import Directions
-    from ..latent.traversal import Traversal
+    from ..latent.traversal import StoredTraversal, Traversal
     from ..models.base import GenerativeModel
 
 #: The results of later steps; a new model clears them (they belonged to the old one).
@@ -78,8 +79,10 @@ class Session:
         The directions of the latest discovery (or directions file).
     selected_direction : int or None
         The direction chosen in the Discover widget (preselected by Traverse).
-    traversal : Traversal or None
-        The latest traversal.
+    traversal : Traversal, StoredTraversal or None
+        The latest traversal: a :class:`StoredTraversal` (frames read lazily from a store on
+        disk) when the Traverse widget made it or a store was opened, a :class:`Traversal`
+        (in memory) when a script or a NIfTI traversal gave one.
     eigen : EigenResult or None
         The latest eigen analysis.
     explore_request : dict or None
@@ -94,6 +97,8 @@ class Session:
     background_workers : list
         Workers started outside the widgets (the demo sample's traversal), kept here until
         they finish; no signal.
+    stores : SessionStores
+        The viewer's temporary traversal stores (:mod:`napari_latent.gui.stores`); no signal.
     events : SessionEvents
         The signals: ``events.model``, ``events.codes``, ... (``(new, old)``) and
         ``events.training_started``, ``events.training_progress``.
@@ -106,17 +111,18 @@ class Session:
     last_codes: tuple[str, LatentCodes] | None = None
     directions: Directions | None = None
     selected_direction: int | None = None
-    traversal: Traversal | None = None
+    traversal: Traversal | StoredTraversal | None = None
     eigen: EigenResult | None = None
     explore_request: dict[str, Any] | None = None
     training_history: list[dict[str, Any]] = field(default_factory=list)
     script: SessionScript = field(default_factory=SessionScript)
     background_workers: list[Any] = field(default_factory=list)
+    stores: SessionStores = field(default_factory=SessionStores)
 
     events: ClassVar[SignalGroupDescriptor] = SignalGroupDescriptor(
         signal_group_class=SessionEvents,
         equality_operators=dict.fromkeys(("model", "model_source", "device", *RESULTS), _changed),
-        signal_aliases={"training_history": None, "script": None, "background_workers": None},
+        signal_aliases={"training_history": None, "script": None, "background_workers": None, "stores": None},
     )
 
     def __post_init__(self) -> None:

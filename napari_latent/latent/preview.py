@@ -64,7 +64,11 @@ class SlicePreview:
     preview, difference : numpy.ndarray, optional
         Arrays of the grid's shape to write into (views are written through, e.g. views of
         napari layer data); new float32 arrays by default. ``preview`` is set to the source,
-        ``difference`` to 0.
+        ``difference`` to 0 (unless ``difference_zeroed``).
+    difference_zeroed : bool
+        The given ``difference`` is already all zeros (a fresh ``numpy.zeros``, whose memory
+        pages the system provides only when they are written): it is not written, so a
+        CT-sized difference costs only the planes the preview touches.
 
     Raises
     ------
@@ -75,7 +79,7 @@ class SlicePreview:
 
     def __init__(self, model: GenerativeModel, codes: LatentCodes, directions: Directions,
                  source: Volume | np.ndarray, *, preview: np.ndarray | None = None,
-                 difference: np.ndarray | None = None) -> None:
+                 difference: np.ndarray | None = None, difference_zeroed: bool = False) -> None:
         codes.check_model(model)
         directions.check_model(model)
         directions.check_codes(codes)
@@ -85,12 +89,13 @@ class SlicePreview:
         shape = self.geometry.grid.shape
         data = source.data if isinstance(source, Volume) else np.asarray(source)
         self.preview = np.empty(shape, dtype=np.float32) if preview is None else preview
-        self.difference = np.empty(shape, dtype=np.float32) if difference is None else difference
+        self.difference = np.zeros(shape, dtype=np.float32) if difference is None else difference
         for name, array in (("source", data), ("preview", self.preview), ("difference", self.difference)):
             if tuple(np.shape(array)) != tuple(shape):
                 raise MismatchError(f"the {name} array of shape {np.shape(array)} is not on the codes' grid {shape}")
         self.preview[...] = data
-        self.difference[...] = 0.0
+        if difference is not None and not difference_zeroed:
+            self.difference[...] = 0.0
         to_planes = self.geometry.reorientation.apply
         self._source_planes = to_planes(data)
         self._preview_planes = to_planes(self.preview)

@@ -78,3 +78,24 @@ def test_view_module_does_not_import_napari() -> None:
             "import napari_latent.cli.view_commands; assert 'napari' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_a_traversal_store_goes_to_show_lazily(no_window, capsys, tmp_path: Path) -> None:
+    import numpy as np
+    import zarr
+
+    from napari_latent.latent.traversal import StoredTraversal, Traversal
+    from napari_latent.latent.traversal.store import write_store
+    from napari_latent.volumes.grid import Grid
+
+    grid = Grid((6, 7, 5), np.diag([2.0, 2.0, 3.0, 1.0]))
+    frames = np.random.default_rng(0).random((3, *grid.shape)).astype(np.float32)
+    store = write_store(Traversal(frames, np.array([-1.0, 0.0, 1.0]), grid), tmp_path / "trav.zarr")
+    assert main(["view", str(store), "--no-widgets"]) == 0
+    [kwargs] = no_window
+    [opened] = kwargs["traversal"]
+    assert isinstance(opened, StoredTraversal) and opened.path == store
+    np.testing.assert_array_equal(opened.frame(2), frames[2])
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w", zarr_format=3).attrs["x"] = 1
+    assert main(["view", str(tmp_path / "other.zarr")]) == 2
+    _one_line_error(capsys, "not a napari-latent traversal")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -11,10 +12,12 @@ import torch
 from napari_latent.analysis.eigen import EigenResult, eigencomponents
 from napari_latent.gui.eigen_widget import NO_TRAVERSAL, SESSION_TRAVERSAL, EigenWidget, traversal_from_layer
 from napari_latent.gui.layers import META_KEY
+from napari_latent.gui.result_layers import traversal_layer_data
 from napari_latent.gui.session import get_session
 from napari_latent.latent.directions import Directions
 from napari_latent.latent.inversion import invert
-from napari_latent.latent.traversal import traverse
+from napari_latent.latent.traversal import StoredTraversal, traverse
+from napari_latent.latent.traversal.store import write_store
 from napari_latent.models.base import build_model
 from napari_latent.volumes import SliceSpec, open_volume
 
@@ -98,3 +101,54 @@ def test_eigen_of_a_traversal_layer_opened_from_a_file(make_napari_viewer, tiny_
     widget.mask.value = "tiny mask"
     widget.run()
     assert "grid" in widget.panel.status.value and not widget.runner.running
+
+
+def test_eigen_streams_a_stored_traversal_with_the_eager_numbers(make_napari_viewer, tiny_cohort: Path, traversal,
+                                                                 tmp_path: Path, qtbot, monkeypatch) -> None:
+    store = write_store(traversal, tmp_path / "trav.zarr")
+    stored = StoredTraversal.open(store)
+    viewer = make_napari_viewer()
+    [source] = viewer.open(str(tiny_cohort / "sub-001.nii.gz"), plugin="napari-latent")
+    [layer] = viewer.open(str(store), plugin="napari-latent")
+    assert isinstance(layer.data, da.Array)
+    # Never rebuilt in memory: the analysis reads the store's slabs.
+    monkeypatch.setattr(StoredTraversal, "load", lambda self: pytest.fail("the store was loaded whole"))
+    chosen = traversal_from_layer(layer)
+    assert isinstance(chosen, StoredTraversal) and chosen.path == store
+    reference = eigencomponents(traversal, n_components=3)
+    widget = EigenWidget(viewer)
+    for choice, expected_layer in ((layer.name, layer.name), (SESSION_TRAVERSAL, layer.name)):
+        if choice == SESSION_TRAVERSAL:
+            get_session(viewer).traversal = stored
+        widget.traversal.value = choice
+        assert isinstance(widget.chosen_traversal(), StoredTraversal)
+        widget.components.value = 3
+        widget.run()
+        widget.runner.wait(60)
+        assert widget.runner.last_error is None, widget.runner.last_error
+        result = get_session(viewer).eigen
+        np.testing.assert_allclose(result.eigenvalues, reference.eigenvalues, rtol=1e-6)
+        np.testing.assert_allclose(np.abs(result.eigenvectors), np.abs(reference.eigenvectors), atol=1e-6)
+        assert widget._anatomy.name == expected_layer  # the overlays sit on the traversal's layer
+        _check_overlays(viewer, source, [], 3)
+    # The component maps are shown lazily from a store in the session folder, and equal the result's maps;
+    # the second run's layers replaced the first's, whose store was deleted.
+    maps = [item for item in viewer.layers if item.metadata.get(META_KEY, {}).get("kind") == "eigen_component"]
+    stores = {item.metadata[META_KEY]["store"] for item in maps}
+    assert len(stores) == 1 and all(isinstance(item.data, da.Array) for item in maps)
+    [maps_store] = stores
+    folder = get_session(viewer).stores.folder
+    assert sorted(p.name for p in folder.iterdir()) == [Path(maps_store).name]
+    geometry = stored.display
+    for k, item in enumerate(maps):
+        np.testing.assert_array_equal(np.asarray(item.data), geometry.to_display(result.component_map(k)))
+
+
+def test_a_lazy_layer_without_a_store_is_refused(make_napari_viewer, traversal) -> None:
+    viewer = make_napari_viewer()
+    data, kwargs, _ = traversal_layer_data(traversal, "lazy")
+    viewer.add_image(da.from_array(data), **{k: v for k, v in kwargs.items() if k != "cache"})
+    widget = EigenWidget(viewer)
+    widget.traversal.value = "lazy"
+    widget.run()
+    assert "names no traversal store" in widget.panel.status.value and not widget.runner.running

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,30 @@ def test_explore_outside_the_modelled_slices_says_so(make_napari_viewer, results
     viewer.dims.current_step = tuple(step)
     assert "has no code" in widget.status.value
     np.testing.assert_allclose(widget.preview_layer.data, viewer.layers["subject"].data)
+
+
+def test_a_session_change_that_does_not_concern_the_preview_keeps_it(make_napari_viewer, results) -> None:
+    viewer = make_napari_viewer()
+    widget = ExploreWidget(viewer)
+    session = get_session(viewer)
+    session.set_model(results.model, "test")
+    viewer.open(str(results.volume_path), plugin="napari-latent")
+    session.directions = results.directions
+    session.last_codes = ("subject", results.codes)
+    preview, layer = widget.preview, widget.preview_layer
+    assert preview is not None and len(widget.sliders) == 3
+    # an inversion sets the codes dict, then last_codes: the same codes, so no second copy of the volume
+    session.codes = {"subject": results.codes}
+    session.last_codes = ("subject", results.codes)
+    assert widget.preview is preview and widget.preview_layer is layer
+    # directions renamed in place and assigned again: the same preview, relabelled sliders
+    original = results.directions.names[0]
+    results.directions.names[0] = "renamed"
+    try:
+        session.directions = results.directions
+        assert widget.preview is preview and "renamed" in widget.sliders[0].label
+    finally:
+        results.directions.names[0] = original
+    # other codes: a new preview
+    session.last_codes = ("subject", dataclasses.replace(results.codes, codes=results.codes.codes + 0.1))
+    assert widget.preview is not preview

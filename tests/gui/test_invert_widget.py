@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from napari_latent.gui.layers import META_KEY
 from napari_latent.gui.session import get_session
 from napari_latent.models.base import build_model
 from napari_latent.volumes import SliceSpec
+from napari_latent.volumes.orientation import display_geometry
 
 pytestmark = pytest.mark.gui
 
@@ -45,6 +47,11 @@ def test_inversion_adds_a_reconstruction_on_the_source_grid(viewer_with_volume, 
     assert entry["method"] == "hybrid" and len(entry["slice_mse"]) == len(entry["slice_indices"]) > 0
     codes = get_session(viewer).codes[source.name]
     assert codes.codes.shape == (len(entry["slice_indices"]), 8)
+    # shown lazily from a store in the session folder (a CT-sized reconstruction takes no memory)
+    assert isinstance(result.data, da.Array)
+    assert Path(entry["store"]).parent == get_session(viewer).stores.folder
+    expected = display_geometry(codes.geometry.grid).to_display(codes.reconstruct(model))
+    np.testing.assert_allclose(np.asarray(result.data), expected, atol=1e-6)
 
 
 def test_inversion_without_a_model_or_with_a_wrong_method_says_why(viewer_with_volume, qtbot) -> None:

@@ -115,3 +115,27 @@ def test_the_documented_example_session_runs(tmp_path: Path) -> None:
     layers = done.stdout.split("layers:", 1)[1]
     for name in ("disease phantom", "traversal pca 1", "eigen component 2", "disease phantom explore"):
         assert name in layers
+
+
+def test_show_opens_a_traversal_store_lazily(make_napari_viewer, results, tmp_path: Path, monkeypatch) -> None:
+    import dask.array as da
+
+    from napari_latent.gui import show
+    from napari_latent.latent.traversal import StoredTraversal
+    from napari_latent.latent.traversal.store import write_store
+
+    store = write_store(results.traversal, tmp_path / "trav.zarr")
+    monkeypatch.setattr(StoredTraversal, "load", lambda self: pytest.fail("the store was loaded whole"))
+    for given in (str(store), StoredTraversal.open(store)):
+        viewer = make_napari_viewer()
+        show(volume=results.volume_path, traversal=given, viewer=viewer, widgets=False)
+        source = viewer.layers["subject"]
+        [layer] = [item for item in viewer.layers if item.ndim == 4]
+        assert isinstance(layer.data, da.Array) and layer.data.shape == (5, *source.data.shape)
+        assert layer.name == ("trav" if isinstance(given, str) else f"traversal {results.directions.names[0]}")
+        assert_on_grid(layer, source)
+        assert viewer.dims.axis_labels[0] == "alpha"
+        traversal = get_session(viewer).traversal
+        assert isinstance(traversal, StoredTraversal) and traversal.path == store
+        np.testing.assert_allclose(np.asarray(layer.data[4]), traversal.display.to_display(results.traversal.images[4]),
+                                   atol=1e-6)

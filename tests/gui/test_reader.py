@@ -8,9 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_latent.errors import VolumeError
+from napari_latent.errors import UserInputError, VolumeError
 from napari_latent.gui.layers import META_KEY, grid_layer_data, volume_from_layer
 from napari_latent.gui.reader import NULL_LAYERS, get_reader, layers_for, read_files, read_nifti
+from napari_latent.gui.session import get_session
 from napari_latent.volumes import open_volume, save_volume
 from tests.conftest import reoriented_copy
 from tests.volumes.test_readers import readers, register_npy, write_npy  # noqa: F401
@@ -295,3 +296,39 @@ def test_get_reader_claims_what_a_registered_volume_reader_accepts(tmp_path: Pat
     assert get_reader(str(path)) is read_files
     [(data, kwargs, kind)] = read_files(str(path))
     assert kind == "image" and data.size == 60 and kwargs["name"] == "scan"
+
+
+def test_a_traversal_store_reads_as_a_lazy_layer(make_napari_viewer, results, tmp_path: Path) -> None:
+    import dask.array as da
+
+    from napari_latent.analysis.result_files import identify
+    from napari_latent.latent.traversal import StoredTraversal
+    from napari_latent.latent.traversal.store import write_store
+    from tests.gui._results import assert_on_grid
+
+    store = write_store(results.traversal, tmp_path / "trav.zarr")
+    assert identify(store).kind == "traversal" and get_reader(str(store)) is read_files
+    [(data, kwargs, kind)] = read_files(str(store))
+    assert kind == "image" and isinstance(data, da.Array) and kwargs["cache"] is False  # napari keeps no chunks
+    entry = kwargs["metadata"][META_KEY]
+    assert entry["store"] == str(store) and entry["path"] == str(store) and kwargs["name"] == "trav"
+    [source] = read_nifti(str(results.volume_path))
+    assert_on_grid((data, kwargs, kind), source)
+    assert kwargs["scale"][0] == pytest.approx(1.0) and kwargs["translate"][0] == pytest.approx(-2.0)
+    low, high = kwargs["contrast_limits"]
+    baseline = results.traversal.images[results.traversal.baseline_index]
+    assert baseline.min() <= low < high <= baseline.max()
+    # in napari: the same lazy layer, and the store is the session's traversal
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin="napari-latent")
+    assert isinstance(layer.data, da.Array) and layer.axis_labels[0] == "alpha"
+    assert isinstance(get_session(viewer).traversal, StoredTraversal)
+    np.testing.assert_allclose(np.asarray(layer.data[1]), read_nifti_data(results.traversal.images[1], results),
+                               atol=1e-6)
+    # somebody else's Zarr folder is left to other readers, and says what it is when asked
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w", zarr_format=3).attrs["x"] = 1
+    assert get_reader(str(tmp_path / "other.zarr")) is None
+    with pytest.raises(UserInputError, match="not a napari-latent traversal"):
+        identify(tmp_path / "other.zarr")

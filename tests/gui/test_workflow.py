@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_model_invert_discover_traverse_eigen_export_and_the_script(make_napari_viewer, tiny_cohort: Path, tiny_vae,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, monkeypatch) -> None:
     from napari_latent.gui.discover_widget import DiscoverWidget
     from napari_latent.gui.eigen_widget import EigenWidget
     from napari_latent.gui.export_widget import ExportWidget
@@ -79,10 +79,12 @@ def test_model_invert_discover_traverse_eigen_export_and_the_script(make_napari_
     for call in ("nl.load_model(", "nl.invert(", "nl.discover(", "nl.traverse(", "nl.eigencomponents("):
         assert call in text
     namespace: dict = {}
+    monkeypatch.chdir(tmp_path)  # the script streams its traversal into ./traversal.zarr, like the widget
     exec(compile(session.script.text(show=False), "session.py", "exec"), namespace)
     traversal, result = namespace["traversal"], namespace["eigen"]
+    assert traversal.path == Path("traversal.zarr")
     frames, _ = array_from_layer(np.asarray(traversal_layer.data), traversal_layer.metadata,
                                  list(traversal_layer.scale)[1:], list(traversal_layer.translate)[1:])
-    np.testing.assert_allclose(traversal.images, frames, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(traversal.load().images, frames, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(result.eigenvalues, session.eigen.eigenvalues, rtol=1e-3, atol=1e-8)
     np.testing.assert_allclose(np.abs(result.maps), np.abs(session.eigen.maps), rtol=1e-3, atol=1e-4)

@@ -93,3 +93,41 @@ def test_napari_saves_a_layer_through_our_writer(make_napari_viewer, anatomical_
     assert written == [str(out)]
     np.testing.assert_allclose(nib.load(out).affine, nib.load(anatomical_path).affine)
     np.testing.assert_allclose(open_volume(out).data, open_volume(anatomical_path).data)
+
+
+def test_writer_saves_lazy_traversal_layers_frame_by_frame(tmp_path: Path, monkeypatch) -> None:
+    from napari_latent.gui.traverse_widget import traversal_layers
+    from napari_latent.latent.traversal import StoredTraversal
+    from napari_latent.latent.traversal.store import write_store
+    from tests.gui._results import make_results
+
+    results = make_results(tmp_path / "results")
+    stored = StoredTraversal.open(write_store(results.traversal, tmp_path / "trav.zarr"))
+    layer, difference = traversal_layers(stored, "subject")
+    # every frame is read on its own, never the whole 4D array
+    reads = []
+    data = layer[0]
+
+    class Frames:
+        shape, dtype, ndim = data.shape, data.dtype, data.ndim
+
+        def __getitem__(self, index):
+            reads.append(index)
+            assert isinstance(index, int), "the writer asked for more than one frame"
+            return data[index]
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("the writer read the whole layer")
+
+    written = write_image(str(tmp_path / "copy.nii.gz"), Frames(), _state(layer)[1])
+    assert [Path(p).name for p in written] == ["copy.nii.gz", "copy.json"] and reads == [0, 1, 2, 3, 4]
+    again = Traversal.load(tmp_path / "copy.nii.gz")
+    np.testing.assert_array_equal(again.images, results.traversal.images)
+    np.testing.assert_allclose(nib.load(tmp_path / "copy.nii.gz").affine, results.volume.affine)
+    assert again.direction.name == results.traversal.direction.name
+    # the difference overlay (a lazy expression) too, as a plain 4D NIfTI on the source grid
+    [path] = write_image(str(tmp_path / "difference.nii"), *_state(difference))
+    saved = np.asanyarray(nib.load(path).dataobj)
+    expected = results.traversal.images - results.traversal.baseline[None]
+    np.testing.assert_allclose(np.moveaxis(saved, -1, 0), expected, atol=1e-6)
+    assert not list(tmp_path.glob(".*tmp*"))

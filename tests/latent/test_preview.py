@@ -162,3 +162,18 @@ def test_writes_into_given_views_and_checks_its_inputs(setup, phantom_volume) ->
     other = Directions(directions.vectors, "z", model.name, "0" * 16, "test")
     with pytest.raises(MismatchError):
         SlicePreview(model, codes, other, volume)
+
+
+def test_a_zeroed_difference_is_only_written_where_the_preview_changes(setup) -> None:
+    model, volume, codes, directions = setup
+    marked = np.full(volume.grid.shape, np.nan, dtype=np.float32)  # NaN: never written
+    preview = SlicePreview(model, codes, directions, volume, difference=marked, difference_zeroed=True)
+    assert np.isnan(marked).all()  # not filled (a fresh numpy.zeros would cost no memory)
+    plane = int(codes.indices[len(codes) // 2])
+    preview.set_values({0: 1.0})
+    changed = preview.update(plane)
+    assert np.isfinite(marked[changed[0]]).all() and np.abs(marked[changed[0]]).max() > 1e-3
+    assert np.isnan(marked).sum() == marked.size - marked[changed[0]].size
+    # without the flag, a given array is set to zero
+    SlicePreview(model, codes, directions, volume, difference=marked)
+    np.testing.assert_array_equal(marked, 0.0)
