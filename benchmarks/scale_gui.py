@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import baseline_source, ct_sized_volume
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BASELINE_COMMIT = "8517398"
 ALPHAS = "-3:3:15"
 COMPONENTS = 5
 SCRUB_PLANES = 40
@@ -61,43 +61,6 @@ TIMEOUT_S = 4 * 3600
 
 
 # -- setup (parent process) ---------------------------------------------------------------------
-
-def make_volume(path: Path, shape: tuple[int, int, int]) -> Path:
-    """nibabel's real T1 scan, resampled into the central 62% of a ``shape`` grid of zeros (float32 NIfTI).
-
-    The recipe of ``scale_traversal.make_volume`` (same file name, so a shared work folder
-    reuses it).
-    """
-    if path.is_file():
-        return path
-    import nibabel as nib
-    from scipy import ndimage
-
-    source = nib.load(os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii"))
-    data = np.clip(np.asarray(source.dataobj, dtype=np.float32), 0, None)
-    inner = tuple(round(0.62 * n) for n in shape)
-    zoom = [n / s for n, s in zip(inner, data.shape)]
-    head = ndimage.zoom(data, zoom, order=1, grid_mode=True, mode="nearest").astype(np.float32)
-    volume = np.zeros(shape, np.float32)
-    offset = [(n - m) // 2 for n, m in zip(shape, head.shape)]
-    volume[tuple(slice(o, o + m) for o, m in zip(offset, head.shape))] = head
-    affine = source.affine.copy()
-    affine[:3, :3] = affine[:3, :3] @ np.diag([1 / z for z in zoom])
-    affine[:3, 3] -= affine[:3, :3] @ np.asarray(offset, float)
-    nib.save(nib.Nifti1Image(volume, affine), str(path))
-    return path
-
-
-def baseline_tree(workdir: Path) -> Path:
-    """The package at :data:`BASELINE_COMMIT`, extracted into ``workdir`` once (``git archive``: no worktree)."""
-    tree = workdir / f"baseline-gui-{BASELINE_COMMIT}"
-    if not (tree / "napari_latent").is_dir():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", BASELINE_COMMIT, "napari_latent"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
-
 
 def child(flow: str, arguments: list[str], workdir: Path, tree: Path | None) -> dict[str, Any]:
     """Run one flow of this script in a fresh process (under Xvfb when there is no display)."""
@@ -381,8 +344,8 @@ def run(workdir: Path, quick: bool = False, baseline: bool = True,
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     shape = shape or ((96, 96, 60) if quick else (512, 512, 300))
-    volume = make_volume(workdir / f"ct_{'x'.join(map(str, shape))}.nii.gz", shape)
-    tree = baseline_tree(workdir) if baseline else None
+    volume = ct_sized_volume(workdir / f"ct_{'x'.join(map(str, shape))}.nii.gz", shape)
+    tree = baseline_source(workdir) if baseline else None
 
     ours = child("widgets", ["--volume", str(volume), "--workdir", str(workdir)], workdir, None)
     if ours["errors"]:

@@ -27,13 +27,11 @@ in the work folder and about 7 GB of memory for the baseline's 240 volumes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import baseline_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The commit of "today's path": training with every slice in one in-memory tensor.
-BASELINE_COMMIT = "8517398"
 
 
 @dataclass(frozen=True)
@@ -118,19 +116,6 @@ def make_cohorts(folder: Path, scale: Scale) -> tuple[Path, Path]:
     return small, large
 
 
-def export_baseline(folder: Path) -> Path:
-    """The package at :data:`BASELINE_COMMIT`, exported into ``folder`` (no git worktree is created)."""
-    target = folder / f"baseline-{BASELINE_COMMIT}"
-    if (target / "napari_latent" / "__init__.py").is_file():
-        return target
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", BASELINE_COMMIT, "napari_latent"],
-                             capture_output=True, check=True).stdout
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
 @dataclass
 class Measured:
     """One training process: peak RSS (MB), launch-to-first-step (s), throughput (images/s)."""
@@ -184,7 +169,7 @@ def run(workdir: Path, quick: bool = False) -> list[dict[str, Any]]:
     if shutil.disk_usage(workdir).free < 1.2 * need:
         raise SystemExit(f"{workdir}: {need / 1e9:.1f} GB of free disk needed for the cohort and the cache")
     small, large = make_cohorts(workdir / "data", scale)
-    baseline_root = export_baseline(workdir)
+    baseline_root = baseline_source(workdir)
     cache = workdir / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     runs = workdir / "runs"

@@ -13,9 +13,9 @@ from -3 to 3 and 5 components:
 
 * ours: ``traverse ... --out t.zarr`` then ``eigen t.zarr --components 5`` (the store,
   streamed; eigen's default difference map is the extreme alpha);
-* today's: the same commands of the code at commit :data:`BASELINE_COMMIT` (a ``git
-  worktree`` made in the work folder), ``--out t.nii.gz`` and its defaults (every difference
-  map).
+* today's: the same commands of the code at commit ``_common.BASELINE_COMMIT`` (exported
+  into the work folder with ``git archive``), ``--out t.nii.gz`` and its defaults (every
+  difference map).
 
 Then the numbers are compared: traversal voxels (ours read from the store, theirs from the
 4D NIfTI) and the eigen results (eigenvalues, eigenvectors, component maps). ``--size256``
@@ -35,44 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import baseline_source, ct_sized_volume
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BASELINE_COMMIT = "8517398"
 ALPHAS = "-3:3:15"
 COMPONENTS = "5"
 GB = 1024 ** 3
-
-
-def make_volume(path: Path, shape: tuple[int, int, int]) -> Path:
-    """nibabel's real T1 scan, resampled into the central 62% of a ``shape`` grid of zeros (float32 NIfTI)."""
-    if path.is_file():
-        return path
-    import nibabel as nib
-    from scipy import ndimage
-
-    source = nib.load(os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii"))
-    data = np.clip(np.asarray(source.dataobj, dtype=np.float32), 0, None)
-    inner = tuple(round(0.62 * n) for n in shape)
-    zoom = [n / s for n, s in zip(inner, data.shape)]
-    head = ndimage.zoom(data, zoom, order=1, grid_mode=True, mode="nearest").astype(np.float32)
-    volume = np.zeros(shape, np.float32)
-    offset = [(n - m) // 2 for n, m in zip(shape, head.shape)]
-    volume[tuple(slice(o, o + m) for o, m in zip(offset, head.shape))] = head
-    affine = source.affine.copy()
-    affine[:3, :3] = affine[:3, :3] @ np.diag([1 / z for z in zoom])
-    affine[:3, 3] -= affine[:3, :3] @ np.asarray(offset, float)
-    nib.save(nib.Nifti1Image(volume, affine), str(path))
-    return path
-
-
-def baseline_tree(workdir: Path) -> Path:
-    """A worktree of :data:`BASELINE_COMMIT` in ``workdir`` (made once)."""
-    tree = workdir / f"baseline-{BASELINE_COMMIT}"
-    if not (tree / "napari_latent").is_dir():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), BASELINE_COMMIT],
-                       check=True, capture_output=True)
-    return tree
 
 
 def measure(argv: list[str], workdir: Path, source_tree: Path | None = None) -> dict[str, Any]:
@@ -156,7 +125,7 @@ def run(workdir: Path, quick: bool = False, baseline: bool = True, size256: bool
     """The scale benchmark's traversal lines (rows: name, ours, baseline, ratio, unit, target)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shape = (96, 96, 60) if quick else (512, 512, 300)
-    volume = make_volume(workdir / f"ct_{'x'.join(map(str, shape))}.nii.gz", shape)
+    volume = ct_sized_volume(workdir / f"ct_{'x'.join(map(str, shape))}.nii.gz", shape)
     directions = directions_for("demo", workdir / "sefa_demo.safetensors", workdir)
     ours = run_pair("demo", volume, directions, workdir, "ours", None, store=True)
     rows: list[dict[str, Any]] = []
@@ -164,7 +133,7 @@ def run(workdir: Path, quick: bool = False, baseline: bool = True, size256: bool
     peak = max(ours["traverse"]["peak_rss_bytes"], ours["eigen"]["peak_rss_bytes"]) / GB
     theirs = None
     if baseline:
-        tree = baseline_tree(workdir)
+        tree = baseline_source(workdir)
         theirs = run_pair("demo", volume, directions, workdir, "today", tree, store=False)
     for step in ("traverse", "eigen"):
         row = {"name": f"CLI {step} (64 px demo model)", "ours": ours[step]["seconds"], "unit": "s",
