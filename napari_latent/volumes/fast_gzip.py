@@ -33,7 +33,11 @@ def compress(data: bytes) -> bytes:
 
 
 def writer(fileobj: IO[bytes]) -> IO[bytes]:
-    """A gzip stream that writes compressed bytes to ``fileobj`` (``mtime=0``; close it when done)."""
+    """A gzip stream that writes compressed bytes to ``fileobj``; close it when done.
+
+    No time stamp and no file name in the gzip header (``fileobj`` is usually a temporary
+    file with a random name): the same data gives the same bytes.
+    """
     if _igzip is not None:
-        return _igzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=ISAL_LEVEL, mtime=0)
-    return gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=ZLIB_LEVEL, mtime=0)
+        return _igzip.GzipFile(filename="", fileobj=fileobj, mode="wb", compresslevel=ISAL_LEVEL, mtime=0)
+    return gzip.GzipFile(filename="", fileobj=fileobj, mode="wb", compresslevel=ZLIB_LEVEL, mtime=0)
