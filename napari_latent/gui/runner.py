@@ -239,14 +239,19 @@ class OperationRunner:
         from qtpy.QtCore import QCoreApplication, QEventLoop
 
         deadline = time.monotonic() + timeout
-        if self.worker is not None:
+        worker = self.worker
+        if worker is not None:
             loop = QEventLoop()
-            self.worker.finished.connect(loop.quit)
+            worker.finished.connect(loop.quit)
             timer = QTimer()
             timer.setSingleShot(True)
             timer.timeout.connect(loop.quit)
             timer.start(int(timeout * 1000))
-            loop.exec_()
+            # Only while it runs: a worker that finished before ``loop.quit`` was connected
+            # would leave the loop waiting for the whole timeout (the polling below takes
+            # over, also for a worker that has not started yet).
+            if worker.is_running:
+                loop.exec_()
             timer.stop()
         while self.running and time.monotonic() < deadline:
             QCoreApplication.processEvents()  # the queued finished signal, then the result's steps
