@@ -114,15 +114,23 @@ class EigenResult:
             raise UserInputError(f"component {k} is out of range (0 to {self.n_components - 1})")
         (i0, i1), (j0, j1), (k0, k1) = ((int(r.start), int(r.stop)) for r in region)
         mask = self.mask
-        row_counts = mask.sum(axis=2, dtype=np.int64)
-        flat = row_counts.ravel()
-        row_start = (np.cumsum(flat) - flat).reshape(row_counts.shape)[i0:i1, j0:j1, None]
+        row_start = self._row_starts()[i0:i1, j0:j1, None]
         before = mask[i0:i1, j0:j1, :k0].sum(axis=2, dtype=np.int64)[..., None]
         inside = mask[i0:i1, j0:j1, k0:k1]
         ranks = row_start + before + np.cumsum(inside, axis=2, dtype=np.int64) - inside
         out = np.zeros(inside.shape, dtype=np.float32)
         out[inside] = self.projections[ranks[inside], int(k)]
         return out
+
+    def _row_starts(self) -> np.ndarray:
+        """``(i, j)``: the index in :attr:`projections` of the first masked voxel of each row (made once)."""
+        cached = getattr(self, "_row_start_table", None)
+        if cached is None or cached[0] is not self.mask:
+            counts = self.mask.sum(axis=2, dtype=np.int64)
+            flat = counts.ravel()
+            cached = (self.mask, (np.cumsum(flat) - flat).reshape(counts.shape))
+            self._row_start_table = cached
+        return cached[1]
 
     @property
     def maps(self) -> np.ndarray:

@@ -234,7 +234,7 @@ def figure_spectrum(eigen: EigenResult) -> Figure:
 def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | float] | str | None = None,
                              positions: Sequence[int] | None = None, n_positions: int = 4, n_alphas: int = 5,
                              plane: str | None = None, opacity: float = 0.85, baseline: np.ndarray | None = None,
-                             foreground: np.ndarray | None = None) -> Figure:
+                             foreground: np.ndarray | None = None, grey: tuple[float, float] | None = None) -> Figure:
     """Traversal montage: rows are slice positions, columns alphas, with the difference overlay.
 
     Each panel is the frame at one alpha in grey, overlaid with its difference from the
@@ -256,6 +256,8 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
     baseline, foreground : numpy.ndarray, optional
         The baseline frame and its foreground (within the modelled voxels), when the caller
         has them already (read and computed here otherwise).
+    grey : (float, float), optional
+        The grey scale's limits (percentiles of the baseline in the foreground by default).
 
     Only the shown planes of the other frames are kept (a traversal store reads just their
     chunks), so memory holds the baseline and a few planes whatever the volume's size.
@@ -277,7 +279,7 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
               for i in chosen}
     differences = {i: {p: planes[i][p] - base_planes[p] for p in rows} for i in chosen}
     limit = _symmetric_limit(np.concatenate([d[p].ravel() for d in differences.values() for p in rows]))
-    low, high = _grey_limits(baseline, foreground)
+    low, high = grey if grey is not None else _grey_limits(baseline, foreground)
     figure = _new_figure(1.9 * len(chosen) + 1.2, 1.9 * len(rows) + 0.6)
     grid = figure.add_gridspec(len(rows), len(chosen))
     axes = []
@@ -303,7 +305,7 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
 
 def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarray, components: int | None = None,
                           positions: Sequence[int] | None = None, n_positions: int = 4, plane: str | None = None,
-                          opacity: float = 0.8) -> Figure:
+                          opacity: float = 0.8, grey: tuple[float, float] | None = None) -> Figure:
     """Component maps on the anatomy, one row per component, with its eigenvector beside it.
 
     Maps are drawn with ``RdBu_r``, limits symmetric about zero per component (99.5th
@@ -321,6 +323,8 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
         As in :func:`figure_traversal_montage` (default plane: the traversal's model plane).
     opacity : float
         Largest opacity of the maps.
+    grey : (float, float), optional
+        The grey scale's limits (percentiles of the anatomy in the mask by default).
     """
     if isinstance(anatomy, np.ndarray):
         image, plane = np.asarray(anatomy, dtype=np.float32), plane or "axial"
@@ -331,7 +335,7 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
     view = _PlaneView(eigen.grid, plane)
     count = eigen.n_components if components is None else min(int(components), eigen.n_components)
     rows = list(positions) if positions is not None else view.positions(eigen.mask, n_positions)
-    low, high = _grey_limits(image, eigen.mask)
+    low, high = grey if grey is not None else _grey_limits(image, eigen.mask)
     mask_planes = {p: view.slice(eigen.mask, p) for p in rows}
     figure = _new_figure(2.0 * len(rows) + 2.9, 1.95 * count + 0.5)
     grid = figure.add_gridspec(count, len(rows) + 2, width_ratios=[1.5, 0.05] + [1.0] * len(rows))
@@ -449,10 +453,11 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
     baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)  # read once, shown twice
     # The analysis's default mask is the montage's foreground by definition; no need to compute it again.
     foreground = eigen.mask if eigen.mask_info.get("kind") == "baseline foreground" else None
+    grey = _grey_limits(baseline, eigen.mask) if foreground is not None else None  # the same for both figures
     figures = {"eigenvectors": figure_eigenvectors(eigen), "spectrum": figure_spectrum(eigen),
                "montage": figure_traversal_montage(traversal, positions=positions, baseline=baseline,
-                                                   foreground=foreground),
-               "components": figure_component_maps(eigen, baseline, positions=positions, plane=plane)}
+                                                   foreground=foreground, grey=grey),
+               "components": figure_component_maps(eigen, baseline, positions=positions, plane=plane, grey=grey)}
     for key, figure in figures.items():
         save_figure(figure, out / FIGURES[key], dpi=dpi)
     summary = _summary(traversal, eigen)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..latent.traversal.store import is_store_path
 from .common import EXIT_USAGE, PROG, CliError, add_run_options, add_volume_argument, positive_int, volume_argument
 
 #: Accepted ``--units`` values; ``sd`` is short for ``std``.
@@ -77,6 +76,8 @@ def gui_show() -> Any:
 
 
 def _traversal_out(path: str) -> Path:
+    from ..latent.traversal.store import is_store_path
+
     out = Path(path)
     if not (is_store_path(out) or out.name.lower().endswith((".nii.gz", ".nii"))):
         raise CliError(f"{out}: --out must end in .zarr (a traversal store) or .nii.gz/.nii (a 4D NIfTI)")
@@ -88,7 +89,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     from ..latent.codes import LatentCodes
     from ..latent.directions import Directions
     from ..latent.inversion import iter_invert
-    from ..latent.traversal import LazyTraversal, parse_alphas, resolve_direction
+    from ..latent.traversal import LazyTraversal, is_store_path, parse_alphas, resolve_direction
     from ..models.checkpoint import load_model
     from ..progress import run_operation
     from ..volumes import open_volume

@@ -282,10 +282,11 @@ class SliceGeometry:
     def slice_mask(self, indices: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask on the source grid of the voxels that images map back to."""
         take = self.indices if indices is None else np.asarray(indices)
-        planes = np.zeros(self.plane_shape, dtype=np.float32)
-        rows, cols = self.box_shape
-        paste(planes, take, np.ones((len(take), rows, cols), dtype=np.float32), self.box)
-        return np.ascontiguousarray(self.reorientation.invert(planes)) > 0.5
+        planes = np.zeros(self.plane_shape, dtype=bool)
+        r0, r1, c0, c1 = self.box  # the box, clipped to the planes (what ``paste`` keeps)
+        _, height, width = self.plane_shape
+        planes[take, max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)] = True
+        return np.ascontiguousarray(self.reorientation.invert(planes))
 
 
 def _crop_padded(slices: np.ndarray, box: tuple[int, int, int, int], pad_value: float) -> np.ndarray:

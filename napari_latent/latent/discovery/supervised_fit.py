@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 
 from ...errors import UserInputError
 
@@ -47,6 +45,11 @@ def informative_subspace(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def make_classifier(kind: str, strength: float, seed: int) -> Any:
     """An unfitted scikit-learn classifier: ``svm`` (InterFaceGAN's linear SVM) or ``logistic``."""
+    # Imported here: scikit-learn takes a second to import, and every CLI command loads this
+    # module to describe the supervised method's options.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
     if kind == "svm":
         return LinearSVC(C=strength, dual="auto", max_iter=20_000, random_state=seed)
     if kind == "logistic":

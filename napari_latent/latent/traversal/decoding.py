@@ -17,6 +17,7 @@ from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...models.inference_rewrites import rewrite_for_inference
 from ...volumes.io import Volume
+from ...volumes.orientation import DisplayGeometry
 from ...volumes.slicing import SliceGeometry, paste, resize_images
 
 # -- decoding and mapping back ------------------------------------------------------------------
@@ -160,6 +161,7 @@ class _Painter:
         self.source_fill = None if fill is None else np.asarray(fill.data, dtype=np.float32)
         self.indices = np.asarray(geometry.indices, dtype=np.int64)
         self.plane_shape = geometry.plane_shape
+        self._display_fill: tuple[DisplayGeometry, np.ndarray] | None = None
 
     @functools.cached_property
     def plane_fill(self) -> np.ndarray | None:
@@ -204,6 +206,15 @@ class _Painter:
     def fill_frames(self, frames: np.ndarray) -> None:
         """Set source-ordered ``(..., i, j, k)`` frames to the fill (the source, or the window's low end)."""
         frames[...] = self.low if self.source_fill is None else self.source_fill
+
+    def fill_display(self, frame: np.ndarray, display: DisplayGeometry) -> None:
+        """Set a frame stored in ``display``'s order to the fill (a plain copy of a display-ordered source)."""
+        if self.source_fill is None:
+            frame[...] = self.low
+            return
+        if self._display_fill is None or self._display_fill[0] is not display:
+            self._display_fill = (display, np.ascontiguousarray(display.to_display(self.source_fill)))
+        frame[...] = self._display_fill[1]
 
     def write(self, frame: np.ndarray, crops: np.ndarray, rows: np.ndarray) -> None:
         """Write :meth:`prepare` crops of code ``rows`` straight into a source-ordered ``frame``.

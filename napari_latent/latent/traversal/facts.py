@@ -54,10 +54,17 @@ class _TraversalFacts:
         return (len(self), *self.grid.shape)
 
     def modelled_mask(self) -> np.ndarray:
-        """Boolean mask on the source grid of the voxels the model produced (all when unknown)."""
-        if self.geometry is None:
-            return np.ones(self.grid.shape, dtype=bool)
-        return self.geometry.slice_mask()
+        """Boolean mask on the source grid of the voxels the model produced (all when unknown).
+
+        Made once per traversal and read-only (the analysis, the report and the layers all ask).
+        """
+        cached = getattr(self, "_modelled", None)
+        if cached is None or cached[0] is not self.geometry:
+            mask = np.ones(self.grid.shape, dtype=bool) if self.geometry is None else self.geometry.slice_mask()
+            mask.setflags(write=False)
+            cached = (self.geometry, mask)
+            self._modelled = cached
+        return cached[1]
 
     def frame(self, index: int) -> np.ndarray:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError

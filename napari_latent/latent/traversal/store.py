@@ -139,7 +139,7 @@ class StoreWriter:
         """Store alpha number ``index`` (a volume in the source's array order)."""
         if tuple(frame.shape) != self.grid.shape:
             raise MismatchError(f"frame of shape {frame.shape} is not on the grid {self.grid.shape}")
-        self.frames[int(index)] = self.geometry.to_display(frame)
+        self.frames[int(index)] = self.geometry.to_display(frame)  # contiguous when ``frame`` is a view of one
         self.written += 1
 
     def commit(self, facts: dict[str, Any], count: int) -> Path:
