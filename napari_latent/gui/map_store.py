@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..latent.traversal import default_chunks
+from ..latent.traversal.store import chunk_codec, default_chunks
 from ..volumes.grid import Grid
 from ..volumes.orientation import DISPLAY_CODES, display_geometry
 
@@ -43,7 +43,6 @@ def write_volumes(path: str | os.PathLike[str], grid: Grid, volumes: Iterable[tu
         The store.
     """
     import zarr
-    from zarr.codecs import BloscCodec
 
     target = Path(path)
     if target.exists():
@@ -57,7 +56,7 @@ def write_volumes(path: str | os.PathLike[str], grid: Grid, volumes: Iterable[tu
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for name, volume in volumes:
             array = group.create_array(name, shape=shape, dtype="float32", chunks=chunks, fill_value=0.0,
-                                       compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+                                       compressors=chunk_codec(),
                                        dimension_names=DISPLAY_CODES)
             array[...] = geometry.to_display(np.asarray(volume, dtype=np.float32))
         group.attrs["napari_latent"] = {"kind": "volumes", "grid": grid.to_json(),

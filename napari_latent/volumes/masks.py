@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 from skimage import filters, measure
@@ -39,8 +42,10 @@ def foreground_mask(volume: Volume | np.ndarray, threshold: float | None = None,
     if isinstance(volume, Volume):
         # Work in one canonical orientation so that the same anatomy gives the same mask
         # whatever the file's array order (filters and ties are not flip-invariant).
+        # (The reoriented view is used as it is: filtering it gives the same values as a
+        # contiguous copy, without copying a CT-sized volume.)
         reo = reorientation(volume.grid, DISPLAY_CODES)
-        mask = foreground_mask(np.ascontiguousarray(reo.apply(volume.data)), threshold, fill_holes, largest_component)
+        mask = foreground_mask(reo.apply(volume.data), threshold, fill_holes, largest_component)
         return np.ascontiguousarray(reo.invert(mask))
     data = np.asarray(volume, dtype=np.float32)
     if data.ndim != 3:
@@ -49,7 +54,7 @@ def foreground_mask(volume: Volume | np.ndarray, threshold: float | None = None,
     if hi <= lo:
         raise VolumeError("the volume is constant; it has no foreground to find")
     if threshold is None:
-        smoothed = ndimage.uniform_filter(data, size=3) if min(data.shape) >= 3 else data
+        smoothed = smooth3(data) if min(data.shape) >= 3 else data
         threshold = float(filters.threshold_otsu(smoothed, nbins=256))
         data = smoothed
     mask = data > threshold
@@ -74,6 +79,35 @@ def foreground_mask(volume: Volume | np.ndarray, threshold: float | None = None,
             sub = fill_holes_in_slices(sub, axis)
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = sub[1:-1, 1:-1, 1:-1]
+    return out
+
+
+def smooth3(data: np.ndarray, workers: int = 2) -> np.ndarray:
+    """``scipy.ndimage.uniform_filter(data, size=3)``, the same float32 values, on ``workers`` threads.
+
+    The filter runs along axis 0, then 1, then 2, each pass in place on float32 lines. Pass
+    0 and 1 are split into slabs along axis 2 and pass 2 into slabs along axis 0, so every
+    line is filtered whole, exactly as in one call (SciPy releases the GIL in these loops):
+    about twice as fast on two cores for a CT-sized volume.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    out = np.empty(data.shape, dtype=np.float32)
+
+    def along_01(first: int, last: int) -> None:
+        part = out[:, :, first:last]
+        ndimage.uniform_filter1d(data[:, :, first:last], 3, axis=0, output=part, mode="reflect")
+        ndimage.uniform_filter1d(part, 3, axis=1, output=part, mode="reflect")
+
+    def along_2(first: int, last: int) -> None:
+        part = out[first:last]
+        ndimage.uniform_filter1d(part, 3, axis=2, output=part, mode="reflect")
+
+    workers = max(1, min(int(workers), data.shape[0], data.shape[2]))
+    with ThreadPoolExecutor(workers, thread_name_prefix="napari-latent-smooth") as pool:
+        for step, axis in ((along_01, 2), (along_2, 0)):
+            cuts = np.linspace(0, data.shape[axis], workers + 1).astype(int)
+            for future in [pool.submit(step, int(a), int(b)) for a, b in itertools.pairwise(cuts)]:
+                future.result()
     return out
 
 
