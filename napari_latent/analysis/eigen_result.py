@@ -21,7 +21,7 @@ import numpy as np
 from .._atomic import write_json_atomic
 from ..errors import UserInputError
 from ..volumes.grid import Grid
-from ..volumes.io import Volume, open_volume, save_volume
+from ..volumes.io import Volume, open_volume, save_volume, save_volume_slabs
 
 EIGEN_FORMAT = "napari-latent-eigen"
 EIGEN_VERSION = 1
@@ -215,7 +215,7 @@ class EigenResult:
         jobs.append(functools.partial(save_volume, self.mask.astype(np.uint8), out / "mask.nii.gz", like=reference,
                                       dtype=np.uint8, description="napari-latent eigen mask"))
         # Two at a time: compressing a CT-sized map takes about a second of one core (the
-        # compressor releases the GIL), and two maps in flight keep memory at two volumes.
+        # compressor releases the GIL); the component maps are made slab by slab.
         with ThreadPoolExecutor(2, thread_name_prefix="napari-latent-save") as pool:
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
@@ -223,7 +223,9 @@ class EigenResult:
         return out
 
     def _save_component(self, k: int, path: Path, reference: Volume | Grid) -> None:
-        save_volume(self.component_map(k), path, like=reference, description=f"napari-latent eigencomponent {k + 1}")
+        """Map ``k`` written slab by slab from its masked values (no whole map in memory)."""
+        save_volume_slabs(_ComponentSlabs(self, k), self.grid.shape, path, like=reference,
+                          description=f"napari-latent eigencomponent {k + 1}")
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str]) -> EigenResult:
@@ -258,3 +260,29 @@ class EigenResult:
                    np.asarray(meta.get("column_means", [])), int(meta.get("n_voxels", 0)), differences,
                    np.asarray([d["index"] for d in meta.get("differences", [])], dtype=np.int64),
                    meta.get("units", "latent"), mask_info, meta.get("source") or {})
+
+
+class _ComponentSlabs:
+    """``read(frame, first, last)`` for :func:`~napari_latent.volumes.io.save_volume_slabs`: slabs
+    ``[:, :, first:last]`` of a component map, asked for in order.
+
+    The same values as :meth:`EigenResult.component_region`, but the count of each row's
+    masked voxels before the slab is carried from slab to slab instead of recounted.
+    """
+
+    def __init__(self, result: EigenResult, k: int) -> None:
+        self.result, self.k, self.next = result, int(k), 0
+        self.before = np.zeros(result.mask.shape[:2], dtype=np.int64)
+
+    def __call__(self, _frame: int, first: int, last: int) -> np.ndarray:
+        if first != self.next:  # out of order: the general path
+            shape = self.result.grid.shape
+            return self.result.component_region(self.k, (slice(0, shape[0]), slice(0, shape[1]), slice(first, last)))
+        inside = self.result.mask[:, :, first:last]
+        ranks = (self.result._row_starts() + self.before)[..., None] + np.cumsum(inside, axis=2, dtype=np.int64) \
+            - inside
+        out = np.zeros(inside.shape, dtype=np.float32)
+        out[inside] = self.result.projections[ranks[inside], self.k]
+        self.before += inside.sum(axis=2, dtype=np.int64)
+        self.next = last
+        return out

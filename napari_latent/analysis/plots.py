@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,10 @@ def _plane_of(traversal: TraversalLike | None) -> str:
 
 
 def _grey_limits(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    values = image[mask] if mask is not None and mask.any() else image.ravel()
+    return _grey_limits_of(image[mask] if mask is not None and mask.any() else image.ravel())
+
+
+def _grey_limits_of(values: np.ndarray) -> tuple[float, float]:
     low, high = (float(v) for v in np.percentile(values, [1.0, 99.5]))
     return (low, high) if high > low else (low, low + 1.0)
 
@@ -124,7 +127,7 @@ def _symmetric_limit(values: np.ndarray, percentile: float = 99.5) -> float:
 def _overlay(values: np.ndarray, limit: float, opacity: float, mask: np.ndarray | None = None) -> np.ndarray:
     """RGBA of a diverging map whose opacity grows with |value| (transparent at 0)."""
     norm = Normalize(-limit, limit, clip=True)
-    rgba = colormaps[DIVERGING](norm(values))
+    rgba = colormaps[DIVERGING](norm(values)).astype(np.float32)  # the figure keeps it: half of float64's size
     strength = np.clip(np.abs(values) / limit, 0.0, 1.0) ** 0.6
     rgba[..., 3] = opacity * strength
     if mask is not None:
@@ -269,12 +272,13 @@ def figure_traversal_montage(traversal: TraversalLike, alphas: Sequence[int | fl
         chosen = sorted({int(traversal.baseline_index), *(int(i) for i in spread)})
     else:
         chosen = [int(i) for i in select_alphas(traversal, alphas)]  # type: ignore[arg-type]
-    if baseline is None:
+    if baseline is None and (foreground is None or grey is None):
         baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)
     if foreground is None:
-        foreground = _foreground(baseline, traversal)
+        foreground = _foreground(baseline, traversal)  # type: ignore[arg-type]
     rows = list(positions) if positions is not None else view.positions(foreground, n_positions)
-    base_planes = {p: view.slice(baseline, p) for p in rows}
+    base_planes = {p: view.slice(baseline, p) for p in rows} if baseline is not None else \
+        view.frame_slices(traversal, traversal.baseline_index, rows)
     planes = {i: base_planes if i == traversal.baseline_index else view.frame_slices(traversal, i, rows)
               for i in chosen}
     differences = {i: {p: planes[i][p] - base_planes[p] for p in rows} for i in chosen}
@@ -326,16 +330,21 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
     grey : (float, float), optional
         The grey scale's limits (percentiles of the anatomy in the mask by default).
     """
+    image: np.ndarray | None = None
     if isinstance(anatomy, np.ndarray):
         image, plane = np.asarray(anatomy, dtype=np.float32), plane or "axial"
     else:
-        image, plane = np.asarray(anatomy.frame(anatomy.baseline_index), dtype=np.float32), plane or _plane_of(anatomy)
-    if image.shape != eigen.grid.shape:
+        plane = plane or _plane_of(anatomy)
+        if grey is None or getattr(anatomy, "read_region", None) is None:  # else only the shown planes are read
+            image = np.asarray(anatomy.frame(anatomy.baseline_index), dtype=np.float32)
+    if image is not None and image.shape != eigen.grid.shape:
         raise MismatchError(f"the anatomy of shape {image.shape} is not on the maps' grid {eigen.grid.shape}")
     view = _PlaneView(eigen.grid, plane)
     count = eigen.n_components if components is None else min(int(components), eigen.n_components)
     rows = list(positions) if positions is not None else view.positions(eigen.mask, n_positions)
-    low, high = grey if grey is not None else _grey_limits(image, eigen.mask)
+    low, high = grey if grey is not None else _grey_limits(image, eigen.mask)  # type: ignore[arg-type]
+    anatomy_planes = {p: view.slice(image, p) for p in rows} if image is not None else \
+        view.frame_slices(anatomy, anatomy.baseline_index, rows)  # type: ignore[union-attr]
     mask_planes = {p: view.slice(eigen.mask, p) for p in rows}
     figure = _new_figure(2.0 * len(rows) + 2.9, 1.95 * count + 0.5)
     grid = figure.add_gridspec(count, len(rows) + 2, width_ratios=[1.5, 0.05] + [1.0] * len(rows))
@@ -358,7 +367,7 @@ def figure_component_maps(eigen: EigenResult, anatomy: TraversalLike | np.ndarra
         for c, position in enumerate(rows):
             ax = figure.add_subplot(grid[k, c + 2])
             axes.append(ax)
-            ax.imshow(view.slice(image, position), cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
+            ax.imshow(anatomy_planes[position], cmap="gray", vmin=low, vmax=high, aspect=view.aspect,
                       interpolation="nearest")
             ax.imshow(_overlay(component_planes[position], limit, opacity, mask_planes[position]),
                       aspect=view.aspect, interpolation="nearest")
@@ -450,16 +459,24 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
     out.mkdir(parents=True, exist_ok=True)
     plane = _plane_of(traversal)
     positions = _PlaneView(eigen.grid, plane).positions(eigen.mask, 4)
-    baseline = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)  # read once, shown twice
     # The analysis's default mask is the montage's foreground by definition; no need to compute it again.
     foreground = eigen.mask if eigen.mask_info.get("kind") == "baseline foreground" else None
-    grey = _grey_limits(baseline, eigen.mask) if foreground is not None else None  # the same for both figures
-    figures = {"eigenvectors": figure_eigenvectors(eigen), "spectrum": figure_spectrum(eigen),
-               "montage": figure_traversal_montage(traversal, positions=positions, baseline=baseline,
-                                                   foreground=foreground, grey=grey),
-               "components": figure_component_maps(eigen, baseline, positions=positions, plane=plane, grey=grey)}
-    for key, figure in figures.items():
-        save_figure(figure, out / FIGURES[key], dpi=dpi)
+    masked_values = getattr(traversal, "masked_values", None)
+    baseline: np.ndarray | None = None
+    anatomy: TraversalLike | np.ndarray = traversal
+    if foreground is not None and masked_values is not None:
+        # A store: the grey scale from the masked voxels read slab by slab, the planes read alone.
+        grey: tuple[float, float] | None = _grey_limits_of(masked_values(traversal.baseline_index, eigen.mask))
+    else:
+        baseline = anatomy = np.asarray(traversal.frame(traversal.baseline_index), dtype=np.float32)  # read once
+        grey = _grey_limits(baseline, eigen.mask) if foreground is not None else None  # the same for both figures
+    figures: dict[str, Callable[[], Figure]] = {
+        "eigenvectors": lambda: figure_eigenvectors(eigen), "spectrum": lambda: figure_spectrum(eigen),
+        "montage": lambda: figure_traversal_montage(traversal, positions=positions, baseline=baseline,
+                                                    foreground=foreground, grey=grey),
+        "components": lambda: figure_component_maps(eigen, anatomy, positions=positions, plane=plane, grey=grey)}
+    for key, make in figures.items():  # one figure (and its images) in memory at a time
+        save_figure(make(), out / FIGURES[key], dpi=dpi)
     summary = _summary(traversal, eigen)
     report = {"format": REPORT_FORMAT, "format_version": REPORT_VERSION, "summary": summary,
               "eigen": {k: v for k, v in eigen.to_json().items() if k not in ("grid", "source")},

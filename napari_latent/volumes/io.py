@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -247,9 +248,6 @@ def save_volume(data_or_volume: Volume | np.ndarray, path: str | os.PathLike[str
     Path
         The written file. It overlays the reference volume exactly in any NIfTI viewer.
     """
-    path = Path(path)
-    if not is_nifti_path(path):
-        raise VolumeError(f"{path}: output must end in .nii or .nii.gz")
     if isinstance(data_or_volume, Volume):
         volume = data_or_volume
         if like is None and affine is None:
@@ -257,41 +255,73 @@ def save_volume(data_or_volume: Volume | np.ndarray, path: str | os.PathLike[str
         data = volume.data
     else:
         data = np.asarray(data_or_volume)
-    ref_affine, ref_header, ref_shape = _reference(like, affine)
     if data.ndim not in (3, 4):
         raise VolumeError(f"can only write 3D or 4D arrays, got shape {data.shape}")
-    if ref_shape is not None and tuple(data.shape[:3]) != tuple(ref_shape):
-        raise MismatchError(f"data of shape {data.shape} is not on the reference grid {tuple(ref_shape)}")
+    flat = data.reshape(*data.shape[:3], -1)
+    return save_volume_slabs(lambda frame, first, last: flat[:, :, first:last, frame], data.shape, path, like,
+                             affine, dtype, description)
+
+
+def save_volume_slabs(read: Callable[[int, int, int], np.ndarray], shape: tuple[int, ...],
+                      path: str | os.PathLike[str], like: Volume | Grid | None = None,
+                      affine: np.ndarray | None = None, dtype: np.dtype | type | str = np.float32,
+                      description: str = "napari-latent") -> Path:
+    """Write a volume given slab by slab as NIfTI, atomically: :func:`save_volume` without the whole array.
+
+    ``read(frame, first, last)`` returns ``data[:, :, first:last, frame]`` (``frame`` 0 for a
+    3D ``shape``); slabs of about 16 MB are asked for in file order (NIfTI is Fortran
+    order: slabs of the last axes follow each other), so a volume computed or read in
+    pieces (an eigen map from its masked values, a frame of a store) is never whole in
+    memory, and the file is never a whole byte string before it is compressed.
+    Parameters as :func:`save_volume`.
+    """
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise VolumeError(f"{path}: output must end in .nii or .nii.gz")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (3, 4):
+        raise VolumeError(f"can only write 3D or 4D arrays, got shape {shape}")
+    ref_affine, ref_header, ref_shape = _reference(like, affine)
+    if ref_shape is not None and tuple(shape[:3]) != tuple(ref_shape):
+        raise MismatchError(f"data of shape {shape} is not on the reference grid {tuple(ref_shape)}")
     out_dtype = np.dtype(dtype)
-    if out_dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise VolumeError("refusing to write NaN or infinite voxels")
-    image = nib.Nifti1Image(np.asarray(data, dtype=out_dtype), ref_affine)
-    sform_code = int(ref_header.get("sform_code") or 0) or 1
-    qform_code = int(ref_header.get("qform_code") or 0) or 1
-    image.set_sform(ref_affine, code=sform_code)
-    image.set_qform(ref_affine, code=qform_code)
-    xyz = ref_header.get("xyz_units", "mm")
-    t = ref_header.get("t_units", "sec")
-    image.header.set_xyzt_units(xyz if xyz != "unknown" else "mm", t if t != "unknown" else "sec")
-    image.header["descrip"] = description.encode("latin-1", "replace")[:79]
-    image.header.set_data_offset(352)
-    image.header.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
-    # Streamed slab by slab (Fortran order: slabs of the last axes follow each other in the
-    # file), so a CT-sized map is never copied whole into a byte string and then compressed.
+    header = _nifti_header(shape, out_dtype, ref_affine, ref_header, description)
+    frames = shape[3] if len(shape) == 4 else 1
+    planes = max(1, (16 << 20) // max(1, shape[0] * shape[1] * out_dtype.itemsize))
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         stream = fast_gzip.writer(raw) if str(path).lower().endswith(".gz") else raw
         try:
-            block = image.header.binaryblock
+            block = header.binaryblock
             stream.write(block + b"\x00" * (352 - len(block)))
-            data = image.dataobj  # the array in out_dtype
-            flat = data.reshape(*data.shape[:3], -1)
-            planes = max(1, (16 << 20) // max(1, data.shape[0] * data.shape[1] * out_dtype.itemsize))
-            for frame in range(flat.shape[3]):
-                for first in range(0, data.shape[2], planes):
-                    slab = flat[:, :, first:first + planes, frame]
-                    stream.write(np.asfortranarray(slab).astype(out_dtype.newbyteorder("<"), copy=False)
-                                 .tobytes(order="F"))
+            for frame in range(frames):
+                for first in range(0, shape[2], planes):
+                    last = min(shape[2], first + planes)
+                    slab = np.asarray(read(frame, first, last))
+                    if slab.shape != (shape[0], shape[1], last - first):
+                        raise MismatchError(f"a slab of shape {slab.shape} where {(shape[0], shape[1], last - first)} "
+                                            "was expected")
+                    if out_dtype.kind == "f" and not np.all(np.isfinite(slab)):
+                        raise VolumeError("refusing to write NaN or infinite voxels")
+                    stream.write(np.asfortranarray(slab, dtype=out_dtype.newbyteorder("<")).tobytes(order="F"))
         finally:
             if stream is not raw:
                 stream.close()
     return path
+
+
+def _nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, reference: dict[str, Any],
+                  description: str) -> nib.Nifti1Header:
+    """The header :func:`save_volume` writes: the reference's form codes and units (mm and s by default)."""
+    image = nib.Nifti1Image(np.zeros((1, 1, 1), dtype=dtype), affine)
+    header = image.header
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_sform(affine, code=int(reference.get("sform_code") or 0) or 1)
+    header.set_qform(affine, code=int(reference.get("qform_code") or 0) or 1)
+    xyz = reference.get("xyz_units", "mm")
+    t = reference.get("t_units", "sec")
+    header.set_xyzt_units(xyz if xyz != "unknown" else "mm", t if t != "unknown" else "sec")
+    header["descrip"] = description.encode("latin-1", "replace")[:79]
+    header.set_data_offset(352)
+    header.set_slope_inter(1.0, 0.0)  # what nibabel writes for unscaled data
+    return header

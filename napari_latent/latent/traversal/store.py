@@ -297,6 +297,23 @@ class StoredTraversal(_TraversalFacts):
         mask = foreground_mask(np.asarray(self.frames[self.baseline_index]))
         return np.ascontiguousarray(self.from_working(mask))
 
+    def masked_values(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """The values of frame ``index`` at a source-grid mask's voxels (stored order), read slab by slab.
+
+        The same values as ``frame(index)[mask]`` in another order (what percentiles need),
+        without the whole frame in memory.
+        """
+        stored_mask = self.to_working(np.asarray(mask, dtype=bool))
+        out = np.empty(int(np.count_nonzero(mask)), dtype=np.float32)
+        at, step, index = 0, self.block_alignment, self._index(index)
+        for first in range(0, self.working_shape[0], step):
+            inside = stored_mask[first:first + step]
+            count = int(np.count_nonzero(inside))
+            if count:
+                out[at:at + count] = self.frames[index, first:first + step][inside]
+                at += count
+        return out
+
     def read_region(self, index: int, region: tuple[slice, slice, slice]) -> np.ndarray:
         """The voxels of a box of the source grid at alpha number ``index`` (source order; only its chunks are read).
 
