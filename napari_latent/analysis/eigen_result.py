@@ -8,9 +8,7 @@ the mask's voxels, difference maps) and makes the maps on the volume grid;
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from .._atomic import write_json_atomic
 from ..errors import UserInputError
 from ..volumes.grid import Grid
-from ..volumes.io import Volume, open_volume, save_volume, save_volume_slabs
+from ..volumes.io import Volume, open_volume, save_volume
 
 EIGEN_FORMAT = "napari-latent-eigen"
 EIGEN_VERSION = 1
@@ -205,27 +203,26 @@ class EigenResult:
         out.mkdir(parents=True, exist_ok=True)
         reference: Volume | Grid = self.grid if like is None else like
         self.grid.check_same(reference.grid if isinstance(reference, Volume) else reference, "the reference")
-        jobs: list[Callable[[], object]] = [
-            functools.partial(self._save_component, k, out / f"component_{k + 1}.nii.gz", reference)
-            for k in range(self.n_components)]
-        if self.differences is not None:
-            jobs += [functools.partial(save_volume, data, out / name, like=reference,
-                                       description="napari-latent difference map")
-                     for name, data in zip(self.difference_names(), self.differences)]
-        jobs.append(functools.partial(save_volume, self.mask.astype(np.uint8), out / "mask.nii.gz", like=reference,
-                                      dtype=np.uint8, description="napari-latent eigen mask"))
-        # Two at a time: compressing a CT-sized map takes about a second of one core (the
-        # compressor releases the GIL); the component maps are made slab by slab.
+        def maps() -> None:  # one map in memory at a time
+            for k in range(self.n_components):
+                save_volume(self.component_map(k), out / f"component_{k + 1}.nii.gz", like=reference,
+                            description=f"napari-latent eigencomponent {k + 1}")
+
+        def others() -> None:
+            if self.differences is not None:
+                for name, data in zip(self.difference_names(), self.differences):
+                    save_volume(data, out / name, like=reference, description="napari-latent difference map")
+            save_volume(self.mask.astype(np.uint8), out / "mask.nii.gz", like=reference, dtype=np.uint8,
+                        description="napari-latent eigen mask")
+
+        # The maps on one thread, the rest on another: compressing a CT-sized volume takes
+        # about a second of one core (the compressor releases the GIL), and only one map is
+        # made at a time.
         with ThreadPoolExecutor(2, thread_name_prefix="napari-latent-save") as pool:
-            for future in [pool.submit(job) for job in jobs]:
+            for future in [pool.submit(maps), pool.submit(others)]:
                 future.result()
         write_json_atomic(out / "eigen.json", self.to_json())
         return out
-
-    def _save_component(self, k: int, path: Path, reference: Volume | Grid) -> None:
-        """Map ``k`` written slab by slab from its masked values (no whole map in memory)."""
-        save_volume_slabs(_ComponentSlabs(self, k), self.grid.shape, path, like=reference,
-                          description=f"napari-latent eigencomponent {k + 1}")
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str]) -> EigenResult:
@@ -261,28 +258,3 @@ class EigenResult:
                    np.asarray([d["index"] for d in meta.get("differences", [])], dtype=np.int64),
                    meta.get("units", "latent"), mask_info, meta.get("source") or {})
 
-
-class _ComponentSlabs:
-    """``read(frame, first, last)`` for :func:`~napari_latent.volumes.io.save_volume_slabs`: slabs
-    ``[:, :, first:last]`` of a component map, asked for in order.
-
-    The same values as :meth:`EigenResult.component_region`, but the count of each row's
-    masked voxels before the slab is carried from slab to slab instead of recounted.
-    """
-
-    def __init__(self, result: EigenResult, k: int) -> None:
-        self.result, self.k, self.next = result, int(k), 0
-        self.before = np.zeros(result.mask.shape[:2], dtype=np.int64)
-
-    def __call__(self, _frame: int, first: int, last: int) -> np.ndarray:
-        if first != self.next:  # out of order: the general path
-            shape = self.result.grid.shape
-            return self.result.component_region(self.k, (slice(0, shape[0]), slice(0, shape[1]), slice(first, last)))
-        inside = self.result.mask[:, :, first:last]
-        ranks = (self.result._row_starts() + self.before)[..., None] + np.cumsum(inside, axis=2, dtype=np.int64) \
-            - inside
-        out = np.zeros(inside.shape, dtype=np.float32)
-        out[inside] = self.result.projections[ranks[inside], self.k]
-        self.before += inside.sum(axis=2, dtype=np.int64)
-        self.next = last
-        return out

@@ -258,15 +258,15 @@ def save_volume(data_or_volume: Volume | np.ndarray, path: str | os.PathLike[str
     if data.ndim not in (3, 4):
         raise VolumeError(f"can only write 3D or 4D arrays, got shape {data.shape}")
     flat = data.reshape(*data.shape[:3], -1)
-    return save_volume_slabs(lambda frame, first, last: flat[:, :, first:last, frame], data.shape, path, like,
+    return _save_slabs(lambda frame, first, last: flat[:, :, first:last, frame], data.shape, path, like,
                              affine, dtype, description)
 
 
-def save_volume_slabs(read: Callable[[int, int, int], np.ndarray], shape: tuple[int, ...],
+def _save_slabs(read: Callable[[int, int, int], np.ndarray], shape: tuple[int, ...],
                       path: str | os.PathLike[str], like: Volume | Grid | None = None,
                       affine: np.ndarray | None = None, dtype: np.dtype | type | str = np.float32,
                       description: str = "napari-latent") -> Path:
-    """Write a volume given slab by slab as NIfTI, atomically: :func:`save_volume` without the whole array.
+    """Write a volume given slab by slab as NIfTI, atomically (what :func:`save_volume` does).
 
     ``read(frame, first, last)`` returns ``data[:, :, first:last, frame]`` (``frame`` 0 for a
     3D ``shape``); slabs of about 16 MB are asked for in file order (NIfTI is Fortran
@@ -285,7 +285,7 @@ def save_volume_slabs(read: Callable[[int, int, int], np.ndarray], shape: tuple[
     if ref_shape is not None and tuple(shape[:3]) != tuple(ref_shape):
         raise MismatchError(f"data of shape {shape} is not on the reference grid {tuple(ref_shape)}")
     out_dtype = np.dtype(dtype)
-    header = _nifti_header(shape, out_dtype, ref_affine, ref_header, description)
+    header = nifti_header(shape, out_dtype, ref_affine, ref_header, description)
     frames = shape[3] if len(shape) == 4 else 1
     planes = max(1, (16 << 20) // max(1, shape[0] * shape[1] * out_dtype.itemsize))
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
@@ -309,9 +309,11 @@ def save_volume_slabs(read: Callable[[int, int, int], np.ndarray], shape: tuple[
     return path
 
 
-def _nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, reference: dict[str, Any],
+def nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, reference: dict[str, Any],
                   description: str) -> nib.Nifti1Header:
-    """The header :func:`save_volume` writes: the reference's form codes and units (mm and s by default)."""
+    """The NIfTI-1 header napari-latent writes: ``shape``, ``dtype``, the affine as sform and qform
+    (the reference's codes, else 1), its units (mm and s by default), the description, data at
+    byte 352, no scaling."""
     image = nib.Nifti1Image(np.zeros((1, 1, 1), dtype=dtype), affine)
     header = image.header
     header.set_data_dtype(dtype)

@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-import nibabel as nib
 import numpy as np
 
 from ..._atomic import discard, publish, temporary_beside, write_json_atomic
 from ...errors import MismatchError, UserInputError, VolumeError
 from ...volumes import fast_gzip
 from ...volumes.grid import Grid
-from ...volumes.io import is_nifti_path
+from ...volumes.io import is_nifti_path, nifti_header
 from ...volumes.slicing import SliceGeometry
 from .direction import TraversalDirection
 
@@ -128,15 +127,7 @@ class NiftiFramesWriter:
         if not is_nifti_path(self.path):
             raise VolumeError(f"{self.path}: a traversal must be saved as .nii.gz or .nii")
         self.grid, self.count, self.written = grid, int(count), 0
-        header = nib.Nifti1Header()
-        header.set_data_dtype(np.float32)
-        header.set_data_shape((*grid.shape, count))
-        header.set_sform(np.asarray(grid.affine), code=1)
-        header.set_qform(np.asarray(grid.affine), code=1)
-        header.set_xyzt_units("mm", "sec")
-        header["descrip"] = description.encode("latin-1", "replace")[:79]
-        header.set_data_offset(352)
-        header.set_slope_inter(1.0, 0.0)
+        header = nifti_header((*grid.shape, count), np.dtype(np.float32), np.asarray(grid.affine), {}, description)
         self.tmp = temporary_beside(self.path)
         try:
             self.raw: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
