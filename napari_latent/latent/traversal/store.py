@@ -49,6 +49,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -338,15 +339,29 @@ class StoredTraversal(_TraversalFacts):
 
         Blocks are ``(A, last - first, rows, cols)`` in the stored (display) order; slabs
         after the first start at multiples of ``chunk`` (:meth:`default_chunk` by default).
+        Memory: two blocks (the next one is read while this one is used).
         """
         total = self.working_shape[0]
         stop = total if stop is None else min(int(stop), total)
         step = self.default_chunk() if chunk is None else max(1, int(chunk))
-        first = max(0, int(start))
+        bounds, first = [], max(0, int(start))
         while first < stop:
             last = min(stop, (first // step + 1) * step)
-            yield first, last, self.frames[:, first:last]
+            bounds.append((first, last))
             first = last
+        # The next slab is read (and decompressed) on another thread while the caller works
+        # on this one: reading is half of a pass over a CT-sized store.
+        with ThreadPoolExecutor(1, thread_name_prefix="napari-latent-read") as pool:
+            ahead = pool.submit(self._read_slab, *bounds[0]) if bounds else None
+            for number, (first, last) in enumerate(bounds):
+                block = ahead.result()  # type: ignore[union-attr]
+                ahead = pool.submit(self._read_slab, *bounds[number + 1]) if number + 1 < len(bounds) else None
+                yield first, last, block
+            if ahead is not None:
+                ahead.cancel()
+
+    def _read_slab(self, first: int, last: int) -> np.ndarray:
+        return self.frames[:, first:last]
 
     def display_array(self) -> Any:
         """The frames as a lazy dask array ``(A, S, P, L)`` in napari's display orientation.
