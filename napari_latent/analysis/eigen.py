@@ -90,6 +90,7 @@ import numpy as np
 
 from ..errors import MismatchError, UserInputError
 from ..progress import Operation, ProgressArg, StopFlag, run_operation
+from ..volumes.arrays import contiguous
 from ..volumes.io import Volume, open_volume
 from ..volumes.masks import foreground_mask
 from .eigen_passes import (
@@ -251,7 +252,7 @@ def iter_eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | s
     baseline = int(traversal.baseline_index)
     which = np.zeros(0, dtype=np.int64) if differences is None else select_alphas(traversal, differences)
     source_mask, mask_info = resolve_mask(traversal, mask)
-    work_mask = np.ascontiguousarray(traversal.to_working(source_mask))
+    work_mask = contiguous(traversal.to_working(source_mask))
     plan = plan_slabs(traversal, work_mask, chunk, whole_volume=bool(len(which)))
     moments = yield from iter_moments(traversal, work_mask, plan, center, baseline, stop)
     if moments is None:

@@ -10,6 +10,7 @@ from scipy import ndimage
 from skimage import filters, measure
 
 from ..errors import VolumeError
+from .arrays import contiguous
 from .io import Volume
 from .orientation import DISPLAY_CODES, reorientation
 
@@ -46,7 +47,7 @@ def foreground_mask(volume: Volume | np.ndarray, threshold: float | None = None,
         # contiguous copy, without copying a CT-sized volume.)
         reo = reorientation(volume.grid, DISPLAY_CODES)
         mask = foreground_mask(reo.apply(volume.data), threshold, fill_holes, largest_component)
-        return np.ascontiguousarray(reo.invert(mask))
+        return contiguous(reo.invert(mask))
     data = np.asarray(volume, dtype=np.float32)
     if data.ndim != 3:
         raise VolumeError(f"a foreground mask needs a 3D volume, got shape {data.shape}")

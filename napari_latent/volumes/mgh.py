@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import VolumeError
+from .arrays import contiguous
 from .io import MAX_VOXELS, Volume
 from .readers import frame_index, register_reader
 
@@ -75,7 +76,7 @@ def read_mgh(path: Path, index: int | None = None) -> Volume:
     except (EOFError, OSError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
         raise VolumeError(f"{path}: the voxel data cannot be read; the file is truncated or corrupt "
                           f"({_short(exc)})") from exc
-    data = np.ascontiguousarray(data.reshape(dims[:3]))
+    data = contiguous(data.reshape(dims[:3]))
     facts = {"format": "mgh", "dtype": str(image.header.get_data_dtype()), "xyz_units": "mm",
              "t_units": "unknown", "sform_code": 1, "qform_code": 1, "affine_source": "vox2ras",
              "frame": frame if frames > 1 else None, "frames": frames, "nonfinite_voxels": 0}

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MismatchError, VolumeError
+from .arrays import contiguous
 from .grid import Grid
 from .io import Volume
 from .masks import bounding_box, foreground_mask
@@ -267,7 +268,7 @@ class SliceGeometry:
             raise ValueError(f"unknown kind {kind!r}")
         planes = self._filled_planes(fill, default_fill)
         paste(planes, take, resized, self.box)
-        return np.ascontiguousarray(self.reorientation.invert(planes))
+        return contiguous(self.reorientation.invert(planes))
 
     def _filled_planes(self, fill: float | np.ndarray | Volume | None, default: float) -> np.ndarray:
         if fill is None:
@@ -286,7 +287,7 @@ class SliceGeometry:
         r0, r1, c0, c1 = self.box  # the box, clipped to the planes (what ``paste`` keeps)
         _, height, width = self.plane_shape
         planes[take, max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)] = True
-        return np.ascontiguousarray(self.reorientation.invert(planes))
+        return contiguous(self.reorientation.invert(planes))
 
 
 def _crop_padded(slices: np.ndarray, box: tuple[int, int, int, int], pad_value: float) -> np.ndarray:

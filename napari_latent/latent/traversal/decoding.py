@@ -16,6 +16,7 @@ from ...device import get_device
 from ...errors import UserInputError
 from ...models.base import GenerativeModel
 from ...models.inference_rewrites import rewrite_for_inference
+from ...volumes.arrays import contiguous
 from ...volumes.io import Volume
 from ...volumes.orientation import DisplayGeometry
 from ...volumes.slicing import SliceGeometry, paste, resize_images
@@ -166,7 +167,7 @@ class _Painter:
     @functools.cached_property
     def plane_fill(self) -> np.ndarray | None:
         """The fill in the plane orientation, contiguous (None: the window's low end)."""
-        return None if self.source_fill is None else np.ascontiguousarray(self.reorientation.apply(self.source_fill))
+        return None if self.source_fill is None else contiguous(self.reorientation.apply(self.source_fill))
 
     def blank(self, start: int, stop: int, count: int | None = None) -> np.ndarray:
         """``(count, stop - start, rows, cols)`` (or 3D without count) slabs of the fill."""
@@ -213,7 +214,7 @@ class _Painter:
             frame[...] = self.low
             return
         if self._display_fill is None or self._display_fill[0] is not display:
-            self._display_fill = (display, np.ascontiguousarray(display.to_display(self.source_fill)))
+            self._display_fill = (display, contiguous(display.to_display(self.source_fill)))
         frame[...] = self._display_fill[1]
 
     def write(self, frame: np.ndarray, crops: np.ndarray, rows: np.ndarray) -> None:

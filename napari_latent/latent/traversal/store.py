@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import MismatchError, UserInputError, VolumeError
+from ...volumes.arrays import contiguous
 from ...volumes.grid import Grid
 from ...volumes.orientation import DISPLAY_CODES, DisplayGeometry, display_geometry
 from ...volumes.slicing import SliceGeometry
@@ -284,7 +285,7 @@ class StoredTraversal(_TraversalFacts):
     # -- reading --------------------------------------------------------------------------------
     def frame(self, index: int) -> np.ndarray:
         """The volume at alpha number ``index`` on the source grid (read from disk)."""
-        return np.ascontiguousarray(self.from_working(self.frames[self._index(index)]))
+        return contiguous(self.from_working(self.frames[self._index(index)]))
 
     def baseline_foreground(self) -> np.ndarray:
         """:func:`~napari_latent.volumes.foreground_mask` of the baseline frame, on the source grid.
@@ -296,7 +297,7 @@ class StoredTraversal(_TraversalFacts):
         from ...volumes.masks import foreground_mask
 
         mask = foreground_mask(np.asarray(self.frames[self.baseline_index]))
-        return np.ascontiguousarray(self.from_working(mask))
+        return contiguous(self.from_working(mask))
 
     def masked_values(self, index: int, mask: np.ndarray) -> np.ndarray:
         """The values of frame ``index`` at a source-grid mask's voxels (stored order), read slab by slab.
@@ -322,7 +323,7 @@ class StoredTraversal(_TraversalFacts):
         :meth:`~napari_latent.volumes.orientation.Reorientation.source_region` gives.
         """
         stored = self.display.reorientation.target_region(region)
-        return np.ascontiguousarray(self.from_working(self.frames[(self._index(index), *stored)]))
+        return contiguous(self.from_working(self.frames[(self._index(index), *stored)]))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for index in range(len(self)):
