@@ -228,7 +228,7 @@ def iter_projections(traversal: TraversalLike, source_mask: np.ndarray, work_mas
     """
     vectors, means = found.vectors, found.means
     keep = vectors.shape[1]
-    rank = _source_rank(traversal, source_mask, work_mask)
+    rank = _SourceRanks.of(traversal, source_mask, work_mask)
     projections = np.empty((voxels, keep), dtype=np.float32)
     diffs = np.zeros((len(which), *traversal.grid.shape), dtype=np.float32) if len(which) else None
     diffs_view = None if diffs is None else traversal.to_working(diffs)
@@ -251,7 +251,7 @@ def iter_projections(traversal: TraversalLike, source_mask: np.ndarray, work_mas
                 np.matmul(change.T, weights, out=target)
                 target -= offset
             else:
-                projections[rank[row:row + indices.size]] = change.T @ weights - offset
+                projections[rank.of_slab(start, indices, work_mask.shape, row)] = change.T @ weights - offset
             row += indices.size
         done += 1
         yield ProgressEvent(done, plan.blocks, "component maps", stage="eigen")
@@ -325,14 +325,40 @@ def _plane_extent(mask: np.ndarray) -> tuple[int, int]:
     return int(planes[0]), int(planes[-1]) + 1
 
 
-def _source_rank(traversal: TraversalLike, source_mask: np.ndarray, work_mask: np.ndarray) -> np.ndarray | None:
-    """Source-order row of each masked voxel, in the working order; None when the orders agree.
+class _SourceRanks:
+    """Where each masked voxel of a slab of the working order goes among the mask's voxels in source order.
 
-    Made before the projections exist, from one int32 volume that is freed at once.
+    With the traversal's ``working_reorientation`` (stores and lazy traversals have one) it is
+    found slab by slab: the voxels' source coordinates, then their place among the sorted
+    source indices of the mask (one int64 per masked voxel, made once). Otherwise from one
+    int32 volume of ranks made before the projections exist (the rows in the working order).
     """
-    view = traversal.to_working(source_mask)
-    if view.strides == source_mask.strides and view.ctypes.data == source_mask.ctypes.data:
-        return None
-    order = np.zeros(source_mask.shape, dtype=np.int32)
-    order[source_mask] = np.arange(int(work_mask.sum()), dtype=np.int32)
-    return traversal.to_working(order)[work_mask]
+
+    def __init__(self, table: np.ndarray, reorientation: Any | None) -> None:
+        self.table, self.reorientation = table, reorientation
+
+    @classmethod
+    def of(cls, traversal: TraversalLike, source_mask: np.ndarray, work_mask: np.ndarray) -> _SourceRanks | None:
+        """None when the working order is the source order (no reordering needed)."""
+        view = traversal.to_working(source_mask)
+        if view.strides == source_mask.strides and view.ctypes.data == source_mask.ctypes.data:
+            return None
+        reorientation = getattr(traversal, "working_reorientation", None)
+        if reorientation is not None:
+            return cls(np.flatnonzero(source_mask), reorientation)
+        order = np.zeros(source_mask.shape, dtype=np.int32)
+        order[source_mask] = np.arange(int(work_mask.sum()), dtype=np.int32)
+        return cls(traversal.to_working(order)[work_mask], None)
+
+    def of_slab(self, start: int, indices: np.ndarray, work_shape: tuple[int, ...], row: int) -> np.ndarray:
+        """Source-order ranks of a slab's masked voxels (``indices``: flat in the slab, from plane ``start``)."""
+        if self.reorientation is None:
+            return self.table[row:row + indices.size]
+        working = np.unravel_index(indices, work_shape)  # axis 0 counted from the slab's first plane
+        coordinates = []
+        source_shape = self.reorientation.source_shape
+        for axis, (target, flip) in enumerate(self.reorientation.transform):
+            position = working[int(target)] + (start if int(target) == 0 else 0)
+            coordinates.append(position if flip == 1 else source_shape[axis] - 1 - position)
+        flat = np.ravel_multi_index(tuple(coordinates), source_shape)
+        return np.searchsorted(self.table, flat)

@@ -265,12 +265,12 @@ def test_eigen_over_lazy_frames_equals_the_eager_result(lazy_traversal) -> None:
 
 
 def test_results_keep_the_components_at_the_mask_and_make_maps_on_demand(lazy_traversal) -> None:
-    from napari_latent.analysis.eigen_passes import _source_rank
+    from napari_latent.analysis.eigen_passes import _SourceRanks
 
     lazy = lazy_traversal
     mask = np.ascontiguousarray(lazy.modelled_mask())
     # the lazy traversal works in the model's plane orientation, not in the source order
-    assert _source_rank(lazy, mask, np.ascontiguousarray(lazy.to_working(mask))) is not None
+    assert _SourceRanks.of(lazy, mask, np.ascontiguousarray(lazy.to_working(mask))) is not None
     result = eigencomponents(lazy, mask=mask, n_components=3, differences="none")
     assert result.projections.shape == (int(mask.sum()), 3) and result.projections.dtype == np.float32
     maps = result.maps

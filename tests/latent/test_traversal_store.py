@@ -233,3 +233,24 @@ def test_opening_what_is_not_a_traversal_store_is_a_clear_error(stored, tmp_path
         open_traversal(newer)
     with pytest.raises(UserInputError, match="not a Zarr store"):
         StoreWriter(tmp_path / "plain.zarr", stored.grid, 2)
+
+
+def test_ranks_without_a_working_reorientation_agree(stored, eager) -> None:
+    """A traversal that does not say how it reorients gets the source ranks from one int32 volume instead."""
+
+    class Opaque:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __len__(self):
+            return len(self._inner)
+
+        def __getattr__(self, name):
+            if name == "working_reorientation":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    hidden = eigencomponents(Opaque(stored), n_components=2)
+    shown = eigencomponents(stored, n_components=2)
+    np.testing.assert_array_equal(hidden.projections, shown.projections)
+    np.testing.assert_allclose(shown.projections, eigencomponents(eager, n_components=2).projections, atol=1e-5)

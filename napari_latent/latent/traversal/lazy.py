@@ -166,6 +166,11 @@ class LazyTraversal(_TraversalFacts):
         """Plane-oriented array back to the source's array order (a view)."""
         return self._painter.reorientation.invert(array)
 
+    @property
+    def working_reorientation(self) -> Any:
+        """The :class:`~napari_latent.volumes.orientation.Reorientation` from the source order to the blocks'."""
+        return self._painter.reorientation
+
     def default_chunk(self, budget_bytes: int = 64 << 20) -> int:
         """Planes per block so that a block of every alpha takes about ``budget_bytes``."""
         plane = int(np.prod(self.working_shape[1:])) * 4 * max(len(self), 1)

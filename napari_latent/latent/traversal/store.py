@@ -272,6 +272,11 @@ class StoredTraversal(_TraversalFacts):
         return self.display.from_display(array)
 
     @property
+    def working_reorientation(self) -> Any:
+        """The :class:`~napari_latent.volumes.orientation.Reorientation` from the source order to the stored one."""
+        return self.display.reorientation
+
+    @property
     def block_alignment(self) -> int:
         """Planes per chunk: slabs that start at multiples of it read each chunk once."""
         return int(self.frames.chunks[1])
