@@ -253,16 +253,22 @@ def iter_eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | s
     which = np.zeros(0, dtype=np.int64) if differences is None else select_alphas(traversal, differences)
     source_mask, mask_info = resolve_mask(traversal, mask)
     work_mask = contiguous(traversal.to_working(source_mask))
-    plan = plan_slabs(traversal, work_mask, chunk, whole_volume=bool(len(which)))
+    # A store's difference maps stay on disk (a lazy array, computed when saved or shown), and
+    # pass 2 then reads only the planes of the mask.
+    lazy_differences = getattr(traversal, "lazy_differences", None) if len(which) else None
+    computed = np.zeros(0, dtype=np.int64) if lazy_differences is not None else which
+    plan = plan_slabs(traversal, work_mask, chunk, whole_volume=bool(len(computed)))
     moments = yield from iter_moments(traversal, work_mask, plan, center, baseline, stop)
     if moments is None:
         return None
     found = decompose(moments, center, keep, traversal.alphas)
-    maps = yield from iter_projections(traversal, source_mask, work_mask, plan, which, center, baseline, found,
+    maps = yield from iter_projections(traversal, source_mask, work_mask, plan, computed, center, baseline, found,
                                        moments.voxels, moments.done, stop)
     if maps is None:
         return None
     projections, diffs = maps
+    if lazy_differences is not None:
+        diffs = lazy_differences(which)
     return EigenResult(np.asarray(traversal.alphas, dtype=np.float64), found.values, found.ratio, found.vectors,
                        projections, source_mask, traversal.grid, baseline, center, found.means, moments.voxels, diffs,
                        np.asarray(which, dtype=np.int64), traversal.units, mask_info, _source_info(traversal))
@@ -312,7 +318,8 @@ def eigencomponents(traversal: TraversalLike, mask: np.ndarray | Volume | str | 
         float32 values of every alpha per slab.
     differences : see :func:`select_alphas`
         Difference maps to compute on the way (default ``"extreme"``: the alpha farthest
-        from the baseline; ``"all"``, ``"none"``, indices or alpha values).
+        from the baseline; ``"all"``, ``"none"``, indices or alpha values). For a traversal
+        store they are lazy arrays over the store (computed when saved or shown).
     progress : callable, bool or None
         ``True`` for a terminal progress bar, a callable for every event.
     stop : StopFlag, optional

@@ -58,8 +58,9 @@ class EigenResult:
         ``(A,)`` column means of ``M`` over the mask (of ``M - baseline`` for ``"baseline"``).
     n_voxels : int
         Rows of ``M``.
-    differences : numpy.ndarray or None
-        ``(D, i, j, k)`` difference maps ``image(alpha) - image(baseline)``.
+    differences : numpy.ndarray, dask array or None
+        ``(D, i, j, k)`` difference maps ``image(alpha) - image(baseline)``; lazy (a dask
+        array over the store, computed by ``numpy.asarray``) for a traversal store.
     difference_indices : numpy.ndarray
         ``(D,)`` alpha indices of :attr:`differences`.
     units : str

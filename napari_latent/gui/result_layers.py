@@ -254,9 +254,18 @@ def eigen_layer_data(result: EigenResult, prefix: str = "eigen", path: str | Non
                                          {**extra, "store": str(store)}, visible=k == shown, displayed=True,
                                          contrast_limits=symmetric_limits(result.projections[:, k])))
     if differences and result.differences is not None:
+        display = display_geometry(result.grid)
         for index, data in zip(result.difference_indices, result.differences):
             alpha = float(result.alphas[int(index)])
             extra = {**common, "kind": "eigen_difference", "alpha_index": int(index), "alpha": alpha}
-            layers.append(map_layer_data(data, result.grid, f"{prefix} difference alpha {alpha:g}", extra,
-                                         visible=False, mask=result.mask))
+            name = f"{prefix} difference alpha {alpha:g}"
+            if isinstance(data, np.ndarray):
+                layers.append(map_layer_data(data, result.grid, name, extra, visible=False, mask=result.mask))
+                continue
+            # a store's difference (lazy): shown as it is read, limits from a sample of planes
+            shown = display.to_display(data)
+            planes = _sample_planes(shown.shape[0])
+            limits = symmetric_limits(np.asarray(shown[planes]), display.to_display(result.mask)[planes])
+            layers.append(map_layer_data(shown, result.grid, name, extra, visible=False, displayed=True,
+                                         contrast_limits=limits))
     return layers
