@@ -58,9 +58,10 @@ class EigenResult:
         ``(A,)`` column means of ``M`` over the mask (of ``M - baseline`` for ``"baseline"``).
     n_voxels : int
         Rows of ``M``.
-    differences : numpy.ndarray, dask array or None
-        ``(D, i, j, k)`` difference maps ``image(alpha) - image(baseline)``; lazy (a dask
-        array over the store, computed by ``numpy.asarray``) for a traversal store.
+    differences : numpy.ndarray, sequence of array-likes, or None
+        ``(D, i, j, k)`` difference maps ``image(alpha) - image(baseline)``; for a traversal
+        store, :class:`~napari_latent.latent.traversal.store.LazyDifference` maps, computed
+        from the store by ``numpy.asarray``.
     difference_indices : numpy.ndarray
         ``(D,)`` alpha indices of :attr:`differences`.
     units : str

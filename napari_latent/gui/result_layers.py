@@ -263,7 +263,7 @@ def eigen_layer_data(result: EigenResult, prefix: str = "eigen", path: str | Non
                 layers.append(map_layer_data(data, result.grid, name, extra, visible=False, mask=result.mask))
                 continue
             # a store's difference (lazy): shown as it is read, limits from a sample of planes
-            shown = display.to_display(data)
+            shown = data.display_array()
             planes = _sample_planes(shown.shape[0])
             limits = symmetric_limits(np.asarray(shown[planes]), display.to_display(result.mask)[planes])
             layers.append(map_layer_data(shown, result.grid, name, extra, visible=False, displayed=True,

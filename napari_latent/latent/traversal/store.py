@@ -378,19 +378,14 @@ class StoredTraversal(_TraversalFacts):
 
         return da.from_zarr(self.frames)
 
-    def lazy_differences(self, indices: Any) -> Any:
-        """``frame(i) - frame(baseline)`` for alpha numbers ``indices``, lazily: a dask array ``(D, i, j, k)``.
+    def lazy_differences(self, indices: Any) -> list[LazyDifference]:
+        """``frame(i) - frame(baseline)`` for alpha numbers ``indices``, each computed only when asked for.
 
-        In the source's array order; nothing is read until it is computed (the eigen
-        analysis of a store keeps its difference maps this way: a CT's map is 315 MB).
+        ``numpy.asarray`` of an item (or of the list) computes it, in the source's array order;
+        :meth:`LazyDifference.display_array` shows it in napari without computing it. The eigen
+        analysis of a store keeps its difference maps this way (a CT's map is 315 MB).
         """
-        import dask.array as da
-
-        frames = da.from_zarr(self.frames)
-        rows = [self._index(int(i)) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
-        baseline = self.baseline_index
-        differences = frames[rows] - frames[baseline:baseline + 1] if rows else frames[:0]
-        return self.from_working(differences)
+        return [LazyDifference(self, self._index(int(i))) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
 
     def load(self) -> Any:
         """The whole traversal in memory (a :class:`~napari_latent.latent.traversal.Traversal`)."""
@@ -436,3 +431,38 @@ def write_store(traversal: _TraversalFacts, path: str | os.PathLike[str]) -> Pat
     except BaseException:
         writer.abort()
         raise
+
+
+class LazyDifference:
+    """One difference map of a store, ``frame(index) - frame(baseline)``, computed when asked for.
+
+    An array-like ``(i, j, k)`` float32 in the source's array order: ``numpy.asarray``
+    computes it from the store (one frame and one slab of the baseline in memory besides
+    the result); :meth:`display_array` is the same map as a lazy dask array in napari's
+    display order.
+    """
+
+    def __init__(self, traversal: StoredTraversal, index: int) -> None:
+        self.traversal, self.index = traversal, int(index)
+        self.shape = traversal.grid.shape
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        traversal = self.traversal
+        frames, baseline = traversal.frames, traversal.baseline_index
+        out = np.asarray(frames[self.index]) if self.index != baseline else \
+            np.zeros(traversal.working_shape, dtype=np.float32)
+        if self.index != baseline:
+            step = traversal.block_alignment
+            for first in range(0, out.shape[0], step):
+                out[first:first + step] -= frames[baseline, first:first + step]
+        result = contiguous(traversal.from_working(out))
+        return result if dtype is None else result.astype(dtype, copy=False)
+
+    def display_array(self) -> Any:
+        """The map in napari's display order as a lazy dask array (read plane by plane)."""
+        import dask.array as da
+
+        frames = da.from_zarr(self.traversal.frames)
+        return frames[self.index] - frames[self.traversal.baseline_index]
