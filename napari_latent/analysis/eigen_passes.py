@@ -251,7 +251,7 @@ def iter_projections(traversal: TraversalLike, source_mask: np.ndarray, work_mas
                 np.matmul(change.T, weights, out=target)
                 target -= offset
             else:
-                projections[rank.of_slab(start, indices, work_mask.shape, row)] = change.T @ weights - offset
+                projections[rank.of_slab(start, stop_, work_mask, row, indices.size)] = change.T @ weights - offset
             row += indices.size
         done += 1
         yield ProgressEvent(done, plan.blocks, "component maps", stage="eigen")
@@ -329,13 +329,16 @@ class _SourceRanks:
     """Where each masked voxel of a slab of the working order goes among the mask's voxels in source order.
 
     With the traversal's ``working_reorientation`` (stores and lazy traversals have one) it is
-    found slab by slab: the voxels' source coordinates, then their place among the sorted
-    source indices of the mask (one int64 per masked voxel, made once). Otherwise from one
-    int32 volume of ranks made before the projections exist (the rows in the working order).
+    found slab by slab: a slab of the working order is a box of the source, whose masked
+    voxels' source-order ranks follow from the number of masked voxels before each source row
+    (``(i, j)``, made once) and before the box within each row; the box is then reoriented
+    like the slab. Otherwise the ranks come from one int32 volume made before the
+    projections exist (the rows in the working order).
     """
 
-    def __init__(self, table: np.ndarray, reorientation: Any | None) -> None:
-        self.table, self.reorientation = table, reorientation
+    def __init__(self, source_mask: np.ndarray | None, table: np.ndarray | None, reorientation: Any | None) -> None:
+        self.mask, self.table, self.reorientation = source_mask, table, reorientation
+        self._before: tuple[int, np.ndarray] | None = None  # (k0, masked voxels of each row before k0)
 
     @classmethod
     def of(cls, traversal: TraversalLike, source_mask: np.ndarray, work_mask: np.ndarray) -> _SourceRanks | None:
@@ -345,20 +348,34 @@ class _SourceRanks:
             return None
         reorientation = getattr(traversal, "working_reorientation", None)
         if reorientation is not None:
-            return cls(np.flatnonzero(source_mask), reorientation)
+            counts = source_mask.sum(axis=2, dtype=np.int64)
+            row_starts = (np.cumsum(counts.ravel()) - counts.ravel()).reshape(counts.shape)
+            return cls(source_mask, row_starts, reorientation)
         order = np.zeros(source_mask.shape, dtype=np.int32)
         order[source_mask] = np.arange(int(work_mask.sum()), dtype=np.int32)
-        return cls(traversal.to_working(order)[work_mask], None)
+        return cls(None, traversal.to_working(order)[work_mask], None)
 
-    def of_slab(self, start: int, indices: np.ndarray, work_shape: tuple[int, ...], row: int) -> np.ndarray:
-        """Source-order ranks of a slab's masked voxels (``indices``: flat in the slab, from plane ``start``)."""
+    def of_slab(self, start: int, stop: int, work_mask: np.ndarray, row: int, count: int) -> np.ndarray:
+        """Source-order ranks of the masked voxels of working planes ``[start, stop)``, in the working order."""
         if self.reorientation is None:
-            return self.table[row:row + indices.size]
-        working = np.unravel_index(indices, work_shape)  # axis 0 counted from the slab's first plane
-        coordinates = []
-        source_shape = self.reorientation.source_shape
-        for axis, (target, flip) in enumerate(self.reorientation.transform):
-            position = working[int(target)] + (start if int(target) == 0 else 0)
-            coordinates.append(position if flip == 1 else source_shape[axis] - 1 - position)
-        flat = np.ravel_multi_index(tuple(coordinates), source_shape)
-        return np.searchsorted(self.table, flat)
+            return self.table[row:row + count]  # type: ignore[index]
+        assert self.mask is not None and self.table is not None
+        _, rows, cols = work_mask.shape
+        box = self.reorientation.source_region((slice(start, stop), slice(0, rows), slice(0, cols)))
+        (i0, i1), (j0, j1), (k0, _) = ((b.start, b.stop) for b in box)
+        inside = self.mask[box]
+        before = self._count_before(k0)[i0:i1, j0:j1, None]
+        ranks = self.table[i0:i1, j0:j1, None] + before + np.cumsum(inside, axis=2, dtype=np.int64) - inside
+        return self.reorientation.apply(ranks)[work_mask[start:stop]]  # the box in the slab's order
+
+    def _count_before(self, k0: int) -> np.ndarray:
+        """Masked voxels of each source row ``(i, j)`` before column ``k0`` (carried forward between slabs)."""
+        cached = self._before
+        if cached is not None and cached[0] == k0:
+            return cached[1]
+        if cached is not None and cached[0] < k0:
+            counts = cached[1] + self.mask[:, :, cached[0]:k0].sum(axis=2, dtype=np.int64)  # type: ignore[index]
+        else:
+            counts = self.mask[:, :, :k0].sum(axis=2, dtype=np.int64)  # type: ignore[index]
+        self._before = (k0, counts)
+        return counts
