@@ -15,6 +15,8 @@ grid:
     a diverging overlay of ``decode(shifted) - decode(unshifted)`` on that slice (zero
     elsewhere): the change the directions cause, without the reconstruction error.
 
+The preview layers are made when the user first drags a slider (or presses Reset sliders),
+not when the session changes: the preview is a copy of the source volume, 315 MB for a CT.
 Moving through the volume (napari's slider) moves the preview to the new slice and restores
 the previous one. The work (plane mapping, shift, decode, paste) is
 :class:`~napari_latent.latent.preview.SlicePreview`'s, on views of the two layers' data;
@@ -160,13 +162,25 @@ class ExploreWidget(Container):
         self._directions = self.session.directions
         self._source = source
         self._build_sliders()
-        self._make_layers(codes)
         self._state = state
         self.traverse_button.enabled = True
         self.status.value = (f"{len(self._directions)} {self._directions.method} directions on {self._source.name} "
                              f"({len(codes)} slices with codes). Drag a slider; move through the volume with "
                              "napari's slider.")
-        self.update_preview()
+        if kept is not None:  # exploring already: the preview follows the new state at once
+            self.update_preview()
+
+    def _ensure_preview(self) -> bool:
+        """Make the preview layers on first use (True when there is a preview).
+
+        They are a copy of the source volume (the preview writes into it), so they are made
+        when the user explores, not whenever the session changes: a CT-sized copy is 315 MB
+        and takes most of a second.
+        """
+        if self.preview is None and self._state is not None and self._source is not None \
+                and self._source in self.viewer.layers:
+            self._make_layers(self._state[1])
+        return self.preview is not None
 
     def _build_sliders(self) -> None:
         values = [s.value for s in self.sliders]
@@ -232,9 +246,9 @@ class ExploreWidget(Container):
 
     def plane_axis(self) -> tuple[int, np.ndarray]:
         """``(display axis, plane index at each index along it)`` of the model's slices (see SlicePreview)."""
-        if self.preview is None or self._display is None:
+        if not self._ensure_preview() or self._display is None:
             raise RuntimeError("nothing to preview yet")
-        return self.preview.plane_axis(self._display.reorientation)
+        return self.preview.plane_axis(self._display.reorientation)  # type: ignore[union-attr]
 
     def plane_at_cursor(self) -> int | None:
         """The model slice (plane index) at the viewer's current position, or None."""
@@ -257,8 +271,8 @@ class ExploreWidget(Container):
         self.update_preview()
 
     def reset(self) -> None:
-        """All sliders to 0 (the preview shows the plain reconstruction); remakes removed preview layers."""
-        if self.preview_layer is None:
+        """All sliders to 0 (the preview shows the plain reconstruction); makes the preview layers if needed."""
+        if self.preview_layer is None and self._state is None:
             self.refresh_state()
         self.set_values(dict.fromkeys(range(len(self.sliders)), 0.0))
 
@@ -304,7 +318,9 @@ class ExploreWidget(Container):
             return
         self.preview_layer = self.difference_layer = None
         self.preview = None
-        self.status.value = "The preview layers were removed; press Reset sliders to make new ones."
+        if layer is self._source:
+            self._state = None
+        self.status.value = "The preview layers were removed; press Reset sliders (or drag one) to make new ones."
 
     def _on_show_difference(self, value: bool) -> None:
         if self.difference_layer is not None:
@@ -314,9 +330,10 @@ class ExploreWidget(Container):
         """Decode the shifted code of the current slice and paste it into the preview layers."""
         start = time.perf_counter()
         self._last_time = start
-        preview = self.preview
-        if preview is None or self.preview_layer is None:
+        if not self._ensure_preview() or self.preview_layer is None:
             return
+        preview = self.preview
+        assert preview is not None
         shift = self.shift()
         plane = self.plane_at_cursor()
         preview.update(plane)

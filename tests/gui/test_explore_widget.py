@@ -42,7 +42,11 @@ def test_explore_says_what_is_missing_then_previews_the_shifted_decode(make_napa
     session.last_codes = ("subject", results.codes)
     assert widget.status.value == NO_DIRECTIONS
     session.directions = results.directions
-    assert len(widget.sliders) == 3 and widget.preview_layer is not None
+    # ready, but the preview (a copy of the volume) is made only when the user explores
+    assert len(widget.sliders) == 3 and widget.preview_layer is None and "Drag a slider" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["subject"]
+    widget.reset()
+    assert widget.preview_layer is not None
     preview, difference = widget.preview_layer, widget.difference_layer
     assert_on_grid(preview, source)
     assert_on_grid(difference, source)
@@ -99,6 +103,7 @@ def test_explore_outside_the_modelled_slices_says_so(make_napari_viewer, results
     session.last_codes = ("subject", results.codes)
     session.directions = results.directions
     widget = ExploreWidget(viewer)
+    widget.reset()
     axis, plane_of = widget.plane_axis()
     missing = sorted(set(range(len(plane_of))) - set(results.codes.indices.tolist()))
     assert missing, "the phantom has slices without foreground"
@@ -117,6 +122,7 @@ def test_a_session_change_that_does_not_concern_the_preview_keeps_it(make_napari
     viewer.open(str(results.volume_path), plugin="napari-latent")
     session.directions = results.directions
     session.last_codes = ("subject", results.codes)
+    widget.reset()
     preview, layer = widget.preview, widget.preview_layer
     assert preview is not None and len(widget.sliders) == 3
     # an inversion sets the codes dict, then last_codes: the same codes, so no second copy of the volume

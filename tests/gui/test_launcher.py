@@ -56,11 +56,12 @@ def test_show_with_files_fills_the_viewer_and_the_session(make_napari_viewer, re
     assert session.directions.names == results.directions.names
     np.testing.assert_allclose(session.traversal.alphas, results.traversal.alphas)
     assert session.eigen.n_components == 3
-    # the docked Explore widget starts from the session: sliders and a preview on the source grid
+    # the docked Explore widget starts from the session: sliders, and a preview on the source grid once used
     explore = viewer.window.dock_widgets["6 Explore (napari-latent)"]
-    preview = viewer.layers["subject explore"]
-    assert_on_grid(preview, source)
     assert len(explore.sliders) == min(explore.count.value, len(results.directions)) > 0
+    assert "subject explore" not in viewer.layers
+    explore.set_values({0: 1.0})
+    assert_on_grid(viewer.layers["subject explore"], source)
 
 
 def test_show_with_objects(make_napari_viewer, results) -> None:
