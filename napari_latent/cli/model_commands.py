@@ -181,7 +181,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
-    from ..models.base import SUPPORTED_IMAGE_SIZES, model_names
+    from ..models.base import SUPPORTED_IMAGE_SIZES, trainable_model_names
     from ..training.settings import PRECISIONS
     from ..volumes.slicing import PLANES
     from ..volumes.windows import PRESETS as WINDOW_PRESETS
@@ -194,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bids-suffix", default="T1w", metavar="SUFFIX",
                    help="the suffix of a BIDS dataset's volumes (default T1w)")
     p.add_argument("--model", required=True, metavar="NAME",
-                   help=f"model family: {', '.join(model_names())} (and any a plugin registers)")
+                   help=f"model family: {', '.join(trainable_model_names())} (and any a plugin registers)")
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the data (default 20)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")

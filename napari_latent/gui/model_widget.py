@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Lin
 
 from ..device import available_devices
 from ..errors import UserInputError
-from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_class, model_names
+from ..models.base import SUPPORTED_IMAGE_SIZES, GenerativeModel, model_class, trainable_model_names
 from ..models.checkpoint import load_model
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..training.loop import TrainResult, iter_train
@@ -48,11 +48,11 @@ class ModelWidget(Container):
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.info = Label(value=describe_model(None))
-        self.checkpoint = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.checkpoint = FileEdit(label="model file", mode="r", filter="*.safetensors *.pkl")
         self.load_button = PushButton(text="Load model file")
         self.demo_button = PushButton(text="Load demo model")
         self.data = FileEdit(label="training data", mode="d", tooltip="A folder of NIfTI volumes (cohort.csv optional)")
-        self.model_type = ComboBox(label="model", choices=model_names(), value="vae")
+        self.model_type = ComboBox(label="model", choices=trainable_model_names(), value="vae")
         self.image_size = ComboBox(label="image size", choices=list(SUPPORTED_IMAGE_SIZES), value=64)
         self.window = ComboBox(label="window", choices=[AUTO, *PRESETS, CUSTOM_WINDOW], value=AUTO,
                                tooltip="Intensities mapped to [-1, 1]: auto = per-volume percentiles (MR); "

@@ -176,6 +176,15 @@ class GenerativeModel(nn.Module, abc.ABC):
     #: ``precision="auto"`` picks among them and refuses others (``napari_latent.training.precision``).
     mixed_precision: ClassVar[tuple[str, ...]] = ("bf16", "fp16")
 
+    @classmethod
+    def trainable(cls) -> bool:
+        """Whether napari-latent can train this family (it names a training objective).
+
+        Imported families (an official StyleGAN2-ADA generator, a MONAI autoencoder) are
+        used, not trained, here.
+        """
+        return bool(cls.objective)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         config.validate()
@@ -338,6 +347,11 @@ def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
 def model_names() -> list[str]:
     """Names of the registered models."""
     return MODELS.names()
+
+
+def trainable_model_names() -> list[str]:
+    """Names of the registered families napari-latent can train (see :meth:`GenerativeModel.trainable`)."""
+    return [name for name, cls in MODELS.items() if cls.trainable()]
 
 
 def model_class(name: str) -> type[GenerativeModel]:

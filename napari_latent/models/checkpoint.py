@@ -226,8 +226,10 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
     Parameters
     ----------
     path_or_name : path-like or "demo"
-        A ``.safetensors`` checkpoint written by napari-latent, or ``"demo"`` for the
-        model bundled with the package.
+        A ``.safetensors`` checkpoint written by napari-latent, ``"demo"`` for the
+        model bundled with the package, or a file one of the model importers reads (an
+        official StyleGAN2-ADA ``network-snapshot-*.pkl``; see
+        :mod:`napari_latent.models.importers`), imported with its default options.
     device : str or torch.device
         ``"auto"`` (CUDA, then MPS, then CPU) or a device name.
 
@@ -238,7 +240,11 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
         ``fingerprint`` and ``extras`` (state dicts of extra modules) attributes. A GAN
         comes with the moving average (EMA) of its generator weights.
     """
-    checkpoint = read_checkpoint(path_or_name, device="cpu", with_state=False)
+    try:
+        checkpoint = read_checkpoint(path_or_name, device="cpu", with_state=False)
+    except CheckpointError as error:
+        model = _import_foreign(path_or_name, error)
+        return model.to(get_device(device))
     model = checkpoint.model
     ema = checkpoint.extras.get("ema")
     if ema is not None and hasattr(model, "generator"):
@@ -247,3 +253,19 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
         model.fingerprint = model_fingerprint(model)
     model.extras = checkpoint.extras
     return model.to(get_device(device))
+
+
+def _import_foreign(path_or_name: str | os.PathLike[str], error: CheckpointError) -> GenerativeModel:
+    """Open a file that is not our checkpoint through the importer that reads it, else raise ``error``."""
+    from .importers import find_importer, import_model
+
+    path = Path(path_or_name)
+    if str(path_or_name) == DEMO_NAME or not path.is_file() or path.stat().st_size == 0:
+        raise error
+    try:
+        importer = find_importer(path)
+    except CheckpointError:
+        raise error from None
+    model = import_model(path, importer.name)
+    attach_checkpoint_facts(model, model.slice_spec, model.training_info, path)
+    return model

@@ -23,7 +23,7 @@ import torch
 
 from ..device import get_device
 from ..errors import CheckpointError, DataError, UserInputError
-from ..models.base import GenerativeModel, build_model, model_fingerprint
+from ..models.base import GenerativeModel, build_model, model_fingerprint, trainable_model_names
 from ..models.checkpoint import attach_checkpoint_facts, read_checkpoint, save_checkpoint
 from ..progress import Operation, ProgressArg, ProgressEvent, RateMeter, StopFlag, run_operation, stop_requested
 from ..volumes.cohort import Cohort
@@ -252,6 +252,9 @@ def _check_data(prepared: TrainingData, state: dict[str, Any] | None) -> None:
 def _build_objective(net: GenerativeModel, settings: TrainSettings, context: DistributedContext,
                      device: torch.device) -> Objective:
     """The model's objective on ``device`` (its modules compiled when asked)."""
+    if not net.trainable():
+        raise UserInputError(f"model family {net.name!r} is imported, not trained by napari-latent; "
+                             f"train one of {', '.join(trainable_model_names())}")
     net.to(device)
     precision = Precision(device, settings.precision, net.mixed_precision)
     objective = objective_class(net.objective)(net, settings, context, precision)
