@@ -13,7 +13,15 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import UserInputError
-from . import analysis_commands, cache_commands, data_commands, latent_commands, model_commands, view_commands
+from . import (
+    analysis_commands,
+    cache_commands,
+    data_commands,
+    import_commands,
+    latent_commands,
+    model_commands,
+    view_commands,
+)
 from .common import EXIT_USAGE, PROG, CliError, _Parser
 
 __all__ = ["EXIT_USAGE", "PROG", "CliError", "build_parser", "main", "run"]
@@ -26,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "directions, traverse volumes along them and decompose the change.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (data_commands, model_commands, latent_commands, analysis_commands, view_commands,
-                   cache_commands):
+    for module in (data_commands, model_commands, import_commands, latent_commands, analysis_commands,
+                   view_commands, cache_commands):
         module.register(sub)
     return parser
 

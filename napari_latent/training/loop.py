@@ -179,6 +179,9 @@ def iter_train(data: str | os.PathLike[str] | Cohort | TrainingData, model: str 
         extras = checkpoint.extras
     else:
         net = _prepare_model(model, model_settings, settings.seed)
+    if not net.trainable():
+        raise UserInputError(f"model family {net.name!r} is imported, not trained by napari-latent; "
+                             f"train one of {', '.join(trainable_model_names())}")
     settings.validate()
     if out_path is not None and out_path.suffix != ".safetensors":
         raise UserInputError(f"{out_path}: the model file must end in .safetensors")
@@ -252,9 +255,6 @@ def _check_data(prepared: TrainingData, state: dict[str, Any] | None) -> None:
 def _build_objective(net: GenerativeModel, settings: TrainSettings, context: DistributedContext,
                      device: torch.device) -> Objective:
     """The model's objective on ``device`` (its modules compiled when asked)."""
-    if not net.trainable():
-        raise UserInputError(f"model family {net.name!r} is imported, not trained by napari-latent; "
-                             f"train one of {', '.join(trainable_model_names())}")
     net.to(device)
     precision = Precision(device, settings.precision, net.mixed_precision)
     objective = objective_class(net.objective)(net, settings, context, precision)
