@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..latent.traversal import STORE_SUFFIX, is_store_path
+from ..user_cache import user_cache_folder
 from .layers import META_KEY
 
 #: Environment variable naming the folder of the GUI's temporary traversal stores.
@@ -55,12 +56,7 @@ _SESSION_NAME = re.compile(rf"^{SESSION_PREFIX}(\d+)-")
 
 def default_store_root() -> Path:
     """The folder of the session folders: ``$NAPARI_LATENT_TRAVERSALS``, else ``<user cache>/traversals``."""
-    env = os.environ.get(TRAVERSALS_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("napari-latent", appauthor=False)) / "traversals"
+    return user_cache_folder("traversals", TRAVERSALS_ENV)
 
 
 def _process_alive(pid: int) -> bool:

@@ -40,6 +40,7 @@ import numpy as np
 from .._atomic import atomic_path, write_json_atomic
 from .._version import __version__
 from ..errors import UserInputError, VolumeError
+from ..user_cache import user_cache_folder
 from ..volumes.dicom_series import split_series_path
 from ..volumes.io import open_volume
 from ..volumes.itk_formats import detached_data_files
@@ -61,18 +62,9 @@ _CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """Where the slice cache lives: ``$NAPARI_LATENT_CACHE``, else the user cache folder's ``slices``.
-
-    The user cache folder is platformdirs' ``user_cache_dir("napari-latent")``
-    (``~/.cache/napari-latent`` on Linux, ``~/Library/Caches/napari-latent`` on macOS,
-    ``%LOCALAPPDATA%\\napari-latent\\Cache`` on Windows).
-    """
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("napari-latent", appauthor=False)) / "slices"
+    """Where the slice cache lives: ``$NAPARI_LATENT_CACHE``, else the user cache folder's ``slices``
+    (see :func:`napari_latent.user_cache.user_cache_folder`)."""
+    return user_cache_folder("slices", CACHE_ENV)
 
 
 @dataclass(frozen=True)
