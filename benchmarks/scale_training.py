@@ -151,7 +151,7 @@ def _row(name: str, ours: float, baseline: float, unit: str, target: str, higher
             "unit": unit, "target": target}
 
 
-def run(workdir: Path, quick: bool = False) -> list[dict[str, Any]]:
+def run(workdir: Path, quick: bool = False, rounds: int = 1) -> list[dict[str, Any]]:
     """Measure ours against today's path; the rows described in the module docstring.
 
     Parameters
@@ -161,6 +161,10 @@ def run(workdir: Path, quick: bool = False) -> list[dict[str, Any]]:
         a later call with the same folder).
     quick : bool
         Tiny sizes: checks that the benchmark works, measures nothing meaningful.
+    rounds : int
+        Runs of each path on the small cohort, alternating ours and today's; the throughput
+        and warm start rows of that cohort take the best of them (the machine is shared and
+        noisy: the best run is the one least disturbed).
     """
     scale = QUICK if quick else FULL
     workdir = Path(workdir)
@@ -179,6 +183,11 @@ def run(workdir: Path, quick: bool = False) -> list[dict[str, Any]]:
                                                                                           (scale.large, large))}
     base = {n: train_once(baseline_root, d, workdir / "unused-cache", scale, runs / f"baseline-{n}.json")
             for n, d in ((scale.small, small), (scale.large, large))}
+    ours_small, base_small = [ours[scale.small]], [base[scale.small]]
+    for index in range(1, rounds):
+        ours_small.append(train_once(ROOT, small, cache, scale, runs / f"ours-{scale.small}-{index}.json"))
+        base_small.append(train_once(baseline_root, small, workdir / "unused-cache", scale,
+                                     runs / f"baseline-{scale.small}-{index}.json"))
     size = f"{scale.shape[0]}x{scale.shape[1]}x{scale.shape[2]} at {scale.image_size} px"
     rows = [_row(f"training peak RSS, {n} volumes of {size}", ours[n].peak_rss_mb, base[n].peak_rss_mb, "MB",
                  "", higher_is_better=False) for n in (scale.small, scale.large)]
@@ -191,8 +200,15 @@ def run(workdir: Path, quick: bool = False) -> list[dict[str, Any]]:
                      base[scale.large].first_step_s, "s", "ours <= 5 s", higher_is_better=False))
     rows.append(_row(f"time to the first step, cold cache (slicing once), {scale.large} volumes", cold.first_step_s,
                      base[scale.large].first_step_s, "s", "", higher_is_better=False))
-    rows.append(_row(f"training throughput, {scale.large} volumes", ours[scale.large].images_per_s,
+    rows.append(_row(f"training throughput, {scale.large} volumes (one run each)", ours[scale.large].images_per_s,
                      base[scale.large].images_per_s, "images/s", "ratio >= 0.95", higher_is_better=True))
+    if rounds > 1:
+        rows.append(_row(f"training throughput, {scale.small} volumes (best of {rounds} alternating runs)",
+                         max(m.images_per_s for m in ours_small), max(m.images_per_s for m in base_small),
+                         "images/s", "ratio >= 0.95", higher_is_better=True))
+        rows.append(_row(f"time to the first step, warm cache, {scale.small} volumes (best of {rounds})",
+                         min(m.first_step_s for m in ours_small), min(m.first_step_s for m in base_small), "s",
+                         "ours <= 5 s", higher_is_better=False))
     return rows
 
 
@@ -202,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
     parser.add_argument("--keep", action="store_true", help="keep a temporary work folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternating runs of each path on the small cohort (throughput: the best of them)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="napari-latent-scale-"))
     try:
-        rows = run(workdir, args.quick)
+        rows = run(workdir, args.quick, max(1, args.rounds))
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
