@@ -267,7 +267,7 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
 
 def _import_foreign(path_or_name: str | os.PathLike[str], error: CheckpointError) -> GenerativeModel:
     """Open a file that is not our checkpoint through the importer that reads it, else raise ``error``."""
-    from .importers import find_importer, import_model
+    from .importers import MissingImportOptionError, find_importer, import_model
 
     path = Path(path_or_name)
     if str(path_or_name) == DEMO_NAME or not path.is_file() or path.stat().st_size == 0:
@@ -276,6 +276,9 @@ def _import_foreign(path_or_name: str | os.PathLike[str], error: CheckpointError
         importer = find_importer(path)
     except CheckpointError:
         raise error from None
-    model = import_model(path, importer.name)
+    try:
+        model = import_model(path, importer.name)
+    except MissingImportOptionError as needs:  # the file may be that importer's: say how to import it
+        raise CheckpointError(f"{error}; {needs.hint}") from None
     attach_checkpoint_facts(model, model.slice_spec, model.training_info, path)
     return model

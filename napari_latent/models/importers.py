@@ -36,6 +36,25 @@ from .base import GenerativeModel
 BUILTIN_IMPORTER_MODULES: tuple[str, ...] = ("monai_autoencoders.importer",)
 
 
+class MissingImportOptionError(CheckpointError):
+    """An importer read the file's kind but needs options to read it (a MONAI state dict needs its ``config``).
+
+    :func:`~napari_latent.models.checkpoint.load_model`, which imports with default options,
+    then keeps its own error (not our checkpoint) and appends :attr:`hint`.
+
+    Parameters
+    ----------
+    message : str
+        The error (one line).
+    hint : str
+        How to import such a file (one line, for the hint).
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 @dataclass(frozen=True)
 class ModelImporter:
     """One way of reading a foreign model file.

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointError, UserInputError
-from ..importers import ModelImporter, register_importer
+from ..importers import MissingImportOptionError, ModelImporter, register_importer
 from .config import DEFAULT_INTENSITY_RANGE, parse_intensity_range
 from .model import MonaiAutoencoder, MonaiAutoencoderKL, MonaiVQVAE
 
@@ -202,8 +202,10 @@ def read(path: Path, config: str | None = None, network: str | None = None, imag
          intensity_range: str | None = None) -> MonaiAutoencoder:
     """A MONAI autoencoder of ours from its weights and its constructor arguments (see the module doc)."""
     if not config:
-        raise UserInputError(f"{path}: a MONAI state dict needs its network's constructor arguments: "
-                             "import it with config=<network JSON or bundle config>")
+        raise MissingImportOptionError(f"{path}: a MONAI state dict needs its network's constructor arguments: "
+                                       "import it with config=<network JSON or bundle config>",
+                                       hint="a MONAI AutoencoderKL or VQVAE state dict? import_model(path, "
+                                            "format='monai', config=<network JSON or bundle config>)")
     config_path = Path(config)
     name, args = network_section(read_config_file(config_path), network, config_path)
     family = FAMILIES[name]
