@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "make_phantom_cohort": "napari_latent.volumes.phantoms",
     "make_phantom": "napari_latent.volumes.phantoms",
     "load_model": "napari_latent.models.checkpoint",
+    "wrap": "napari_latent.models.wrapped",
     "train_model": "napari_latent.training",
     "TrainSettings": "napari_latent.training",
     "evaluate_model": "napari_latent.analysis.evaluation",

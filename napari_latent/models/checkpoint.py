@@ -32,7 +32,7 @@ from ..container import flatten_state, read_container, read_container_header, un
 from ..device import get_device
 from ..errors import CheckpointError
 from ..volumes.slicing import SliceSpec
-from .base import GenerativeModel, model_class, model_fingerprint
+from .base import MODELS, GenerativeModel, model_class, model_fingerprint
 
 FORMAT = "napari-latent-checkpoint"
 FORMAT_VERSION = 1
@@ -102,6 +102,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
     -------
     Path
     """
+    _check_registered(model)
     tensors: dict[str, torch.Tensor] = {}
 
     def put(prefix: str, state_dict: dict[str, torch.Tensor]) -> None:
@@ -127,6 +128,15 @@ def save_checkpoint(path: str | os.PathLike[str], model: GenerativeModel, slice_
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return write_container(path, FORMAT, FORMAT_VERSION, header, tensors, kind=KIND)
+
+
+def _check_registered(model: GenerativeModel) -> None:
+    """Refuse a model whose class is not the family registered under its name: it could not be loaded back."""
+    cls = MODELS.get(model.name) if model.name in MODELS else None
+    if cls is None or not isinstance(model, cls):
+        raise CheckpointError(f"model {model.name!r} is not a registered model family, so a checkpoint of it could "
+                              "not be opened again; use it from the script (a wrap()ped model), or register a family "
+                              "with @register_model in a plugin (docs/models.md, 'Your own PyTorch module')")
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -257,7 +267,7 @@ def load_model(path_or_name: str | os.PathLike[str], device: str | torch.device 
 
 def _import_foreign(path_or_name: str | os.PathLike[str], error: CheckpointError) -> GenerativeModel:
     """Open a file that is not our checkpoint through the importer that reads it, else raise ``error``."""
-    from .importers import find_importer, import_model
+    from .importers import MissingImportOptionError, find_importer, import_model
 
     path = Path(path_or_name)
     if str(path_or_name) == DEMO_NAME or not path.is_file() or path.stat().st_size == 0:
@@ -266,6 +276,9 @@ def _import_foreign(path_or_name: str | os.PathLike[str], error: CheckpointError
         importer = find_importer(path)
     except CheckpointError:
         raise error from None
-    model = import_model(path, importer.name)
+    try:
+        model = import_model(path, importer.name)
+    except MissingImportOptionError as needs:  # the file may be that importer's: say how to import it
+        raise CheckpointError(f"{error}; {needs.hint}") from None
     attach_checkpoint_facts(model, model.slice_spec, model.training_info, path)
     return model

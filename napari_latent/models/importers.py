@@ -33,7 +33,26 @@ from .base import GenerativeModel
 
 #: Modules (in this package) that register the built-in importers; declared as
 #: ``napari_latent.importers`` entry points in ``setup.cfg``.
-BUILTIN_IMPORTER_MODULES: tuple[str, ...] = ()
+BUILTIN_IMPORTER_MODULES: tuple[str, ...] = ("monai_autoencoders.importer",)
+
+
+class MissingImportOptionError(CheckpointError):
+    """An importer read the file's kind but needs options to read it (a MONAI state dict needs its ``config``).
+
+    :func:`~napari_latent.models.checkpoint.load_model`, which imports with default options,
+    then keeps its own error (not our checkpoint) and appends :attr:`hint`.
+
+    Parameters
+    ----------
+    message : str
+        The error (one line).
+    hint : str
+        How to import such a file (one line, for the hint).
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)

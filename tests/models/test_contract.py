@@ -81,7 +81,12 @@ def tiny_settings(name: str) -> dict[str, Any]:
 def family(request, tmp_path_factory) -> Family:
     name = request.param
     torch.manual_seed(0)
-    built = build_model(name, **tiny_settings(name)).eval()
+    try:
+        built = build_model(name, **tiny_settings(name)).eval()
+    except UserInputError as error:  # a family whose optional dependency is missing (napari-latent[monai])
+        if "pip install" in str(error):
+            pytest.skip(str(error))
+        raise
     path = save_checkpoint(tmp_path_factory.mktemp(f"contract_{name}") / f"{name}.safetensors", built)
     return Family(name, built, load_model(path, device="cpu"), path)
 
