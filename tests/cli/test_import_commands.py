@@ -3,6 +3,7 @@ nothing written on failure."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,31 @@ def test_a_conversion_that_changes_the_outputs_writes_nothing(tmp_path: Path, mo
         assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.toy"]
     finally:
         IMPORTERS.remove("drifting")
+
+
+def test_import_of_a_monai_autoencoder_decodes_like_monai(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nets = pytest.importorskip("monai.networks.nets", reason="MONAI is not installed (napari-latent[monai])")
+    from tests.models.monai_autoencoders.conftest import KL_ARGS
+
+    torch.manual_seed(0)
+    net = nets.AutoencoderKL(**KL_ARGS).eval()
+    weights, config = tmp_path / "model.pt", tmp_path / "network.json"
+    torch.save(net.state_dict(), weights)
+    config.write_text(json.dumps({"_target_": "monai.networks.nets.AutoencoderKL", **KL_ARGS}))
+    out = tmp_path / "kl.safetensors"
+    assert main(["import", str(weights), "--config", str(config), "--image-size", "32", "--out", str(out)]) == 0
+    assert "as a 'monai-autoencoderkl' model: 32 px" in capsys.readouterr().out
+    model = load_model(out, device="cpu")
+    codes = torch.randn(2, model.latent_dim(), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model.decode(codes)
+        theirs = net.decode(codes.reshape(2, KL_ARGS["latent_channels"], 8, 8)) * 2 - 1  # [0, 1] -> [-1, 1]
+    assert float((ours - theirs).abs().max()) < 1e-5
+    # options the format does not have, and a missing config: one line, exit 2, nothing written
+    other = str(tmp_path / "x.safetensors")
+    assert main(["import", str(weights), "--config", str(config), "--grey", "red", "--out", other]) == 2
+    assert "the monai importer has no option(s) grey" in capsys.readouterr().err
+    assert main(["import", str(weights), "--format", "monai", "--out", other]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config" in err
+    assert not (tmp_path / "x.safetensors").exists()
