@@ -65,7 +65,7 @@ def test_a_real_difference_is_above_chance_and_random_labels_are_not(model) -> N
     assert "no slice geometry" in found.info["baselines"]["pixel"]["skipped"]
     assert found.settings["permutations"] == 50 and found.settings["baselines"] is True
 
-    noise, _ = known_codes(shuffle=True)  # labels unrelated to the codes
+    noise, _ = known_codes(shift=0.0, shuffle=True)  # labels unrelated to the codes
     found = discover(model, "supervised", data=noise, slices="all", permutations=50)
     assert found.scores["accuracy"][0] <= found.scores["chance_accuracy_95"][0]
     assert found.scores["p_value"][0] > 0.05
