@@ -1,4 +1,4 @@
-"""Baselines of the supervised direction: shuffled-label chance, the pixel logistic regression, lda and subject means."""
+"""Baselines of the supervised direction: shuffled-label chance, pixel logistic regression, lda, subject means."""
 
 from __future__ import annotations
 
