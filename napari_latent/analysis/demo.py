@@ -61,6 +61,7 @@ from ..volumes.io import Volume, open_volume
 from ..volumes.phantoms import make_phantom_cohort
 from .eigen import EigenResult, iter_eigencomponents
 from .plots import write_report
+from .trust import TrustWarning, baseline_summary, trust_warnings
 
 #: Unsupervised methods the demo can run beside the supervised direction.
 UNSUPERVISED = ("sefa", "pca")
@@ -99,7 +100,12 @@ class DemoResult:
     paths : dict of str to Path
         Every file or folder written, by role.
     summary : dict
-        The numbers (also in ``demo.json``): accuracies, cosines, eigen pattern, timings.
+        The numbers (also in ``demo.json``): accuracies and their baselines, cosines, eigen
+        pattern, the trust warnings, timings.
+    warnings : list of TrustWarning
+        Why not to trust the supervised traversal (:func:`~napari_latent.analysis.trust.trust_warnings`
+        of the model, the supervised direction and the traversed subject's codes); empty
+        when every check passed.
     stopped : bool
         True when the run was cancelled before the end (the fields not reached are None).
     """
@@ -117,6 +123,7 @@ class DemoResult:
     unsupervised_eigen: EigenResult | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[TrustWarning] = field(default_factory=list)
     stopped: bool = False
 
 
@@ -301,11 +308,16 @@ def iter_demo(out_dir: str | os.PathLike[str], *, subjects: int = 20, size: int 
         "supervised": {"name": supervised.names[0], "held_out_accuracy": supervised.scores["accuracy"][0],
                        "held_out_subject_accuracy": supervised.scores["subject_accuracy"][0],
                        "train_accuracy": supervised.scores["train_accuracy"][0],
-                       "code_std": supervised.code_std[0]},
+                       "code_std": supervised.code_std[0],
+                       "baselines": supervised.info.get("baselines"),
+                       "baseline_summary": baseline_summary(supervised, 0)},
         "unsupervised": {"method": unsupervised, "cosine_with_supervised": [float(c) for c in cosines],
                          "most_aligned": aligned, "most_aligned_name": others.names[aligned]},
         "alphas": [float(a) for a in np.sort(alpha_values)], "units": units,
     }
+    result.warnings = trust_warnings(net, directions=supervised, index=0, codes=codes)
+    summary["warnings"] = [w.to_json() for w in result.warnings]
+    plain_warnings = trust_warnings(net, codes=codes)  # the unsupervised direction has no baselines
 
     # 5-7. Traversal, eigencomponents and report, for both directions.
     runs = [("supervised", supervised, 0, out), (unsupervised, others, aligned, out / unsupervised)]
@@ -333,9 +345,13 @@ def iter_demo(out_dir: str | os.PathLike[str], *, subjects: int = 20, size: int 
         if label == "supervised":
             extra["held-out accuracy (slices / subjects)"] = (f"{supervised.scores['accuracy'][0]:.3f} / "
                                                               f"{supervised.scores['subject_accuracy'][0]:.3f}")
+            baselines = baseline_summary(supervised, 0)
+            if baselines is not None:
+                extra["accuracy and baselines (same split)"] = baselines
         else:
             extra["|cos| with the supervised direction"] = f"{cosines[index]:.3f}"
-        report = write_report(folder / "report", traversal, eigen, extra=extra, dpi=dpi)
+        report = write_report(folder / "report", traversal, eigen, extra=extra, dpi=dpi,
+                              warnings=result.warnings if label == "supervised" else plain_warnings)
         lap(f"report_{label}")
         summary[f"{label}_run"] = {"traversal": str(traversal_path), "eigen": str(eigen_dir), "report": str(report),
                                    "alpha_scale": float(traversal.alpha_scale), **pattern}

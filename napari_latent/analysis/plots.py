@@ -431,7 +431,8 @@ def _pattern_sentence(summary: dict[str, Any], center: Any) -> str:
 
 
 def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eigen: EigenResult,
-                 extra: dict[str, Any] | None = None, dpi: int = 120) -> Path:
+                 extra: dict[str, Any] | None = None, dpi: int = 120,
+                 warnings: Sequence[Any] | None = None) -> Path:
     """Write a report folder: the four figures, ``report.json`` and ``report.html``.
 
     Parameters
@@ -449,6 +450,11 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
         the inversion error or timings.
     dpi : int
         Resolution of the figures.
+    warnings : sequence, optional
+        Reasons not to trust the traversal (:class:`~napari_latent.analysis.trust.TrustWarning`
+        objects or strings, e.g. from :func:`~napari_latent.analysis.trust.trust_warnings`):
+        a box at the top of the page, and ``warnings`` in ``report.json``. Without any, the page
+        says that no check was made or that none failed (``checked``).
 
     Returns
     -------
@@ -480,9 +486,10 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
     summary = _summary(traversal, eigen)
     report = {"format": REPORT_FORMAT, "format_version": REPORT_VERSION, "summary": summary,
               "eigen": {k: v for k, v in eigen.to_json().items() if k not in ("grid", "source")},
-              "figures": dict(FIGURES), "extra": extra or {}}
+              "figures": dict(FIGURES), "extra": extra or {},
+              "warnings": [_warning_json(w) for w in warnings or []], "checked": warnings is not None}
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}))
+    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}, warnings))
     return out / "report.html"
 
 
@@ -525,7 +532,26 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{cells}</table>"
 
 
-def _html(summary: dict[str, Any], eigen: EigenResult, extra: dict[str, Any]) -> str:
+def _warning_json(warning: Any) -> dict[str, Any]:
+    to_json = getattr(warning, "to_json", None)
+    return to_json() if callable(to_json) else {"kind": "note", "message": str(warning)}
+
+
+def _warnings_html(warnings: Sequence[Any] | None) -> str:
+    """The box of trust warnings at the top of the page (or the line saying none applied)."""
+    if warnings is None:
+        return ("<p class=\"checked\">Not checked here: the model's reconstruction quality, the direction's "
+                "baselines and this subject's inversion error (see docs/analysis.md, \"How to judge a model and a "
+                "direction before trusting a traversal\").</p>")
+    if not warnings:
+        return ("<p class=\"checked\">Checked: the model's reconstruction quality, the direction against its "
+                "baselines (where it has them) and this subject's inversion error; no warning applies.</p>")
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return f"<div class=\"warnings\"><h2>Warnings: read before trusting this traversal</h2><ul>{items}</ul></div>"
+
+
+def _html(summary: dict[str, Any], eigen: EigenResult, extra: dict[str, Any],
+          warnings: Sequence[Any] | None = None) -> str:
     direction = summary.get("direction") or {}
     alphas = summary["alphas"]
     facts = [("source volume", str(summary.get("source") or "—")),
@@ -561,11 +587,14 @@ th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left
 img {{ max-width: 100%; border: 1px solid #eee; }}
 .how {{ background: #f6f8fa; padding: 0.6em 0.9em; border-left: 3px solid #3b6ea8; }}
 .pattern {{ font-weight: 600; }}
+.warnings {{ background: #fff4e5; padding: 0.3em 1em; border-left: 4px solid #d9822b; }}
+.checked {{ color: #555; }}
 </style></head><body>
 <h1>Latent traversal and eigencomponent analysis</h1>
 <p>A volume was inverted into the model's latent space, its codes were shifted along one direction by each
 alpha, and the decoded volumes were analysed as in Güllmar, Hsu &amp; Reichenbach (MS paper): the foreground
 voxels of all alpha images form a matrix whose covariance is eigendecomposed.</p>
+{_warnings_html(warnings)}
 {_table(facts)}
 <p class="pattern">{html.escape(_pattern_sentence(summary, eigen.center))}</p>
 <table><tr><th>component</th><th>explained variance</th><th>correlation of the eigenvector with alpha</th>

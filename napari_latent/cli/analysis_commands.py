@@ -86,6 +86,7 @@ def _traversal_out(path: str) -> Path:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     """Traverse a volume along a latent direction and save the result (a store or a 4D NIfTI)."""
+    from ..analysis.trust import direction_warnings, trust_warnings
     from ..latent.codes import LatentCodes
     from ..latent.directions import Directions
     from ..latent.inversion import iter_invert
@@ -93,6 +94,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     from ..models.checkpoint import load_model
     from ..progress import run_operation
     from ..volumes import open_volume
+    from .latent_commands import print_warnings
 
     out = _traversal_out(args.out)
     alphas = parse_alphas(args.alphas)  # bad syntax fails before anything is loaded
@@ -119,7 +121,17 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         f"{lazy.units} units; one is {lazy.alpha_scale:.4g} latent units"
     print(f"traversed {len(codes)} slices of {volume.name} along {lazy.direction.name!r} for {len(lazy)} alphas "
           f"from {lazy.alphas[0]:g} to {lazy.alphas[-1]:g} ({units}); saved to {written}")
+    print_warnings(trust_warnings(model, codes=codes) + [w for k in _direction_indices(directions, index)
+                                                         for w in direction_warnings(directions, k)])
     return 0
+
+
+def _direction_indices(directions: Any, index: Any) -> list[int]:
+    """The indices of the directions a traversal uses (one, or those of a weighted sum)."""
+    if index is None:
+        return [0] if len(directions) == 1 else []
+    keys = list(index) if isinstance(index, dict) else [index]
+    return [directions.index_of(key) for key in keys]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -181,6 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                              "view'\n")
             return EXIT_USAGE
     from ..analysis.demo import run_demo
+    from .latent_commands import print_warnings
 
     result = run_demo(args.out, progress=None if args.quiet else True, subjects=args.subjects, size=args.size,
                       seed=args.seed, alphas=args.alphas, units=_units(args.units), unsupervised=args.unsupervised,
@@ -193,6 +206,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{summary['supervised']['held_out_accuracy']:.2f}) and {summary['unsupervised']['most_aligned_name']!r}")
     print(f"eigenvector 1: {100 * supervised['eigenvector_1_constant_fraction']:.1f}% constant; eigenvector 2 vs "
           f"alpha: r = {supervised.get('eigenvector_2_alpha_correlation', float('nan')):.4f}")
+    baselines = summary["supervised"].get("baseline_summary")
+    if baselines:
+        print(f"supervised direction: {baselines}")
+    print_warnings(result.warnings)
+    if not result.warnings:
+        print("checks: reconstruction quality, chance and pixel baselines, inversion error of the traversed subject: "
+              "no warning")
     print(f"report: {result.report}")
     if show is not None:
         show(volume=result.volume, model=result.model, traversal=result.traversal, eigen=result.eigen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ from .common import (
     volume_argument,
 )
 from .method_options import add_method_options, method_settings_from_args, methods_epilog
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    """Print each trust warning (:mod:`napari_latent.analysis.trust`) as one ``warning: ...`` line on stderr."""
+    from ..analysis.trust import format_warnings
+
+    for line in format_warnings(warnings):
+        print(line, file=sys.stderr)
 
 
 def is_cohort_data(args: argparse.Namespace) -> bool:
@@ -56,6 +65,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
     print(f"inverted {summary['slices']} {model.slice_spec.plane if model.slice_spec else 'axial'} slices of "
           f"{volume.name} into space {codes.space} with {codes.method}: mean MSE {summary['mean_mse']:.4g} "
           f"(max {summary['max_mse']:.4g}); codes saved to {out}")
+    from ..analysis.trust import trust_warnings
+
+    print_warnings(trust_warnings(model, codes=codes))
     if args.reconstruction:
         reconstruction = codes.reconstruct(model)
         path = save_volume(reconstruction, args.reconstruction, like=volume)
@@ -149,6 +161,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     """Discover latent directions of a model."""
     from .._atomic import write_json_atomic
     from ..analysis.direction_evaluation import iter_evaluate_directions
+    from ..analysis.trust import baseline_summary, trust_warnings
     from ..latent.cohort_codes import iter_cohort_codes
     from ..latent.discovery import METHODS, discovery_method, iter_discover
     from ..latent.inversion import default_space
@@ -210,6 +223,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if cohort_codes is not None and not args.no_evaluate and cohort_codes.cohort.factor_names:
         evaluation = run_operation(iter_evaluate_directions(model, directions, cohort_codes), progress)
         report["evaluation"] = evaluation.to_json()
+    warnings = trust_warnings(model, directions=directions)
+    report["warnings"] = [w.to_json() for w in warnings]
     directions.save(out)
     if args.report:
         write_json_atomic(args.report, report)
@@ -218,9 +233,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
     print_table(directions.table())
     if "accuracy" in report:
         print(f"held-out accuracy: {report['accuracy']:.3f}")
+    for index in range(len(directions)):
+        line = baseline_summary(directions, index)
+        if line is not None:
+            print(f"{directions.names[index]}: {line}")
     if evaluation is not None:
         print("\nevaluation against the cohort's factors (effect: factor SDs per spread of shift):")
         print_table(_factor_table(evaluation))
+    print_warnings(warnings)
     return 0
 
 

@@ -160,6 +160,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value[:8]) + (" ..." if len(value) > 8 else "")
         print(f"{key:<{width}}  {value}")
+    from ..analysis.trust import reconstruction_warnings
+    from .latent_commands import print_warnings
+
+    if model.has_encoder:  # PSNR < 20 dB or SSIM < 0.6 on these slices: one warning line each, on stderr
+        print_warnings(reconstruction_warnings(model, report))
     return 0
 
 

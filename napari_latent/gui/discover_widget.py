@@ -8,6 +8,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table
 
+from ..analysis.trust import TrustWarning, baseline_summary, trust_warnings
 from ..errors import UserInputError
 from ..latent.directions import Directions
 from ..latent.discovery import METHODS, discovery_method, iter_discover, method_names
@@ -16,6 +17,7 @@ from ..progress import Operation, StopFlag
 from .method_form import MethodForm, data_message, no_path
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
+from .trust_notes import notify_warnings
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 #: What :meth:`DiscoverWidget.missing` says for the built-in supervised method without data
@@ -42,6 +44,8 @@ class DiscoverWidget(Container):
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.directions: Directions | None = None
+        #: The trust warnings of the last discovery (also shown as napari notifications).
+        self.warnings: list[TrustWarning] = []
         self._filling = False
         self.status = Label(value=NO_MODEL)
         self.method = ComboBox(label="method", choices=method_names(), value="sefa")
@@ -143,12 +147,17 @@ class DiscoverWidget(Container):
         wanted = directions.settings.get("steps")
         stopped = f" (stopped after {done} of {wanted} steps)" if done is not None and wanted and done < wanted else ""
         extra = ""
-        if "accuracy" in directions.scores:
+        self.warnings = notify_warnings(trust_warnings(self.session.model, directions=directions))
+        baselines = baseline_summary(directions, 0)
+        if baselines is not None:
+            extra = f"; {baselines}"
+        elif "accuracy" in directions.scores:
             extra = f"; held-out accuracy {directions.scores['accuracy'][0]:.3f}"
         elif "rca" in directions.info:
             extra = f"; RCA {directions.info['rca']:.3f} (chance {directions.info['chance']:.3f})"
         return (f"Found {len(directions)} {directions.method} directions in space {directions.space}{stopped}"
-                f"{extra}. Rename them in the table; the selected row goes to the Traverse step.")
+                f"{extra}.{f' {len(self.warnings)} warning(s): see the notifications.' if self.warnings else ''} "
+                "Rename them in the table; the selected row goes to the Traverse step.")
 
     # -- table -----------------------------------------------------------------------------
     def _fill_table(self) -> None:

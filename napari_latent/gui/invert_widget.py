@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
+from ..analysis.trust import TrustWarning, trust_warnings
 from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.inversion import METHODS, default_space, iter_invert
@@ -22,6 +23,7 @@ from .runner import OperationRunner, ProgressPanel, followed_by
 from .session import get_session
 from .session_script import variable
 from .stores import collect_unshown
+from .trust_notes import notify_warnings
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 
@@ -102,6 +104,8 @@ class InvertWidget(Container):
     def __init__(self, napari_viewer: Any) -> None:
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
+        #: The trust warnings of the last inversion (also shown as napari notifications).
+        self.warnings: list[TrustWarning] = []
         self.status = Label(value=NO_MODEL)
         self.layer = ComboBox(label="image", choices=self._layer_names)
         self.method = ComboBox(label="method", choices=list(METHODS), value="auto")
@@ -192,5 +196,7 @@ class InvertWidget(Container):
         self.session.codes = {**self.session.codes, source.name: codes}
         self.session.last_codes = (source.name, codes)
         self._record_step(source, entry.get("path"))
+        self.warnings = notify_warnings(trust_warnings(self.session.model, codes=codes))
+        warned = f"; {len(self.warnings)} warning(s): see the notifications" if self.warnings else ""
         return (f"Inverted {len(codes)} slices of {source.name} ({codes.method}, space {codes.space}): "
-                f"mean MSE {codes.errors.mean():.4g}")
+                f"mean MSE {codes.errors.mean():.4g}{warned}")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 
+from ..analysis.trust import TrustWarning, trust_warnings
 from ..errors import UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
@@ -38,6 +39,7 @@ from .result_layers import difference_layer_data, display_frames, traversal_laye
 from .session import get_session
 from .session_script import variable
 from .stores import collect_unshown
+from .trust_notes import notify_warnings
 
 NO_MODEL = "No model yet: load or train one in the Model widget first."
 NO_CODES = "No codes yet: invert a volume in the Invert widget first."
@@ -137,6 +139,9 @@ class TraverseWidget(Container):
 
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
+        #: The trust warnings of the last traversal (also shown as napari notifications).
+        self.warnings: list[TrustWarning] = []
+        self._checks: tuple[Any, LatentCodes, Directions, int] | None = None
         self._file_directions: Directions | None = None
         self._file_error = ""
         self._source_name = ""
@@ -278,6 +283,7 @@ class TraverseWidget(Container):
                               f"{str(self.alphas.value)!r}, index={int(index)}, units={units!r}"
                               f"{source_arg}, out={out})"]
         device = self.session.device
+        self._checks = (model, codes, directions, int(index))
         return self._operation(name, model, codes, directions, int(index), alphas, units, source, limits, path,
                                device, stop)
 
@@ -327,8 +333,13 @@ class TraverseWidget(Container):
         direction = traversal.direction.name if traversal.direction is not None else "direction"
         stopped = " (cancelled: the alphas finished so far)" if traversal.info.get("stopped") else ""
         where = "" if self.session.stores.is_temporary(traversal.path) else f", saved to {traversal.path}"
+        self.warnings = []
+        if self._checks is not None:
+            model, codes, directions, index = self._checks
+            self.warnings = notify_warnings(trust_warnings(model, directions=directions, index=index, codes=codes))
+        warned = f"; {len(self.warnings)} warning(s): see the notifications" if self.warnings else ""
         return (f"Traversed {self._source_name} along {direction!r}: {len(traversal)} alphas from "
-                f"{traversal.alphas[0]:g} to {traversal.alphas[-1]:g} {traversal.units}{stopped}{where}")
+                f"{traversal.alphas[0]:g} to {traversal.alphas[-1]:g} {traversal.units}{stopped}{where}{warned}")
 
 
 def _source_volume(source: tuple[Any, ...] | None, name: str, codes: LatentCodes) -> Any:

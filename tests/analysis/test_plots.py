@@ -114,3 +114,21 @@ def test_write_report_makes_a_readable_folder(traversal, eigen, tmp_path: Path) 
     report = json.loads((folder / "report.json").read_text())
     assert report["summary"]["components"][1]["alpha_correlation"] > 0.99
     assert report["eigen"]["eigenvectors"] and report["extra"] == {"inversion_mse": 0.01}
+
+
+def test_the_report_shows_the_trust_warnings_first(traversal, eigen, tmp_path: Path) -> None:
+    from napari_latent.analysis.trust import TrustWarning
+
+    warning = TrustWarning("inversion", "sub-1 is far from what the model reconstructs well: 5.0 times", 5.0, 2.0)
+    page = write_report(tmp_path / "warned", traversal, eigen, dpi=40, warnings=[warning, "a plain note"])
+    text = page.read_text()
+    assert text.index("Warnings: read before trusting") < text.index("source volume")
+    assert "<li>sub-1 is far from what the model reconstructs well: 5.0 times</li>" in text
+    report = json.loads((page.parent / "report.json").read_text())
+    assert report["warnings"] == [warning.to_json(), {"kind": "note", "message": "a plain note"}]
+    assert report["checked"] is True
+    clean = write_report(tmp_path / "clean", traversal, eigen, dpi=40, warnings=[]).read_text()
+    assert "no warning applies" in clean and "Warnings:" not in clean
+    unchecked = write_report(tmp_path / "unchecked", traversal, eigen, dpi=40)
+    assert "Not checked here" in unchecked.read_text()
+    assert json.loads((unchecked.parent / "report.json").read_text())["checked"] is False

@@ -257,7 +257,8 @@ def test_demo_runs_end_to_end_at_a_reduced_size_and_shows_the_papers_pattern(
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--subjects", "4", "--size", "32", "--alphas", "0:3:6", "--view",
                  "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     report = out / "report" / "report.html"
     assert f"report: {report}" in printed
     html = report.read_text()
@@ -268,6 +269,14 @@ def test_demo_runs_end_to_end_at_a_reduced_size_and_shows_the_papers_pattern(
     assert run["eigenvector_1_constant_fraction"] > 0.99
     assert run["eigenvector_2_alpha_correlation"] > 0.98
     assert summary["cohort"]["groups"] == {"healthy": 2, "disease": 2}
+    # the baselines and the trust warnings: printed, in demo.json and at the top of the report
+    assert f"supervised direction: {summary['supervised']['baseline_summary']}" in printed
+    assert "chance" in summary["supervised"]["baseline_summary"]
+    assert captured.err.count("warning: ") == len(summary["warnings"])
+    kinds = [w["kind"] for w in summary["warnings"]]
+    assert "chance" in kinds  # 4 subjects hold out 2: a direction cannot be shown above chance
+    assert "Warnings: read before trusting this traversal" in html
+    assert json.loads((report.parent / "report.json").read_text())["warnings"] == summary["warnings"]
     assert summary["units"] == "direction_std" and len(summary["alphas"]) == 6
     assert (out / "sefa" / "report" / "report.html").is_file()
     source = open_volume(out / "cohort" / f"{summary['traversed_subject']}.nii.gz")

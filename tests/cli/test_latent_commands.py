@@ -51,8 +51,8 @@ def test_sefa_prints_its_table_and_writes_directions_and_report(capsys, tmp_path
 @pytest.mark.slow
 def test_supervised_report_has_the_held_out_accuracy(capsys, tmp_path: Path, tiny_cohort: Path) -> None:
     out, report = tmp_path / "sup.safetensors", tmp_path / "sup.json"
-    code, stdout, _ = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--out", str(out),
-                          "--report", str(report), "--no-evaluate", "--slices", "0.2:0.8")
+    code, stdout, stderr = run(capsys, "demo", "--method", "supervised", "--data", str(tiny_cohort), "--out",
+                               str(out), "--report", str(report), "--no-evaluate", "--slices", "0.2:0.8")
     assert code == 0
     data = json.loads(report.read_text())
     assert data["info"]["slices"] == [0.2, 0.8] and data["settings"]["slices"] == [0.2, 0.8]
@@ -62,6 +62,17 @@ def test_supervised_report_has_the_held_out_accuracy(capsys, tmp_path: Path, tin
     assert "healthy → disease (svm)" in stdout
     assert set(data["info"]["validation_subjects"]).isdisjoint(data["info"]["train_subjects"])
     assert Directions.load(out).names[0] == "healthy → disease (svm)"
+    # the baselines of the same split: printed, in the report and in the saved file's metadata
+    row = data["directions"][0]
+    assert f"chance {row['chance_accuracy']:.3f} (95th percentile {row['chance_accuracy_95']:.3f}" in stdout
+    pixel = data["info"]["baselines"]["pixel"]
+    assert f"pixel logistic regression {pixel['accuracy']:.3f}" in stdout
+    assert Directions.load(out).info["baselines"]["pixel"]["accuracy"] == pixel["accuracy"]
+    # 8 subjects hold out 2: nothing is above chance, and the command says so
+    kinds = [w["kind"] for w in data["warnings"]]
+    assert ("chance" in kinds) == (row["accuracy"] <= row["chance_accuracy_95"])
+    for warning in data["warnings"]:
+        assert f"warning: {warning['message']}" in stderr
 
 
 @pytest.mark.slow
@@ -178,7 +189,7 @@ def test_help_lists_every_method_with_its_settings(capsys) -> None:
     assert "methods (--method NAME):" in text
     for name in ("axes", "jacobian", "pca", "sefa", "supervised", "voynov"):
         assert f"{name}: " in text
-    assert "--deformator {linear,orthonormal,proj}" in text and "--classifier {svm,logistic}" in text
+    assert "--deformator {linear,orthonormal,proj}" in text and "--classifier {svm,logistic,lda}" in text
     assert "--slices auto|all|LOW:HIGH" in text and "--layers N,N-M" in text and "--eval-samples N" in text
     assert "supervised: inversion steps where volumes are optimised (default 100); voynov: training steps" in text
     assert "steps=2000" in text and "data: required --data" in text

@@ -201,3 +201,27 @@ def test_a_plugin_method_gets_its_fields(make_napari_viewer, plugin_method: str)
     assert widget.runner.last_error is None, widget.runner.last_error
     found = get_session(widget.viewer).directions
     assert found.method == plugin_method and found.settings == {"count": 2, "seed": 0, "normalise": False}
+
+
+def test_supervised_discovery_notifies_its_baselines_and_warnings(widget: DiscoverWidget, tiny_cohort: Path,
+                                                                   monkeypatch) -> None:
+    """An untrained model (reconstruction unknown) and 8 subjects (2 held out: never above chance) give warnings."""
+    import napari.utils.notifications as notifications
+
+    shown_warnings: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", shown_warnings.append)
+    get_session(widget.viewer).set_model(tiny_model(), "test")
+    widget.method.value = "supervised"
+    widget.data.value = tiny_cohort
+    widget.slices.value = "all"
+    widget.run()
+    widget.runner.wait(120)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    found = get_session(widget.viewer).directions
+    assert "chance_accuracy" in found.scores and "baselines" in found.info
+    kinds = [w.kind for w in widget.warnings]
+    assert kinds[0] == "reconstruction_unknown"
+    assert ("chance" in kinds) == (found.scores["accuracy"][0] <= found.scores["chance_accuracy_95"][0])
+    assert shown_warnings == [f"napari-latent: {w.message}" for w in widget.warnings]
+    assert f"chance {found.scores['chance_accuracy'][0]:.3f}" in widget.panel.status.value
+    assert f"{len(widget.warnings)} warning(s)" in widget.panel.status.value

@@ -52,6 +52,9 @@ def test_inversion_adds_a_reconstruction_on_the_source_grid(viewer_with_volume, 
     assert Path(entry["store"]).parent == get_session(viewer).stores.folder
     expected = display_geometry(codes.geometry.grid).to_display(codes.reconstruct(model))
     np.testing.assert_allclose(np.asarray(result.data), expected, atol=1e-6)
+    # an untrained model has no validation metrics: the widget says its quality is unknown
+    assert [w.kind for w in widget.warnings] == ["reconstruction_unknown"]
+    assert "1 warning(s): see the notifications" in widget.panel.status.value
 
 
 def test_inversion_without_a_model_or_with_a_wrong_method_says_why(viewer_with_volume, qtbot) -> None:

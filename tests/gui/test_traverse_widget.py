@@ -103,6 +103,9 @@ def test_the_traversal_streams_into_a_store_shown_lazily(ready_viewer, qtbot, sm
     low, high = difference.contrast_limits
     assert low == pytest.approx(-high) and high > 0 and difference.opacity < 1
     assert "saved to" not in widget.panel.status.value
+    # the untrained model has no validation metrics: the traversal's warning says its quality is unknown
+    assert [w.kind for w in widget.warnings] == ["reconstruction_unknown"]
+    assert "1 warning(s): see the notifications" in widget.panel.status.value
 
 
 def test_save_to_keeps_the_store_and_a_rerun_deletes_the_unshown_one(ready_viewer, qtbot, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import UserInputError
 
-CLASSIFIERS = ("svm", "logistic")
+CLASSIFIERS = ("svm", "logistic", "lda")
 
 
 def project_out(vector: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
@@ -44,12 +44,21 @@ def informative_subspace(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_classifier(kind: str, strength: float, seed: int) -> Any:
-    """An unfitted scikit-learn classifier: ``svm`` (InterFaceGAN's linear SVM) or ``logistic``."""
+    """An unfitted scikit-learn classifier.
+
+    ``svm`` (InterFaceGAN's linear SVM, inverse regularisation ``strength``), ``logistic``
+    (logistic regression, ``C = strength``) or ``lda`` (linear discriminant analysis with
+    Ledoit-Wolf shrinkage of the within-class covariance, ``solver="lsqr", shrinkage="auto"``;
+    ``strength`` is not used: the shrinkage is estimated from the data).
+    """
     # Imported here: scikit-learn takes a second to import, and every CLI command loads this
     # module to describe the supervised method's options.
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
 
+    if kind == "lda":
+        return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     if kind == "svm":
         return LinearSVC(C=strength, dual="auto", max_iter=20_000, random_state=seed)
     if kind == "logistic":
