@@ -38,7 +38,7 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256, 512)
 #: Modules (in this package) that define and register the built-in models; declared as
 #: ``napari_latent.models`` entry points in ``setup.cfg`` (imported directly only when the
 #: package's metadata is not installed).
-BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan")
+BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan", "stylegan2_ada.model")
 
 #: The model families by registry name.
 MODELS: Registry[type[GenerativeModel]] = Registry(
