@@ -18,8 +18,8 @@ name in the file                                                becomes
 
 Any other name is refused with a :class:`~napari_latent.errors.CheckpointError` before
 anything is called, and persistent ids (``PERSID``) are refused. The callables handed to
-the pickle machine are bound methods and the classes are made per unpickler, so a
-hostile ``BUILD`` cannot alter them for later loads.
+the pickle machine are slot-only stand-ins and the ``EasyDict`` class is made per
+unpickler; a ``BUILD`` on any of them is refused, so a file cannot alter the reader.
 
 The source text in each persistent record (``module_src``) is never executed. It is
 parsed with :func:`ast.parse` only, and a file whose source would run code when imported
@@ -173,6 +173,25 @@ def _offending(statement: ast.stmt) -> str | None:
     return f"a top-level {type(statement).__name__.lower()} statement"
 
 
+def _refuse_build(*args: Any) -> None:
+    raise CheckpointError("the file tries to set attributes of a reader function (BUILD); refused, nothing was "
+                          "executed")
+
+
+class _StandIn:
+    """A callable handed to the pickle machine in place of a real global; a ``BUILD`` on it is refused."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    __setstate__ = staticmethod(_refuse_build)
+
+
 class SnapshotUnpickler(pickle.Unpickler):
     """Unpickle a StyleGAN2-ADA snapshot into plain data (see the module docstring).
 
@@ -189,10 +208,11 @@ class SnapshotUnpickler(pickle.Unpickler):
         self._checked_sources: set[str] = set()
 
         class EasyDict(dict):
-            """A plain stand-in for ``dnnlib.util.EasyDict`` (a dict)."""
+            """A plain stand-in for ``dnnlib.util.EasyDict`` (a dict; made per unpickler)."""
 
-        self._easydict = EasyDict
-        self._allowed: dict[tuple[str, str], Any] = {
+            __setstate__ = staticmethod(_refuse_build)
+
+        functions: dict[tuple[str, str], Any] = {
             ("torch_utils.persistence", "_reconstruct_persistent_obj"): self._persistent_record,
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
             ("torch._utils", "_rebuild_parameter"): self._rebuild_parameter,
@@ -200,12 +220,13 @@ class SnapshotUnpickler(pickle.Unpickler):
             ("collections", "OrderedDict"): self._ordered_dict,
             ("builtins", "set"): self._set,
             ("__builtin__", "set"): self._set,
-            ("dnnlib.util", "EasyDict"): EasyDict,
-            ("dnnlib", "EasyDict"): EasyDict,
             ("numpy._core.multiarray", "scalar"): self._numpy_scalar,
             ("numpy.core.multiarray", "scalar"): self._numpy_scalar,
             ("numpy", "dtype"): self._numpy_dtype,
         }
+        self._allowed: dict[tuple[str, str], Any] = {key: _StandIn(f) for key, f in functions.items()}
+        self._allowed[("dnnlib.util", "EasyDict")] = EasyDict
+        self._allowed[("dnnlib", "EasyDict")] = EasyDict
 
     # -- the gate ------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
@@ -256,7 +277,8 @@ class SnapshotUnpickler(pickle.Unpickler):
                                       f"of {storage.numel} elements")
         elif offset > storage.numel:
             raise CheckpointError(f"{self.where}: a tensor's offset lies past its storage")
-        return storage.data.as_strided(tuple(size), tuple(stride), offset).clone()
+        view = storage.data.as_strided(tuple(size), tuple(stride), offset)
+        return view.clone(memory_format=torch.contiguous_format)
 
     def _rebuild_parameter(self, data: Any, requires_grad: Any = False, hooks: Any = None) -> torch.Tensor:
         if not isinstance(data, torch.Tensor):
