@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointError, UserInputError
+from ..base import model_fingerprint
 from ..importers import ModelImporter, register_importer
 from .model import GREY_CHOICES, StyleGAN2ADA, StyleGAN2ADAConfig
 from .snapshot import discriminator_settings, generator_settings, read_snapshot, sniff_snapshot
@@ -136,6 +137,7 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
     load_checked(model.generator, record.state_dict, where, network)
     if discriminator is not None:
         load_checked(model.discriminator, discriminator.state_dict, where, "discriminator D")
+    model.fingerprint = model_fingerprint(model)
     model.training_info = {"imported": {"format": "stylegan2-ada", "file": path.name, "network": network,
                                         "training_set": snapshot.training_set_kwargs.get("path", "")}}
     return model.eval()
