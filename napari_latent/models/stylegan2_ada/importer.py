@@ -38,9 +38,9 @@ def load_checked(module: torch.nn.Module, weights: dict[str, torch.Tensor], wher
     missing = sorted(set(reference) - set(weights))
     unexpected = sorted(set(weights) - set(reference))
     if missing:
-        raise CheckpointError(f"{where}: the {what} lacks weights {_names(missing)} for its settings")
+        raise CheckpointError(f"{where}: the snapshot's {what} lacks weights {_names(missing)} for its settings")
     if unexpected:
-        raise CheckpointError(f"{where}: the {what} has unexpected weights {_names(unexpected)}")
+        raise CheckpointError(f"{where}: the snapshot's {what} has unexpected weights {_names(unexpected)}")
     for key, value in weights.items():
         if tuple(value.shape) != tuple(reference[key].shape):
             raise CheckpointError(f"{where}: {what} weight {key!r} has shape {tuple(value.shape)}, expected "
@@ -91,6 +91,11 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
     if record is None:
         raise CheckpointError(f"{where}: the snapshot has no {network} network")
     settings = generator_settings(record.init_kwargs, where)
+    image_size = settings.get("image_size")
+    if image_size not in (32, 64, 128, 256, 512, 1024):
+        raise CheckpointError(f"{where}: resolution {image_size} is not supported (32 to 1024, powers of two)")
+    if settings.get("img_channels") not in (1, 3):
+        raise CheckpointError(f"{where}: {settings.get('img_channels')} image channels are not supported (1 or 3)")
     discriminator = snapshot.networks.get("D")
     if discriminator is not None:
         d_settings = discriminator_settings(discriminator.init_kwargs, where)
@@ -99,11 +104,6 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
             if theirs in d_settings and d_settings.pop(theirs) != settings.get(ours, 0):
                 raise CheckpointError(f"{where}: the discriminator's {ours} differs from the generator's")
         settings.update(d_settings)
-    image_size = settings.get("image_size")
-    if image_size not in (32, 64, 128, 256, 512, 1024):
-        raise CheckpointError(f"{where}: resolution {image_size} is not supported (32 to 1024, powers of two)")
-    if settings.get("img_channels") not in (1, 3):
-        raise CheckpointError(f"{where}: {settings.get('img_channels')} image channels are not supported (1 or 3)")
     channel_base = int(settings.get("channel_base", 32768))
     channel_max = int(settings.get("channel_max", 512))
     settings.update(channel_base=channel_base, channel_max=channel_max,
