@@ -50,8 +50,10 @@ from .ops import (
     conv2d_resample,
     downsample2d,
     modulated_conv2d,
+    modulated_conv_bias_act,
     setup_filter,
     upsample2d,
+    upsample_conv_weight,
 )
 
 NoiseMode = Literal["const", "random", "none"]
@@ -166,6 +168,7 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(out_channels))
+        self._phase_cache: tuple[tuple, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode = "const", gain: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -182,10 +185,27 @@ class SynthesisLayer(nn.Module):
             styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
         else:
             weight = self.weight
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if self.activation == "lrelu":
+            phases = self._phase_weight(weight) if self.up == 2 and x.dtype == torch.float32 else None
+            return modulated_conv_bias_act(x, weight, styles, self.bias, up=self.up, padding=self.padding,
+                                           f=self.resample_filter, noise=noise, gain=self.act_gain * gain, clamp=clamp,
+                                           phase_weight=phases)
         x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up, padding=self.padding,
                              f=self.resample_filter, noise=noise)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, self.activation, self.act_gain * gain, clamp)
+
+
+    def _phase_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The upsampling convolution's phase weight, kept while the weight and filter are unchanged (inference)."""
+        if weight is not self.weight or (torch.is_grad_enabled() and self.weight.requires_grad):
+            return None
+        key = (self.weight.data_ptr(), self.weight._version, self.resample_filter.data_ptr(),
+               self.resample_filter._version, self.weight.device)
+        if self._phase_cache is None or self._phase_cache[0] != key:
+            with torch.no_grad():
+                self._phase_cache = (key, upsample_conv_weight(self.weight, self.resample_filter))
+        return self._phase_cache[1]
 
 
 class ToRGBLayer(nn.Module):
@@ -262,6 +282,8 @@ class SynthesisBlock(nn.Module):
         rows = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(dtype)[None].expand(ws.shape[0], -1, -1, -1)
+            if ws.device.type == "cpu":  # oneDNN's convolutions are faster on channels-last tensors
+                x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.to(dtype)
         if self.in_channels == 0:

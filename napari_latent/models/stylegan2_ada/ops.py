@@ -58,8 +58,24 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None = None, activation: str 
     return x
 
 
+_SEPARABLE: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
+
+
 def _separable(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(fy, fx)`` with ``f == outer(fy, fx)`` when the filter is separable (to float precision), else None."""
+    """``(fy, fx)`` with ``f == outer(fy, fx)`` when the filter is separable (to float precision), else None.
+
+    Remembered by the filter's values (a network has a few distinct filters).
+    """
+    key = (*f.shape, *f.detach().flatten().tolist())
+    if key not in _SEPARABLE:
+        if len(_SEPARABLE) > 256:
+            _SEPARABLE.clear()
+        _SEPARABLE[key] = _factorise(f.detach().cpu().float())
+    parts = _SEPARABLE[key]
+    return None if parts is None else (parts[0].to(f.device), parts[1].to(f.device))
+
+
+def _factorise(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     total = f.sum()
     if float(total) == 0.0:
         return None
@@ -184,6 +200,93 @@ def conv2d_resample(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor | Non
     return fir_filter(x, f, (px0, px1, py0, py1), gain=up * up)
 
 
+def upsample_conv_weight(weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The weight of :func:`upsample_conv2d`: ``(4 * out, in, k', k')`` phases of the composite kernel.
+
+    The transposed convolution with ``weight`` followed by the FIR filter (gain 4) is one
+    transposed convolution with their composite kernel ``K = weight (*) 4 f`` (a full 2-D
+    convolution; ``k + fk - 1`` taps). Split into its four phases (even/odd output rows and
+    columns), that is one ordinary convolution at the input resolution with ``4 * out``
+    outputs followed by a pixel shuffle.
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    fh, fw = int(f.shape[0]), int(f.shape[1])
+    taps = (f * 4).to(weight.dtype)
+    composite = weight.new_zeros(out_channels, in_channels, kh + fh - 1, kw + fw - 1)
+    for p in range(fh):
+        for q in range(fw):
+            composite[:, :, p:p + kh, q:q + kw] += taps[p, q] * weight
+    phases = [composite[:, :, ry::2, rx::2].flip((2, 3)) for ry in (0, 1) for rx in (0, 1)]
+    return torch.stack(phases, dim=1).reshape(out_channels * 4, in_channels, *phases[0].shape[2:])
+
+
+def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor,
+                    phase_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """x2 upsampling (filter ``f``) then a 3x3 convolution (padding 1), as in ``conv2d_resample(up=2)``.
+
+    Computed as one convolution at the input resolution with the phases of the composite
+    kernel (:func:`upsample_conv_weight`) and a pixel shuffle: no zero insertion, no padding
+    copies, no separate filter pass. Only for 3x3 weights and 4x4 filters (the official
+    sizes); :func:`conv2d_resample` covers the rest. ``phase_weight``: the precomputed
+    :func:`upsample_conv_weight` of ``weight`` and ``f``.
+    """
+    if phase_weight is None:
+        phase_weight = upsample_conv_weight(weight, f)
+    return F.pixel_shuffle(F.conv2d(x, phase_weight.to(x.dtype), padding=1), 2)
+
+
+def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int, padding: int,
+                    f: torch.Tensor | None, phase_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x * styles)`` with the fast paths (1x1: a batched matrix product with per-sample weights;
+    x2 upsampling: by phases)."""
+    if up == 1 and weight.shape[2:] == (1, 1):
+        n, c, h, w = x.shape
+        modulated = weight.reshape(1, -1, c) * styles[:, None, :]  # (n, out, in)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels-last data
+            return torch.bmm(pixels, modulated.transpose(1, 2)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        return torch.bmm(modulated, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
+    x = x * styles[:, :, None, None]
+    if up == 2 and weight.shape[2:] == (3, 3) and f is not None and tuple(f.shape) == (4, 4) and padding == 1:
+        return upsample_conv2d(x, weight, f, phase_weight)
+    return conv2d_resample(x, weight, f, up=up, padding=padding)
+
+
+def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(sum_{i,k} (w[o, i, k] * s[b, i])**2 + 1e-8)`` per sample and output channel ``(n, out)``."""
+    return torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
+
+
+def modulated_conv_bias_act(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+                            up: int = 1, padding: int = 1, f: torch.Tensor | None = None,
+                            noise: torch.Tensor | None = None, gain: float = 1.0,
+                            clamp: float | None = None, phase_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """A demodulated convolution, noise, bias, leaky ReLU (times ``gain``) and clamp, in few passes.
+
+    Equal to ``bias_act(modulated_conv2d(x, weight, styles, True, up, padding, f, noise), bias,
+    "lrelu", gain, clamp)``: as the leaky ReLU is positively homogeneous, the gain is folded
+    into the demodulation factors and into ``noise + bias``, so the output is one
+    multiply-add over the convolution's result and an activation. ``phase_weight``: the
+    precomputed :func:`upsample_conv_weight` for ``up=2``.
+    """
+    dtype = x.dtype
+    styles, weight = styles.to(dtype), weight.to(dtype)
+    out = _modulated_conv(x, weight, styles, up, padding, f, phase_weight)
+    scale = (demodulation(weight, styles) * gain)[:, :, None, None]
+    offset = bias.to(dtype).reshape(1, -1, 1, 1)
+    if noise is not None:
+        offset = offset + noise.to(dtype)
+    offset = offset * gain
+    if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+        offset = offset.contiguous(memory_format=torch.channels_last)  # keep the output channels-last
+    out = torch.addcmul(offset, out, scale)
+    inplace = not (torch.is_grad_enabled() and out.requires_grad)
+    out = F.leaky_relu_(out, LRELU_SLOPE) if inplace else F.leaky_relu(out, LRELU_SLOPE)
+    if clamp is not None and clamp >= 0:
+        out = out.clamp_(-clamp, clamp) if inplace else out.clamp(-clamp, clamp)
+    return out
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      up: int = 1, padding: int = 0, f: torch.Tensor | None = None,
                      noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -211,12 +314,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     dtype = x.dtype
     styles = styles.to(dtype)
     weight = weight.to(dtype)
-    x = x * styles[:, :, None, None]
-    x = conv2d_resample(x, weight, f, up=up, padding=padding)
+    x = _modulated_conv(x, weight, styles, up, padding, f)
     if demodulate:
-        squared = weight.square().sum(dim=(2, 3))  # (out, in)
-        coefficients = torch.rsqrt(styles.square() @ squared.t() + 1e-8)  # (n, out)
-        x = x * coefficients[:, :, None, None]
+        x = x * demodulation(weight, styles)[:, :, None, None]
     if noise is not None:
         x = x + noise.to(dtype)
     return x
