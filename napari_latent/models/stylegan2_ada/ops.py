@@ -58,7 +58,7 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None = None, activation: str 
     return x
 
 
-_SEPARABLE: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
+_SEPARABLE: dict[tuple, tuple[torch.Tensor, torch.Tensor] | None] = {}
 
 
 def _separable(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -66,11 +66,11 @@ def _separable(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
 
     Remembered by the filter's values (a network has a few distinct filters).
     """
-    key = (*f.shape, *f.detach().flatten().tolist())
+    key = (f.dtype, *f.shape, *f.detach().flatten().tolist())
     if key not in _SEPARABLE:
         if len(_SEPARABLE) > 256:
             _SEPARABLE.clear()
-        _SEPARABLE[key] = _factorise(f.detach().cpu().float())
+        _SEPARABLE[key] = _factorise(f.detach().cpu())
     parts = _SEPARABLE[key]
     return None if parts is None else (parts[0].to(f.device), parts[1].to(f.device))
 
@@ -80,7 +80,7 @@ def _factorise(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     if float(total) == 0.0:
         return None
     fy, fx = f.sum(dim=1), f.sum(dim=0) / total
-    if torch.allclose(torch.outer(fy, fx), f, rtol=1e-6, atol=1e-7 * float(f.abs().max())):
+    if torch.allclose(torch.outer(fy, fx), f, rtol=1e-6, atol=1e-7 * float(f.abs().max())):  # to float32 precision
         return fy, fx
     return None
 
