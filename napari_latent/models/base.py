@@ -321,6 +321,25 @@ class GenerativeModel(nn.Module, abc.ABC):
         space = self.check_space(space)
         raise UserInputError(f"model {self.name!r} does not expose a linear first layer for space {space!r}")
 
+    def noise_inputs(self) -> list[tuple[int, int]]:
+        """Sizes ``(h, w)`` of the per-image noise maps :meth:`decode_noise` takes, in order (none by default).
+
+        Models whose decoder adds per-pixel noise (StyleGAN2's synthesis layers) list them;
+        optimisation-based inversion (the ``projector`` method) then optimises and
+        regularises a noise map per image, as the official StyleGAN2 projector does.
+        """
+        return []
+
+    def decode_noise(self, codes: torch.Tensor, space: str | None = None,
+                     noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """As :meth:`decode`, with explicit noise maps ``(n or 1, 1, h, w)``, one per :meth:`noise_inputs` entry.
+
+        The default (a model without noise inputs) takes no maps and decodes.
+        """
+        if noise:
+            raise UserInputError(f"model {self.name!r} has no noise inputs")
+        return self.decode(codes, space)
+
     def matches(self, name: str, fingerprint: str = "") -> bool:
         """Whether this is the model a result was made with (same registry name; same weights if known)."""
         if name != self.name:

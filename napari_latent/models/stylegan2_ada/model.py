@@ -290,13 +290,17 @@ class StyleGAN2ADA(GANModel):
         inputs = tuple(torch.cat(weights) for weights in self.style_affines())
         return LatentWeights(inputs, "shared" if space == "w" else "blocks")
 
-    def noise_buffers(self) -> list[torch.Tensor]:
-        """The synthesis network's fixed noise images (``noise_const``), the ones ``noise_mode="const"`` uses.
+    def noise_inputs(self) -> list[tuple[int, int]]:
+        """Sizes of the synthesis layers' noise maps, in order (see :meth:`decode_noise`)."""
+        return [(layer.resolution, layer.resolution) for layer in self.generator.synthesis.noise_layers()]
 
-        A generic hook for optimisation-based inversion (the official projector
-        regularises and optimises these); empty without noise inputs.
-        """
-        return [buffer for name, buffer in self.generator.synthesis.named_buffers() if name.endswith("noise_const")]
+    def decode_noise(self, codes: torch.Tensor, space: str | None = None,
+                     noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """As :meth:`decode`, with explicit noise maps: one ``(n or 1, 1, h, w)`` per :meth:`noise_inputs` entry."""
+        space = self.check_space(space)
+        ws = self.to_space(codes, space, "w+").view(-1, self.num_ws, self.config.w_dim)
+        images = self.generator.synthesis(ws, self.config.noise_mode, noise=noise)
+        return straight_through_clamp(self.to_grey(images))
 
     # -- latent spaces -----------------------------------------------------------------------
     def labels(self, n: int) -> torch.Tensor | None:

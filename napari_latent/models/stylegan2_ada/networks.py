@@ -171,10 +171,13 @@ class SynthesisLayer(nn.Module):
         self._phase_cache: tuple[tuple, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode = "const", gain: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, noise_map: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise_map`` (``(n or 1, 1, res, res)``), when given, replaces the noise of ``noise_mode``."""
         styles = self.affine(w)
         noise = None
-        if self.use_noise and noise_mode == "random":
+        if self.use_noise and noise_map is not None:
+            noise = noise_map * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
             shape = (x.shape[0], 1, self.resolution, self.resolution)
             device = generator.device if generator is not None else x.device
             noise = torch.randn(shape, generator=generator, device=device).to(x.device) * self.noise_strength
@@ -277,9 +280,12 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
                 noise_mode: NoiseMode = "const", force_fp32: bool = False,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                generator: torch.Generator | None = None, noise: list[torch.Tensor | None] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``noise``: explicit noise maps of the block's layers (``conv0`` first), or None."""
         dtype = _compute_dtype(self.use_fp16, ws, force_fp32)
         rows = iter(ws.unbind(dim=1))
+        maps = iter(noise if noise is not None else [None, None])
         if self.in_channels == 0:
             x = self.const.to(dtype)[None].expand(ws.shape[0], -1, -1, -1)
             if ws.device.type == "cpu":  # oneDNN's convolutions are faster on channels-last tensors
@@ -287,15 +293,15 @@ class SynthesisBlock(nn.Module):
         else:
             x = x.to(dtype)
         if self.in_channels == 0:
-            x = self.conv1(x, next(rows), noise_mode, generator=generator)
+            x = self.conv1(x, next(rows), noise_mode, generator=generator, noise_map=next(maps))
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(rows), noise_mode, generator=generator)
-            x = self.conv1(x, next(rows), noise_mode, gain=math.sqrt(0.5), generator=generator)
+            x = self.conv0(x, next(rows), noise_mode, generator=generator, noise_map=next(maps))
+            x = self.conv1(x, next(rows), noise_mode, gain=math.sqrt(0.5), generator=generator, noise_map=next(maps))
             x = y + x
         else:
-            x = self.conv0(x, next(rows), noise_mode, generator=generator)
-            x = self.conv1(x, next(rows), noise_mode, generator=generator)
+            x = self.conv0(x, next(rows), noise_mode, generator=generator, noise_map=next(maps))
+            x = self.conv1(x, next(rows), noise_mode, generator=generator, noise_map=next(maps))
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -329,8 +335,25 @@ class SynthesisNetwork(nn.Module):
         """The blocks from 4x4 up."""
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
+    def noise_layers(self) -> list[SynthesisLayer]:
+        """The layers with noise inputs, in order (the order of :meth:`forward`'s ``noise``)."""
+        layers = []
+        for block in self.blocks():
+            for name in ("conv0", "conv1"):
+                layer = getattr(block, name, None)
+                if layer is not None and layer.use_noise:
+                    layers.append(layer)
+        return layers
+
     def forward(self, ws: torch.Tensor, noise_mode: NoiseMode = "const", force_fp32: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Images of ``ws``.
+
+        ``noise``: one map ``(n or 1, 1, r, r)`` per :meth:`noise_layers` entry, used instead
+        of ``noise_mode``'s noise.
+        """
+        if noise is not None and len(noise) != len(self.noise_layers()):
+            raise MismatchError(f"{len(noise)} noise maps given; the synthesis network has {len(self.noise_layers())}")
         if noise_mode not in NOISE_MODES:
             raise UserInputError(f"unknown noise mode {noise_mode!r}; use one of {', '.join(NOISE_MODES)}")
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
@@ -339,9 +362,14 @@ class SynthesisNetwork(nn.Module):
         ws = ws.to(torch.float32)
         x = img = None
         start = 0
+        maps = iter(noise) if noise is not None else None
         for block in self.blocks():
+            block_noise = None
+            if maps is not None:
+                layers = [getattr(block, name) for name in ("conv0", "conv1") if hasattr(block, name)]
+                block_noise = [next(maps) if layer.use_noise else None for layer in layers]
             x, img = block(x, img, ws[:, start:start + block.num_conv + block.num_torgb], noise_mode,
-                           force_fp32, generator)
+                           force_fp32, generator, block_noise)
             start += block.num_conv
         return img
 

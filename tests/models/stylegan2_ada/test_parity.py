@@ -97,7 +97,7 @@ def test_the_model_describes_itself(models) -> None:
     assert weights.inputs[0].shape == (64, 64)  # b4.conv1
     assert weights.inputs[1].shape == (64 + 64, 64)  # b4.torgb and b8.conv0 share a row
     assert model.latent_weights("w+").layout == "blocks"
-    assert len(model.noise_buffers()) == 9
+    assert model.noise_inputs() == [(4, 4)] + [(r, r) for r in (8, 16, 32, 64) for _ in range(2)]
     assert find_importer(SNAPSHOT).name == "stylegan2-ada"
     assert model.training_info["imported"]["format"] == "stylegan2-ada"
 
