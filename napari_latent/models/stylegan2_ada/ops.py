@@ -247,7 +247,7 @@ def _modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
             return torch.bmm(pixels, modulated.transpose(1, 2)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
         return torch.bmm(modulated, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
     x = x * styles[:, :, None, None]
-    if up == 2 and weight.shape[2:] == (3, 3) and f is not None and tuple(f.shape) == (4, 4) and padding == 1:
+    if phase_weight is not None and up == 2 and weight.shape[2:] == (3, 3) and padding == 1:
         return upsample_conv2d(x, weight, f, phase_weight)
     return conv2d_resample(x, weight, f, up=up, padding=padding)
 
