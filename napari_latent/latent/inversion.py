@@ -17,6 +17,19 @@ Methods
 ``hybrid``
     The encoder's output as the starting point, then ``optimize``. No slice ends worse
     than its encoder start.
+``projector``
+    The official StyleGAN2 projector's recipe, for any model with a ``w`` space: one ``w``
+    per slice (broadcast to every style input), starting at ``w_avg``; Adam with the lr
+    0.1 ramped up over the first 5% and down (cosine) over the last 25% of the steps;
+    Gaussian noise on ``w`` of ``0.05 * w_std`` (``w_std``: the root mean squared distance
+    of prior ``w`` samples to the mean) decaying quadratically to zero at 75% of the steps.
+    When the model has noise inputs (:meth:`~GenerativeModel.noise_inputs`), each slice
+    also gets its own noise maps, started from its random stream, optimised, renormalised
+    after each step and regularised (weight ``noise_regularization``, 1e5 as in the
+    official code) by their multi-scale autocorrelation. The image loss is this module's
+    (MSE plus SSIM), not LPIPS, whose VGG weights cannot be downloaded here. Codes are in
+    ``w``; the noise maps only guide the optimisation and are not kept (the codes decode
+    with the model's own noise, and their errors are measured so).
 ``auto``
     ``encoder`` for models with their own encoder; ``hybrid`` for GANs with a trained
     inversion encoder; ``optimize`` otherwise.
@@ -51,7 +64,7 @@ from ..volumes.io import Volume
 from ..volumes.slicing import SliceGeometry, SliceSpec, slice_volume
 from .codes import LatentCodes
 
-METHODS = ("auto", "encoder", "optimize", "hybrid")
+METHODS = ("auto", "encoder", "optimize", "hybrid", "projector")
 
 #: Slices per batch at 64 px and below when ``batch_size`` is not set; larger images get
 #: fewer, in proportion to their pixels (:func:`default_batch_size`).
@@ -81,6 +94,8 @@ class InversionSettings:
         several). None: :func:`default_batch_size` of the model's image size (256 up to
         64 px, 64 at 128 px, 16 at 256 px, 4 at 512 px). The batch changes memory and
         speed, not the codes.
+    noise_regularization : float
+        Weight of the noise maps' autocorrelation penalty (``projector`` only).
     """
 
     steps: int = 200
@@ -91,6 +106,7 @@ class InversionSettings:
     noise_ramp: float = 0.75
     ssim_weight: float = 0.2
     batch_size: int | None = None
+    noise_regularization: float = 1e5
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for impossible settings."""
@@ -149,6 +165,12 @@ def resolve_method(model: GenerativeModel, method: str, space: str) -> str:
     has_encoder = own_encoder or (encoder is not None and encoder.space == space)
     if method == "auto":
         return "encoder" if own_encoder else ("hybrid" if has_encoder else "optimize")
+    if method == "projector":
+        if "w" not in model.spaces:
+            raise UserInputError(f"inversion method 'projector' needs a model with a w space; model {model.name!r} "
+                                 f"has {', '.join(model.spaces)} (use 'optimize')")
+        if space != "w":
+            raise UserInputError(f"inversion method 'projector' finds codes in space 'w', not {space!r}")
     if method in ("encoder", "hybrid") and not has_encoder:
         hint = (" (train one with 'napari-latent train-encoder MODEL')" if not model.has_encoder else "")
         raise UserInputError(f"model {model.name!r} has no encoder for space {space!r}{hint}; use method 'optimize'")
@@ -258,6 +280,88 @@ def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: to
     return torch.cat(results)
 
 
+def noise_autocorrelation(noise: torch.Tensor) -> torch.Tensor:
+    """The official projector's noise penalty per image: squared mean autocorrelation at one pixel's shift,
+    summed over scales (halving down to 8 pixels). ``noise`` is ``(n, 1, h, w)``; returns ``(n,)``."""
+    total = noise.new_zeros(noise.shape[0])
+    while True:
+        total = total + (noise * torch.roll(noise, 1, dims=3)).mean(dim=(1, 2, 3)).square()
+        total = total + (noise * torch.roll(noise, 1, dims=2)).mean(dim=(1, 2, 3)).square()
+        if noise.shape[2] <= 8:
+            return total
+        noise = torch.nn.functional.avg_pool2d(noise, kernel_size=2)
+
+
+@torch.no_grad()
+def _renormalize(maps: list[torch.Tensor]) -> None:
+    for noise in maps:
+        noise -= noise.mean(dim=(1, 2, 3), keepdim=True)
+        noise *= noise.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+
+
+def iter_project_codes(model: GenerativeModel, targets: torch.Tensor, start: torch.Tensor,
+                       settings: InversionSettings, w_std: float, stop: StopFlag | None = None, seed: int = 0,
+                       keys: Sequence[int] | np.ndarray | None = None) -> Operation[torch.Tensor]:
+    """The ``projector`` method (see the module docstring): ``w`` codes of all target images.
+
+    Each target's ``w`` noise and initial noise maps come from its own stream
+    (:func:`slice_noise_generators`), so its code does not depend on its batch.
+    """
+    device = model.device
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    keys = np.arange(len(targets)) if keys is None else np.asarray(keys, dtype=np.int64)
+    if len(keys) != len(targets):
+        raise UserInputError(f"{len(keys)} noise keys given for {len(targets)} targets")
+    sizes = model.noise_inputs()
+    batch_size = settings.batch_size or default_batch_size(model.image_size)
+    results = []
+    total = settings.steps * math.ceil(len(targets) / batch_size)
+    done = 0
+    try:
+        for begin in range(0, len(targets), batch_size):
+            target = targets[begin:begin + batch_size].to(device)
+            codes = start[begin:begin + batch_size].clone().to(device).requires_grad_(True)
+            streams = slice_noise_generators(keys[begin:begin + batch_size], seed)
+            maps = [torch.stack([torch.randn(1, h, w, generator=g) for g in streams]).to(device).requires_grad_(True)
+                    for h, w in sizes]
+            optimizer = torch.optim.Adam([codes, *maps], lr=settings.lr, betas=(0.9, 0.999))
+            for step in range(settings.steps):
+                t = step / settings.steps
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, settings.steps, settings)
+                noise_scale = w_std * settings.noise * max(0.0, 1.0 - t / max(settings.noise_ramp, 1e-8)) ** 2
+                noisy = codes
+                if noise_scale > 0:
+                    noise = torch.stack([torch.randn(codes.shape[1], generator=g) for g in streams])
+                    noisy = codes + noise.to(device) * noise_scale
+                images = model.decode_noise(noisy, "w", maps or None).float()
+                mse = (images - target).pow(2).flatten(1).mean(1)
+                loss = mse
+                if settings.ssim_weight > 0:
+                    loss = loss + settings.ssim_weight * (1.0 - ssim(images, target, reduction="none"))
+                if maps:
+                    loss = loss + settings.noise_regularization * sum(noise_autocorrelation(m) for m in maps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                optimizer.step()
+                _renormalize(maps)
+                done += 1
+                numbers = {"mse": float(mse.detach().mean()), "loss": float(loss.detach().mean())}
+                yield ProgressEvent(done, total, "projecting codes", numbers, stage="invert")
+                if stop_requested(stop):
+                    break
+            results.append(codes.detach().cpu())
+            if stop_requested(stop):
+                results.append(start[begin + len(target):].clone())
+                break
+    finally:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    return torch.cat(results)
+
+
 @dataclass
 class InversionPlan:
     """Everything decided before the first slice is inverted: method, space, settings, slicing, start statistics.
@@ -298,8 +402,8 @@ class InversionPlan:
 
     @property
     def optimizes(self) -> bool:
-        """True for ``optimize`` and ``hybrid``."""
-        return self.method in ("optimize", "hybrid")
+        """True for ``optimize``, ``hybrid`` and ``projector``."""
+        return self.method in ("optimize", "hybrid", "projector")
 
     def used_settings(self) -> dict[str, Any]:
         """The settings recorded with the codes (the seed; the optimisation settings unless ``encoder``)."""
@@ -354,7 +458,10 @@ def iter_invert_slices(plan: InversionPlan, targets: torch.Tensor, keys: Sequenc
     else:
         start = plan.mean.expand(len(targets), -1).clone()
     codes = start
-    if plan.optimizes:
+    if plan.method == "projector":
+        w_std = plan.spread * math.sqrt(model.latent_dim(space))  # the official projector's w_std
+        codes = yield from iter_project_codes(model, targets, start, plan.settings, w_std, stop, plan.seed, keys)
+    elif plan.optimizes:
         codes = yield from iter_optimize_codes(model, targets, start, space, plan.settings, plan.spread, stop,
                                                plan.seed, keys)
     errors = reconstruction_errors(model, codes, targets, space, batch_size=batch)
@@ -389,7 +496,7 @@ def invert(model: GenerativeModel, volume: Volume, method: str = "auto", space: 
         resliced to the model's anatomical plane).
     volume : Volume
         The volume to invert.
-    method : {"auto", "encoder", "optimize", "hybrid"}
+    method : {"auto", "encoder", "optimize", "hybrid", "projector"}
         See the module docstring.
     space : str, optional
         Latent space (default ``w`` for StyleGAN, the main space otherwise; ``w+`` fits

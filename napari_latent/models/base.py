@@ -38,7 +38,8 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256, 512)
 #: Modules (in this package) that define and register the built-in models; declared as
 #: ``napari_latent.models`` entry points in ``setup.cfg`` (imported directly only when the
 #: package's metadata is not installed).
-BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan", "monai_autoencoders.model")
+BUILTIN_MODEL_MODULES = ("vae", "introvae", "vqvae", "dcgan", "stylegan", "stylegan2_ada.model",
+                         "monai_autoencoders.model")
 
 #: The model families by registry name.
 MODELS: Registry[type[GenerativeModel]] = Registry(
@@ -320,6 +321,25 @@ class GenerativeModel(nn.Module, abc.ABC):
         """
         space = self.check_space(space)
         raise UserInputError(f"model {self.name!r} does not expose a linear first layer for space {space!r}")
+
+    def noise_inputs(self) -> list[tuple[int, int]]:
+        """Sizes ``(h, w)`` of the per-image noise maps :meth:`decode_noise` takes, in order (none by default).
+
+        Models whose decoder adds per-pixel noise (StyleGAN2's synthesis layers) list them;
+        optimisation-based inversion (the ``projector`` method) then optimises and
+        regularises a noise map per image, as the official StyleGAN2 projector does.
+        """
+        return []
+
+    def decode_noise(self, codes: torch.Tensor, space: str | None = None,
+                     noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """As :meth:`decode`, with explicit noise maps ``(n or 1, 1, h, w)``, one per :meth:`noise_inputs` entry.
+
+        The default (a model without noise inputs) takes no maps and decodes.
+        """
+        if noise:
+            raise UserInputError(f"model {self.name!r} has no noise inputs")
+        return self.decode(codes, space)
 
     def matches(self, name: str, fingerprint: str = "") -> bool:
         """Whether this is the model a result was made with (same registry name; same weights if known)."""

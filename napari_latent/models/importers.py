@@ -33,7 +33,7 @@ from .base import GenerativeModel
 
 #: Modules (in this package) that register the built-in importers; declared as
 #: ``napari_latent.importers`` entry points in ``setup.cfg``.
-BUILTIN_IMPORTER_MODULES: tuple[str, ...] = ("monai_autoencoders.importer",)
+BUILTIN_IMPORTER_MODULES: tuple[str, ...] = ("stylegan2_ada.importer", "monai_autoencoders.importer")
 
 
 class MissingImportOptionError(CheckpointError):

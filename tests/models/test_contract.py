@@ -37,6 +37,7 @@ TINY_LATENT = 8
 #: Size settings of families whose defaults are large (sizes only: never behaviour).
 TINY_EXTRA: dict[str, dict[str, Any]] = {
     "stylegan": {"w_dim": 8, "mapping_layers": 2},
+    "stylegan2-ada": {"w_dim": 8, "mapping_layers": 2, "d_mapping_layers": 2},
     "vqvae": {"codebook_size": 16, "code_dim": 4, "latent_resolution": 4},
 }
 #: Fast settings per discovery method (every method also gets ``space`` and ``count``).
