@@ -90,15 +90,45 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
     record = snapshot.networks.get(network)
     if record is None:
         raise CheckpointError(f"{where}: the snapshot has no {network} network")
-    settings = generator_settings(record.init_kwargs, where)
+    discriminator = snapshot.networks.get("D")
+    model = model_from_state_dicts(where, network, record.init_kwargs, record.state_dict,
+                                   discriminator.init_kwargs if discriminator is not None else None,
+                                   discriminator.state_dict if discriminator is not None else None,
+                                   grey, class_index, truncation_psi)
+    model.training_info["imported"]["training_set"] = snapshot.training_set_kwargs.get("path", "")
+    return model
+
+
+def model_from_state_dicts(where: str, network: str, g_init_kwargs: dict[str, Any], g_state: dict[str, torch.Tensor],
+                           d_init_kwargs: dict[str, Any] | None = None, d_state: dict[str, torch.Tensor] | None = None,
+                           grey: str | None = None, class_index: int | str | None = None,
+                           truncation_psi: float | str | None = None) -> StyleGAN2ADA:
+    """Our model from the official networks' constructor arguments and state dicts.
+
+    What :func:`read_stylegan2_ada` does once the snapshot is read; also for state dicts saved
+    by other means (``G_ema.state_dict()`` in a safetensors file with its ``init_kwargs``).
+
+    Parameters
+    ----------
+    where : str
+        The source's name, for messages.
+    network : str
+        ``"G_ema"`` or ``"G"``, for messages.
+    g_init_kwargs, g_state : dict
+        The generator's ``_init_kwargs`` (plain data) and ``state_dict()``.
+    d_init_kwargs, d_state : dict, optional
+        The same for the discriminator, if there is one.
+    grey, class_index, truncation_psi
+        The importer's options.
+    """
+    settings = generator_settings(g_init_kwargs, where)
     image_size = settings.get("image_size")
     if image_size not in (32, 64, 128, 256, 512, 1024):
         raise CheckpointError(f"{where}: resolution {image_size} is not supported (32 to 1024, powers of two)")
     if settings.get("img_channels") not in (1, 3):
         raise CheckpointError(f"{where}: {settings.get('img_channels')} image channels are not supported (1 or 3)")
-    discriminator = snapshot.networks.get("D")
-    if discriminator is not None:
-        d_settings = discriminator_settings(discriminator.init_kwargs, where)
+    if d_init_kwargs is not None:
+        d_settings = discriminator_settings(d_init_kwargs, where)
         for ours, theirs in (("c_dim", "d_c_dim"), ("image_size", "d_image_size"),
                              ("img_channels", "d_img_channels")):
             if theirs in d_settings and d_settings.pop(theirs) != settings.get(ours, 0):
@@ -108,7 +138,7 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
     channel_max = int(settings.get("channel_max", 512))
     settings.update(channel_base=channel_base, channel_max=channel_max,
                     base_channels=max(1, min(channel_base // image_size, channel_max)), max_channels=channel_max,
-                    discriminator=discriminator is not None)
+                    discriminator=d_init_kwargs is not None)
     settings.setdefault("d_channel_base", channel_base)
     settings.setdefault("d_channel_max", channel_max)
     psi = _option_float("truncation_psi", truncation_psi)
@@ -134,12 +164,11 @@ def read_stylegan2_ada(path: str | os.PathLike[str], network: str = "G_ema", gre
     with torch.random.fork_rng():  # the random initial weights are replaced; keep the caller's random state
         torch.manual_seed(0)
         model = StyleGAN2ADA(config)
-    load_checked(model.generator, record.state_dict, where, network)
-    if discriminator is not None:
-        load_checked(model.discriminator, discriminator.state_dict, where, "discriminator D")
+    load_checked(model.generator, g_state, where, network)
+    if d_init_kwargs is not None:
+        load_checked(model.discriminator, d_state or {}, where, "discriminator D")
     model.fingerprint = model_fingerprint(model)
-    model.training_info = {"imported": {"format": "stylegan2-ada", "file": path.name, "network": network,
-                                        "training_set": snapshot.training_set_kwargs.get("path", "")}}
+    model.training_info = {"imported": {"format": "stylegan2-ada", "file": where, "network": network}}
     return model.eval()
 
 
