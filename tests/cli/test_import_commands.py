@@ -11,7 +11,7 @@ import torch
 
 from napari_latent.cli import main
 from napari_latent.models.checkpoint import load_model, read_header
-from napari_latent.models.importers import IMPORTERS, ModelImporter, register_importer
+from napari_latent.models.importers import IMPORTERS, ModelImporter, import_model, register_importer
 from tests.models.test_importers import read_toy, sniff_toy, toy_importer, write_toy_file  # noqa: F401
 
 
@@ -104,3 +104,38 @@ def test_import_of_a_monai_autoencoder_decodes_like_monai(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_import_of_a_stylegan2_ada_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.models.stylegan2_ada.test_import import tiny, write_snapshot
+
+    model = tiny(c_dim=3, class_index=0)
+    snapshot = write_snapshot(tmp_path, model)
+    out = tmp_path / "sg2.safetensors"
+    # a conditional generator needs its class: one line, exit 2, nothing written
+    assert main(["import", str(snapshot), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class_index" in err and not out.exists()
+    assert main(["import", str(snapshot), "--class-index", "1", "--truncation-psi", "0.7", "--out", str(out)]) == 0
+    assert "as a 'stylegan2-ada' model: 32 px" in capsys.readouterr().out
+    converted = load_model(out, device="cpu")
+    assert converted.config.class_index == 1 and converted.config.truncation_psi == 0.7
+    codes = converted.sample_latent(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = converted.decode(codes)
+        assert torch.equal(images, import_model(snapshot, class_index=1, truncation_psi=0.7).decode(codes))
+        assert not torch.equal(images, import_model(snapshot, class_index=2, truncation_psi=0.7).decode(codes))
+
+
+def test_a_hostile_snapshot_is_refused_and_nothing_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.models.stylegan2_ada.test_safety import call_pickle
+
+    marker = tmp_path / "pwned"
+    source = tmp_path / "network-snapshot-000000.pkl"
+    source.write_bytes(call_pickle("posix", "system", f"touch {marker}"))
+    out = tmp_path / "model.safetensors"
+    assert main(["import", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "posix.system" in err
+    assert not marker.exists() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
