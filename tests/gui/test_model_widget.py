@@ -149,3 +149,23 @@ def test_a_model_trained_with_a_window_keeps_it(widget: ModelWidget, tiny_cohort
     assert get_session(widget.viewer).model.slice_spec.fixed_window == (-160.0, 240.0)
     assert "window (-160 to 240)" in widget.info.value
     assert "fixed_window=(-160.0, 240.0)" in widget._train_call
+
+
+def test_an_official_stylegan2_ada_snapshot_opens_directly(widget: ModelWidget, tmp_path: Path) -> None:
+    from tests.models.stylegan2_ada.test_import import tiny, write_snapshot
+    from tests.models.stylegan2_ada.test_safety import call_pickle
+
+    snapshot = write_snapshot(tmp_path, tiny())
+    model = widget.load(snapshot)
+    assert model is not None and model.name == "stylegan2-ada"
+    assert get_session(widget.viewer).model is model
+    assert "stylegan2-ada" in widget.info.value
+    assert "*.pkl" in widget.checkpoint.filter
+    # a hostile one is a message, not a crash, and nothing runs
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "evil" / "network-snapshot-000001.pkl"
+    hostile.parent.mkdir()
+    hostile.write_bytes(call_pickle("os", "system", f"touch {marker}"))
+    assert widget.load(hostile) is None
+    assert "os.system" in widget.panel.status.value and not marker.exists()
+    assert get_session(widget.viewer).model is model
