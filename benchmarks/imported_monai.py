@@ -1,6 +1,6 @@
 """Decode throughput of imported MONAI autoencoders: MONAI's own ``decode`` against ours.
 
-    flock /work/bench.lock python benchmarks/imported_monai.py [--quick]
+    python benchmarks/imported_monai.py [--quick]
 
 For a MONAI ``AutoencoderKL`` (a small latent-diffusion first stage: channels 32/64/64,
 attention at the lowest level, 3 latent channels, a quarter-size latent map) and a ``VQVAE``

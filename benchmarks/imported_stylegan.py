@@ -1,6 +1,6 @@
 """Our re-implemented StyleGAN2-ADA synthesis against the official code's CPU path, on the fixture snapshot.
 
-    flock /work/bench.lock python benchmarks/imported_stylegan.py [--quick] [--snapshot PATH]
+    python benchmarks/imported_stylegan.py [--quick] [--snapshot PATH]
 
 Both paths synthesise images from the same ``ws`` (batch 16, float32, 2 torch threads,
 ``noise_mode="const"``) with the same weights (the fixture's ``G_ema``):
@@ -8,7 +8,7 @@ Both paths synthesise images from the same ``ws`` (batch 16, float32, 2 torch th
 * **ours**: :meth:`StyleGAN2ADA.synthesis` (styles modulate the activations so the batch
   shares one convolution weight; separable FIR filters; the x2 upsampling of the skip
   images as a transposed depthwise convolution);
-* **official path**: an op-by-op transcription, written here, of what the official code
+* **official path**: our own op-by-op re-implementation, written here, of what the official code
   does on a CPU in evaluation mode: the "fused" modulated convolution (a weight per sample,
   demodulated, one grouped convolution over the batch; a grouped transposed convolution
   for ``up=2``), and the reference ``upfirdn2d`` (upsampling by inserting zeros, padding,
@@ -36,6 +36,8 @@ from napari_latent.models.importers import import_model
 FIXTURES = Path(os.environ.get("NAPARI_LATENT_SG2_FIXTURES",
                                Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stylegan2-ada"))
 SNAPSHOT = FIXTURES / "network-snapshot-000000.pkl"
+#: Numbers-only copies of the fixture's state dicts and reference outputs (used when the snapshot is absent).
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "stylegan2_ada"
 BATCH = 16
 THREADS = 2
 
@@ -121,10 +123,30 @@ def _best(fn, ws: torch.Tensor) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
+def fixture_model(snapshot: Path = SNAPSHOT):
+    """The fixture's ``G_ema`` (and D): from the snapshot when it is there, else from the numbers-only copies of
+    its state dicts in ``tests/data/stylegan2_ada`` (the same weights)."""
+    if snapshot.is_file():
+        return import_model(snapshot)
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from napari_latent.models.stylegan2_ada.importer import model_from_state_dicts
+
+    def kwargs(name: str) -> dict:
+        with safe_open(str(DATA / f"{name}.safetensors"), "pt") as handle:
+            return json.loads(handle.metadata()["init_kwargs"])
+
+    return model_from_state_dicts("fixture", "G_ema", kwargs("G_ema"), load_file(DATA / "G_ema.safetensors"),
+                                  kwargs("D"), load_file(DATA / "D.safetensors"))
+
+
 def run(quick: bool = False, snapshot: Path = SNAPSHOT) -> list[dict]:
     """Time both paths; one dict per method plus a summary row (ratio, max abs difference)."""
     torch.set_num_threads(THREADS)
-    model = import_model(snapshot)
+    model = fixture_model(snapshot)
     synthesis = model.generator.synthesis
     z = torch.randn(BATCH, model.config.latent_dim, generator=torch.Generator().manual_seed(0))
     repeats = 3 if quick else 10
@@ -139,8 +161,9 @@ def run(quick: bool = False, snapshot: Path = SNAPSHOT) -> list[dict]:
                 times[name].append(seconds)
         difference = float((outputs["ours"] - outputs["official path"]).abs().max())
         reference_difference = None
-        if (snapshot.parent / "reference.npz").is_file():
-            with np.load(snapshot.parent / "reference.npz") as ref:
+        references = [path for path in (snapshot.parent / "reference.npz", DATA / "reference.npz") if path.is_file()]
+        if references:
+            with np.load(references[0]) as ref:
                 ours = model.synthesis(torch.from_numpy(ref["ws"])).numpy()
                 official = official_path(synthesis, torch.from_numpy(ref["ws"])).numpy()
                 reference_difference = (float(np.abs(ours - ref["img"]).max()),
