@@ -110,6 +110,8 @@ def test_evaluate_with_local_inception_weights_reports_fid(cli_model: Path, tiny
                  "--json", str(out), "--quiet", "--device", "cpu"]) == 0
     report = json.loads(out.read_text())
     assert report["frechet_features"] == "FID" and np.isfinite(report["frechet_distance"])
+    # the tiny model reconstructs poorly: the evaluation says so on stderr (analysis.trust)
+    assert "warning: the vae model reconstructs held-out slices poorly" in capsys.readouterr().err
     pickled = tmp_path / "inception.pth"
     pickled.write_bytes(b"\x80\x04K\x01.")
     assert main(["evaluate", str(cli_model), str(tiny_cohort), "--inception", str(pickled), "--quiet"]) == 2
