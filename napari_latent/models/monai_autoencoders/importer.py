@@ -6,8 +6,8 @@ their own (``{"_target_": "AutoencoderKL", "spatial_dims": 2, ...}``) or in a MO
 config (``configs/inference.json``: ``{"autoencoder_def": {"_target_": ...}, ...}``). The
 importer needs both: ``import_model("model.pt", config="network.json")``.
 
-Nothing from the files is executed: ``.pt`` files are read with ``torch.load(...,
-weights_only=True)``; bundle configs are read as data, ``@name`` references to plain values
+Nothing from the files is executed: ``.pt`` files are read by torch's weights-only loader
+(``weights_only=True``), which rebuilds tensors and plain containers only; bundle configs are read as data, ``@name`` references to plain values
 are resolved and ``$`` expressions are refused.
 """
 

@@ -101,15 +101,12 @@ class FullyConnectedLayer(nn.Module):
         return self.weight * self.weight_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.effective_weight().to(x.dtype)
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b[None], x, w.t())
-        return bias_act(x.matmul(w.t()), b, self.activation, ACTIVATION_GAINS[self.activation])
+        weight = self.effective_weight().to(x.dtype)
+        # the bias is scaled in the input's dtype (what float16 layers on CUDA see too)
+        bias = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
+        if bias is None or self.activation != "linear":
+            return bias_act(x @ weight.t(), bias, self.activation, ACTIVATION_GAINS[self.activation])
+        return torch.addmm(bias.unsqueeze(0), x, weight.t())  # one fused call for the linear layers
 
 
 class MappingNetwork(nn.Module):
@@ -481,17 +478,16 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
-        x = x.to(torch.float32)
+        features = x.to(torch.float32)
         if self.architecture == "skip":
-            x = x + self.fromrgb(img.to(torch.float32))
+            features = features + self.fromrgb(img.to(torch.float32))
         if self.mbstd is not None:
-            x = self.mbstd(x)
-        x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        x = self.out(x)
-        if self.cmap_dim > 0:
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
-        return x
+            features = self.mbstd(features)
+        logits = self.out(self.fc(self.conv(features).flatten(1)))
+        if self.cmap_dim == 0:
+            return logits
+        # a conditional discriminator: the projection onto the class embedding, normalised by its size
+        return (logits * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
 
 
 class Discriminator(nn.Module):
