@@ -7,8 +7,9 @@ config (``configs/inference.json``: ``{"autoencoder_def": {"_target_": ...}, ...
 importer needs both: ``import_model("model.pt", config="network.json")``.
 
 Nothing from the files is executed: ``.pt`` files are read by torch's weights-only loader
-(``weights_only=True``), which rebuilds tensors and plain containers only; bundle configs are read as data, ``@name`` references to plain values
-are resolved and ``$`` expressions are refused.
+(``weights_only=True``), which rebuilds tensors and plain containers only; bundle configs
+are read as data, ``@name`` references to plain values are resolved and ``$`` expressions
+are refused.
 """
 
 from __future__ import annotations
