@@ -29,6 +29,7 @@ from ..errors import MismatchError, UserInputError
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
 from ..models.base import GenerativeModel
+from ..progress import Operation, ProgressArg, ProgressEvent, StopFlag, run_operation, stop_requested
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -278,9 +279,12 @@ def start_code(model: GenerativeModel, directions: Directions, codes: LatentCode
 
 
 def direction_gallery(model: GenerativeModel, directions: Directions, codes: LatentCodes | torch.Tensor | None = None,
-                      slice_index: int | None = None, amount: float = 2.0, seed: int = 0,
-                      batch_size: int = 64) -> Gallery:
+                      slice_index: int | None = None, amount: float = 2.0, seed: int = 0, batch_size: int = 64,
+                      progress: ProgressArg = None) -> Gallery:
     """Decode one slice along every direction at ``-a``, 0 and ``+a`` (``a = amount * code_std``).
+
+    Drives :func:`iter_direction_gallery` to the end (``progress``: see
+    :func:`~napari_latent.progress.run_operation`).
 
     Parameters
     ----------
@@ -299,6 +303,8 @@ def direction_gallery(model: GenerativeModel, directions: Directions, codes: Lat
         Seed of the prior samples behind the mean latent.
     batch_size : int
         Codes per decoder call.
+    progress : callable or bool, optional
+        Progress display.
 
     Returns
     -------
@@ -311,6 +317,19 @@ def direction_gallery(model: GenerativeModel, directions: Directions, codes: Lat
     MismatchError
         The model, directions and codes do not belong together.
     """
+    return run_operation(iter_direction_gallery(model, directions, codes, slice_index, amount, seed, batch_size),
+                         progress)
+
+
+def iter_direction_gallery(model: GenerativeModel, directions: Directions,
+                           codes: LatentCodes | torch.Tensor | None = None, slice_index: int | None = None,
+                           amount: float = 2.0, seed: int = 0, batch_size: int = 64,
+                           stop: StopFlag | None = None) -> Operation[Gallery]:
+    """:func:`direction_gallery` as an operation: one progress event per decoded batch.
+
+    A ``stop`` request ends it after the current batch with :class:`UserInputError` (no
+    partial gallery).
+    """
     if not np.isfinite(amount) or amount <= 0:
         raise UserInputError(f"the gallery amount must be a positive number of spreads, got {amount}")
     if batch_size < 1:
@@ -321,10 +340,15 @@ def direction_gallery(model: GenerativeModel, directions: Directions, codes: Lat
     shifts = directions.vectors * spreads[:, None]                                    # (K, d)
     batch = torch.cat([start, start + torch.stack([-shifts, shifts], 1).reshape(-1, directions.dim)])
     images = []
-    with _eval_mode(model), torch.inference_mode():
-        for first in range(0, len(batch), batch_size):
+    total = -(-len(batch) // batch_size)
+    for step, first in enumerate(range(0, len(batch), batch_size), start=1):
+        if stop_requested(stop):
+            raise UserInputError("the gallery was cancelled")
+        with _eval_mode(model), torch.inference_mode():
             chunk = batch[first:first + batch_size].to(model.device)
             images.append(model.decode(chunk, directions.space).float().cpu())
+        yield ProgressEvent(step, total, f"gallery: decoded {min(first + batch_size, len(batch))} of {len(batch)}",
+                            stage="gallery")
     decoded = torch.cat(images)[:, 0].numpy()                                          # (1 + 2K, S, S)
     count = len(directions)
     pairs = decoded[1:].reshape(count, 2, *decoded.shape[1:])

@@ -12,9 +12,10 @@ from PIL import Image
 
 from napari_latent import discover, invert, load_model
 from napari_latent.analysis.direction_evaluation import DirectionEvaluation
-from napari_latent.analysis.gallery import Gallery, direction_gallery
+from napari_latent.analysis.gallery import Gallery, direction_gallery, iter_direction_gallery
 from napari_latent.cli import main
 from napari_latent.errors import MismatchError, UserInputError
+from napari_latent.progress import StopFlag
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,6 +77,19 @@ def test_gallery_from_codes_and_slice(demo, sefa, phantom_codes):
         direction_gallery(demo, sefa, amount=0.0)
     with pytest.raises(MismatchError):
         direction_gallery(demo, sefa, torch.zeros(5))
+
+
+def test_operation_reports_batches_and_stops(demo, sefa, gallery):
+    events = []
+    result = direction_gallery(demo, sefa, batch_size=3, progress=events.append)  # 7 codes: 3 decoder calls
+    assert [(e.step, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
+    np.testing.assert_allclose(result.images, gallery.images, atol=1e-5)
+    stop = StopFlag()
+    operation = iter_direction_gallery(demo, sefa, batch_size=3, stop=stop)
+    next(operation)
+    stop.request()
+    with pytest.raises(UserInputError, match="cancelled"):
+        next(operation)
 
 
 def test_order(gallery):
