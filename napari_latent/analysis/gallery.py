@@ -152,7 +152,11 @@ class Gallery:
         return label + f"\nΔ {self.differences[row]:.3f}"
 
     def figure(self, score: str | None = None, thumbnail: float = 1.3) -> Figure:
-        """A matplotlib figure: one row per direction, columns ``-a``, 0, ``+a`` (grey, window [-1, 1])."""
+        """A matplotlib figure: one row per direction, columns ``-a``, 0, ``+a`` (grey, window [-1, 1]).
+
+        Columns are titled with the shift in spreads; the small corner number of the outer
+        thumbnails is the shift in latent units (:attr:`alphas`).
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
