@@ -178,6 +178,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise CliError("--labels needs --data (the folder of the volumes it labels)")
     if args.codes and args.data:
         raise CliError("give the cohort either as --data (volumes) or as --codes (their codes), not both")
+    if args.gallery is None and args.gallery_codes:
+        raise CliError("--gallery-codes needs --gallery OUT.png")
+    if args.gallery is not None:
+        from ..analysis.gallery import check_png_path
+
+        check_png_path(args.gallery)
     method = discovery_method(args.method)
     need = method.data
     settings = method_settings_from_args(args, method, [entry for _, entry in METHODS.items()])
@@ -187,6 +193,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise CliError(f"the {method.name} method reads the cohort's images: give --data, not --codes")
     progress = None if args.quiet else True
     model = load_model(args.model, device=args.device)
+    gallery_codes = _gallery_codes(args, model, settings.get("space") or default_space(model))
     cohort_codes = None
     if args.codes:
         from ..latent.cohort_inversion import load_cohort_codes
@@ -225,7 +232,15 @@ def cmd_discover(args: argparse.Namespace) -> int:
         report["evaluation"] = evaluation.to_json()
     warnings = trust_warnings(model, directions=directions)
     report["warnings"] = [w.to_json() for w in warnings]
+    gallery = None
+    if args.gallery is not None:
+        from ..analysis.gallery import direction_gallery
+
+        gallery = direction_gallery(model, directions, gallery_codes, amount=args.gallery_amount)
+        report["gallery"] = {"path": str(args.gallery), **gallery.to_json()}
     directions.save(out)
+    if gallery is not None:
+        gallery.to_png(args.gallery)
     if args.report:
         write_json_atomic(args.report, report)
     print(f"{len(directions)} {directions.method} directions in space {directions.space} of {model.name} "
@@ -240,8 +255,24 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if evaluation is not None:
         print("\nevaluation against the cohort's factors (effect: factor SDs per spread of shift):")
         print_table(_factor_table(evaluation))
+    if gallery is not None:
+        print(f"gallery ({len(gallery)} directions at -{gallery.amount:g}, 0, +{gallery.amount:g} spreads from "
+              f"{gallery.start}) saved to {args.gallery}")
     print_warnings(warnings)
     return 0
+
+
+def _gallery_codes(args: argparse.Namespace, model: Any, space: str) -> Any:
+    """``--gallery-codes`` loaded and checked against the model and the space (None without it)."""
+    if not args.gallery_codes:
+        return None
+    from ..latent.codes import LatentCodes
+
+    codes = LatentCodes.load(args.gallery_codes)
+    codes.check_model(model)
+    if codes.space != model.check_space(space):
+        raise CliError(f"{args.gallery_codes}: the codes are in space {codes.space!r}, the directions in {space!r}")
+    return codes
 
 
 def _jsonable(value: Any) -> Any:
@@ -317,6 +348,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "--set classifier=logistic")
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation against the cohort's factors")
     p.add_argument("--report", metavar="OUT.json", help="also write the table (and evaluation) as JSON")
+    p.add_argument("--gallery", metavar="OUT.png", help="also write a gallery: one slice decoded at -a, 0 and +a "
+                   "along each direction (a in spreads of the codes along it)")
+    p.add_argument("--gallery-amount", type=positive_float, default=2.0, metavar="A",
+                   help="the gallery's shift in spreads of the codes (default 2)")
+    p.add_argument("--gallery-codes", metavar="CODES.safetensors", help="start the gallery from the middle slice "
+                   "of these codes (from 'napari-latent invert'); default: the model's mean latent")
     add_method_options(p, methods)
     add_run_options(p)
     p.set_defaults(func=cmd_discover)

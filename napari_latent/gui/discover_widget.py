@@ -14,6 +14,7 @@ from ..latent.directions import Directions
 from ..latent.discovery import METHODS, discovery_method, iter_discover, method_names
 from ..latent.inversion import default_space
 from ..progress import Operation, StopFlag
+from .gallery_panel import GalleryPanel
 from .method_form import MethodForm, data_message, no_path
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
@@ -37,7 +38,9 @@ class DiscoverWidget(Container):
     each is an attribute named like its setting (``widget.count``, ``widget.steps``, ...).
 
     Scriptable: ``widget.method.value = "sefa"``, ``widget.count.value = 5``, ``widget.run()``,
-    ``widget.runner.wait()``; ``widget.rename(0, "rotation")``, ``widget.select(1)``.
+    ``widget.runner.wait()``; ``widget.rename(0, "rotation")``, ``widget.select(1)``;
+    ``widget.gallery.run()`` (then ``widget.runner.wait()``) and ``widget.gallery.export(path)``
+    (:class:`~napari_latent.gui.gallery_panel.GalleryPanel`).
     """
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -58,13 +61,15 @@ class DiscoverWidget(Container):
                 setattr(self, key, field)
         self.run_button = PushButton(text="Discover")
         self.panel = ProgressPanel()
-        self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
+        self.runner = OperationRunner(self.panel, self._on_busy)
         self.table = Table(value=None)
         self.selected = Label(value="Selected direction: none")
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save directions", enabled=False)
+        self.gallery = GalleryPanel(napari_viewer, self.session, self.runner, lambda: self.directions)
         super().__init__(widgets=[self.status, self.method, self.summary, self.space, *self.form.widgets,
-                                  self.run_button, self.panel, self.table, self.selected, self.out, self.save_button])
+                                  self.run_button, self.panel, self.table, self.selected, self.out, self.save_button,
+                                  self.gallery])
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)
@@ -74,6 +79,10 @@ class DiscoverWidget(Container):
         self.session.events.directions.connect(partial(self._on_session_changed, "directions"))
         self._on_method(self.method.value)
         self._on_session_changed("model")
+
+    def _on_busy(self, busy: bool) -> None:
+        self.run_button.enabled = not busy
+        self.gallery.set_available(not busy and self.directions is not None)
 
     # -- form ------------------------------------------------------------------------------
     def _spaces(self, _widget: Any = None) -> list[str]:
@@ -165,6 +174,8 @@ class DiscoverWidget(Container):
 
         self._filling = True
         try:
+            self.gallery.reset()
+            self.gallery.set_available(self.directions is not None and not self.runner.running)
             if self.directions is None:
                 self.table.value = None
                 self.save_button.enabled = False
