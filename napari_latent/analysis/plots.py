@@ -538,7 +538,7 @@ def _regions_html(regions: Any) -> str:
                      f"{regions.threshold:.4g}")
     return (f"<section><h2>Regions of interest</h2><img src=\"{REGIONS_FIGURE}\" alt=\"Region curves\">"
             f"<p class=\"how\">Plain image measurements of the decoded volumes, not from the model: "
-            f"{html.escape(measured)} (numbers in regions.csv beside the eigen outputs).</p></section>")
+            f"{html.escape(measured)} (numbers under <code>regions</code> in report.json).</p></section>")
 
 
 def _correlation_cell(component: dict[str, Any]) -> str:
