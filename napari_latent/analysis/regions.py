@@ -284,7 +284,7 @@ def region_curves(traversal: TraversalLike, regions: RegionsArg, threshold: floa
     sums = np.zeros((count + 1, len(alphas)))
     beyond = np.zeros((count + 1, len(alphas)), dtype=np.int64) if threshold is not None else None
     work = traversal.to_working(index)
-    planes = np.flatnonzero(work.reshape(work.shape[0], -1).any(axis=1))
+    planes = np.flatnonzero(np.any(work, axis=(1, 2)))  # no copy of a reoriented view
     for first, last, block in traversal.iter_blocks(_chunk(traversal), int(planes[0]), int(planes[-1]) + 1):
         slab = contiguous(work[first:last]).ravel()
         for a in range(len(alphas)):
