@@ -8,13 +8,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from napari_latent.analysis.eigen import eigencomponents
 from napari_latent.analysis.regions import automatic_csf_mask, automatic_regions, region_curves
 from napari_latent.errors import MismatchError, UserInputError
-from napari_latent.latent.traversal import StoredTraversal, Traversal
+from napari_latent.latent import invert
+from napari_latent.latent.traversal import LazyTraversal, StoredTraversal, Traversal
 from napari_latent.latent.traversal.store import write_store
+from napari_latent.models.base import build_model
+from napari_latent.volumes import Volume
 from napari_latent.volumes.grid import Grid
+from napari_latent.volumes.phantoms import PhantomFactors, make_phantom
 
 SHAPE = (6, 8, 10)
 AFFINE = np.diag([0.5, 2.0, 3.0, 1.0])  # a voxel is 3 mm³
@@ -109,3 +114,20 @@ def test_automatic_csf_mask_finds_the_dark_voxels_inside_the_head() -> None:
     labels, names, threshold = automatic_regions(traversal)
     assert names[0].startswith("csf") and threshold == found.threshold
     np.testing.assert_array_equal(labels == 1, radius < 3)
+
+
+def test_a_lazy_traversal_is_decoded_slab_by_slab_with_the_same_curves() -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", image_size=32, latent_dim=4, base_channels=4, max_channels=8).eval()
+    phantom = make_phantom(PhantomFactors(), size=24, seed=3)
+    volume = Volume(phantom.image, phantom.affine, name="phantom")
+    lazy = LazyTraversal(model, invert(model, volume, method="encoder"), torch.ones(4), "0:2:3", source=volume)
+    labels = np.zeros(volume.grid.shape, dtype=np.int32)
+    labels[8:16, 8:16, 8:16] = 1
+    labels[4:8] = 2
+    threshold = float(np.median(volume.data))
+    eager = region_curves(lazy.compute(), labels, threshold=threshold)
+    lazy.default_chunk = lambda: 3  # type: ignore[method-assign]
+    streamed = region_curves(lazy, labels, threshold=threshold)
+    np.testing.assert_allclose(streamed.mean_intensity, eager.mean_intensity, rtol=1e-5)
+    np.testing.assert_array_equal(streamed.threshold_voxels, eager.threshold_voxels)
