@@ -39,6 +39,8 @@ REPORT_VERSION = 1
 DIVERGING = "RdBu_r"
 FIGURES = {"eigenvectors": "eigenvectors.png", "spectrum": "spectrum.png",
            "montage": "traversal_montage.png", "components": "component_maps.png"}
+#: The figure of :class:`~napari_latent.analysis.regions.RegionCurves` in a report (when given).
+REGIONS_FIGURE = "regions.png"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -432,7 +434,7 @@ def _pattern_sentence(summary: dict[str, Any], center: Any) -> str:
 
 def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eigen: EigenResult,
                  extra: dict[str, Any] | None = None, dpi: int = 120,
-                 warnings: Sequence[Any] | None = None) -> Path:
+                 warnings: Sequence[Any] | None = None, regions: Any = None) -> Path:
     """Write a report folder: the four figures, ``report.json`` and ``report.html``.
 
     Parameters
@@ -455,6 +457,10 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
         objects or strings, e.g. from :func:`~napari_latent.analysis.trust.trust_warnings`):
         a box at the top of the page, and ``warnings`` in ``report.json``. Without any, the page
         says that no check was made or that none failed (``checked``).
+    regions : RegionCurves, optional
+        Measurements of regions of interest (:func:`~napari_latent.analysis.regions.region_curves`):
+        their figure (``regions.png``) with one line of text, and ``regions`` in ``report.json``
+        (only when given).
 
     Returns
     -------
@@ -483,13 +489,17 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
         "components": lambda: figure_component_maps(eigen, anatomy, positions=positions, plane=plane, grey=grey)}
     for key, make in figures.items():  # one figure (and its images) in memory at a time
         save_figure(make(), out / FIGURES[key], dpi=dpi)
+    if regions is not None:
+        save_figure(regions.figure(), out / REGIONS_FIGURE, dpi=dpi)
     summary = _summary(traversal, eigen)
     report = {"format": REPORT_FORMAT, "format_version": REPORT_VERSION, "summary": summary,
               "eigen": {k: v for k, v in eigen.to_json().items() if k not in ("grid", "source")},
               "figures": dict(FIGURES), "extra": extra or {},
               "warnings": [_warning_json(w) for w in warnings or []], "checked": warnings is not None}
+    if regions is not None:
+        report["regions"] = {"figure": REGIONS_FIGURE, "rows": regions.to_rows()}
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}, warnings))
+    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}, warnings, regions))
     return out / "report.html"
 
 
@@ -518,6 +528,17 @@ _READ_ME = {
         "is the one the paper recommends for reading the change; component 1 looks like the anatomy itself. "
         "Each row has its own symmetric colour scale."),
 }
+
+
+def _regions_html(regions: Any) -> str:
+    """The section of the region curves: the figure and one line saying what it measures."""
+    measured = "the mean intensity of each region at every alpha"
+    if regions.threshold is not None:
+        measured += (f", and the volume (mm³) of its voxels {'below' if regions.below else 'above'} "
+                     f"{regions.threshold:.4g}")
+    return (f"<section><h2>Regions of interest</h2><img src=\"{REGIONS_FIGURE}\" alt=\"Region curves\">"
+            f"<p class=\"how\">Plain image measurements of the decoded volumes, not from the model: "
+            f"{html.escape(measured)} (numbers under <code>regions</code> in report.json).</p></section>")
 
 
 def _correlation_cell(component: dict[str, Any]) -> str:
@@ -551,7 +572,7 @@ def _warnings_html(warnings: Sequence[Any] | None) -> str:
 
 
 def _html(summary: dict[str, Any], eigen: EigenResult, extra: dict[str, Any],
-          warnings: Sequence[Any] | None = None) -> str:
+          warnings: Sequence[Any] | None = None, regions: Any = None) -> str:
     direction = summary.get("direction") or {}
     alphas = summary["alphas"]
     facts = [("source volume", str(summary.get("source") or "—")),
@@ -603,6 +624,7 @@ voxels of all alpha images form a matrix whose covariance is eigendecomposed.</p
 {figure("eigenvectors", "Eigenvectors over alpha")}
 {figure("spectrum", "Eigenvalue spectrum")}
 {figure("components", "Component maps")}
+{"" if regions is None else _regions_html(regions)}
 {"<section><h2>More facts</h2>" + _table(extra_rows) + "</section>" if extra_rows else ""}
 <p><small>Numbers: <a href="report.json">report.json</a>. Made by napari-latent.</small></p>
 </body></html>

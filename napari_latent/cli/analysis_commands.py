@@ -150,7 +150,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eigen(args: argparse.Namespace) -> int:
     """Eigencomponents and difference maps of a saved traversal, with a report."""
     from ..analysis.eigen import iter_eigencomponents
-    from ..analysis.plots import write_report
+    from ..analysis.plots import save_figure, write_report
+    from ..analysis.regions import region_curves
     from ..latent.traversal import open_traversal
     from ..progress import run_operation
 
@@ -158,6 +159,7 @@ def cmd_eigen(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise CliError(f"{out}: --out must be a folder")
     traversal = open_traversal(args.traversal)
+    roi = _resolve_roi(args, traversal)  # a bad mask fails here, before anything is written
     n_components = min(args.components, len(traversal))
     center: Any = {"paper": True, "none": False, "baseline": "baseline"}[args.center]
     progress = None if args.quiet else True
@@ -166,7 +168,12 @@ def cmd_eigen(args: argparse.Namespace) -> int:
     if eigen is None:  # pragma: no cover - only when stopped
         raise CliError("the eigen analysis was stopped")
     eigen.save(out)
-    report = None if args.no_report else write_report(out / "report", traversal, eigen)
+    curves = None
+    if roi is not None:
+        curves = region_curves(traversal, roi["labels"], roi["threshold"], roi["below"], eigen, roi["names"])
+        curves.to_csv(out / "regions.csv")
+        save_figure(curves.figure(), out / "regions.png")
+    report = None if args.no_report else write_report(out / "report", traversal, eigen, regions=curves)
     ratio = eigen.explained_variance_ratio
     corr = eigen.alpha_correlation()
     print(f"{eigen.n_components} eigencomponents of {len(traversal)} alphas over {eigen.n_voxels:,} voxels "
@@ -177,9 +184,36 @@ def cmd_eigen(args: argparse.Namespace) -> int:
         r = "n/a" if corr[k] != corr[k] else f"{corr[k]:+.3f}"
         print(f"  component {k + 1}: {100 * ratio[k]:.4g}% of the variance, eigenvector vs alpha r = {r}, "
               f"{100 * constant:.1f}% on the constant vector")
+    if curves is not None:
+        print(f"regions ({roi['kind']}) saved to {out / 'regions.csv'} and regions.png:")
+        print("\n".join(f"  {line}" for line in curves.summary().splitlines()))
     if report is not None:
         print(f"report: {report}")
     return 0
+
+
+def _resolve_roi(args: argparse.Namespace, traversal: Any) -> dict[str, Any] | None:
+    """``--roi``: the label volume on the traversal's grid, names, threshold and side (None without it).
+
+    ``--roi auto`` is :func:`~napari_latent.analysis.regions.automatic_regions`: its CSF
+    threshold and ``below`` unless ``--roi-threshold`` is given.
+    """
+    from ..analysis.regions import automatic_regions, resolve_regions
+
+    if args.roi is None:
+        if args.roi_threshold is not None or args.roi_below:
+            raise CliError("--roi-threshold and --roi-below need --roi MASK (or --roi auto)")
+        return None
+    if args.roi == "auto":
+        labels, names, threshold = automatic_regions(traversal)
+        if args.roi_threshold is None:
+            return {"labels": labels, "names": names, "threshold": threshold, "below": True,
+                    "kind": f"automatic; threshold {threshold:.4g}, voxels below it counted"}
+        return {"labels": labels, "names": names, "threshold": args.roi_threshold, "below": args.roi_below,
+                "kind": "automatic"}
+    labels, _ = resolve_regions(traversal, args.roi)
+    return {"labels": labels, "names": None, "threshold": args.roi_threshold, "below": args.roi_below,
+            "kind": Path(args.roi).name}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -269,6 +303,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "subtracted per voxel (no anatomy leak; the change becomes component 1)")
     p.add_argument("--differences", default="extreme",
                    help="difference maps: extreme (default: the alpha farthest from the baseline), all or none")
+    p.add_argument("--roi", metavar="MASK|auto",
+                   help="regions of interest: a mask or label NIfTI on the traversal's grid (0 = background, each "
+                   "label one region), or 'auto' (the dark voxels inside the head at the baseline, see "
+                   "docs/analysis.md); writes regions.csv and regions.png (mean intensity and thresholded volume "
+                   "in mm3 per region and alpha)")
+    p.add_argument("--roi-threshold", type=float, default=None, metavar="T",
+                   help="with --roi: also measure the volume of each region's voxels above T (default: not "
+                   "measured; with --roi auto: the automatic CSF threshold, voxels below it)")
+    p.add_argument("--roi-below", action="store_true", help="with --roi-threshold: count voxels below T")
     p.add_argument("--no-report", action="store_true", help="skip the report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eigen)
