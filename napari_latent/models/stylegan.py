@@ -79,8 +79,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MismatchError, UserInputError
-from .base import LatentPrior, LatentWeights, ModelConfig, register_model
-from .gan import GANModel
+from .base import ModelConfig, register_model
+from .style_spaces import StyleSpacesGAN, straight_through_clamp
 
 NoiseMode = Literal["const", "random", "none"]
 NOISE_MODES = ("const", "random", "none")
@@ -186,11 +186,6 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
 def downsample(x: torch.Tensor) -> torch.Tensor:
     """/2 antialiased bilinear downsampling (the [1, 3, 3, 1] filter of StyleGAN2 away from the borders)."""
     return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
-
-
-def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
-    """Values clamped to [-1, 1] with the gradient of the identity."""
-    return images + (images.clamp(-1.0, 1.0) - images).detach()
 
 
 class EqualizedLinear(nn.Module):
@@ -549,7 +544,7 @@ class StyleDiscriminator(nn.Module):
 # -- the model -------------------------------------------------------------------------------
 
 @register_model
-class StyleGAN(GANModel):
+class StyleGAN(StyleSpacesGAN):
     """StyleGAN2 with latent spaces ``z`` (prior), ``w`` (mapped) and ``w+`` (one ``w`` per style input).
 
     See the module docstring for the architecture. ``w_avg`` is estimated from 1024
@@ -558,7 +553,6 @@ class StyleGAN(GANModel):
 
     name = "stylegan"
     config_class = StyleGANConfig
-    spaces = ("z", "w", "w+")
     #: No fp16 autocast: the demodulation's sums of squared weights and styles, the
     #: unclamped synthesis activations and the R1 double backward leave float16's range
     #: (StyleGAN2-ADA needed clamping and fp32 low-resolution layers for fp16); bfloat16
@@ -575,25 +569,6 @@ class StyleGAN(GANModel):
         self.reset_w_avg()
 
     # -- description -----------------------------------------------------------------------
-    @property
-    def num_ws(self) -> int:
-        """Number of style inputs of the synthesis network (rows of a ``w+`` code)."""
-        return self.generator.num_ws
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        """The running mean of ``w`` ``(w_dim,)`` (a buffer of the generator)."""
-        return self.generator.mapping.w_avg
-
-    def latent_shape(self, space: str | None = None) -> tuple[int, ...]:
-        """``(latent_dim,)`` in ``z``, ``(w_dim,)`` in ``w``, ``(num_ws, w_dim)`` in ``w+``."""
-        space = self.check_space(space)
-        if space == "z":
-            return (int(self.config.latent_dim),)
-        if space == "w":
-            return (int(self.config.w_dim),)
-        return (self.num_ws, int(self.config.w_dim))
-
     def describe(self) -> dict[str, Any]:
         """As :meth:`GenerativeModel.describe`, with ``num_ws`` and the parameter counts of both halves."""
         return {**super().describe(), "num_ws": self.num_ws,
@@ -638,16 +613,6 @@ class StyleGAN(GANModel):
         with torch.no_grad():
             return self.to_space(z, "z", space)
 
-    @property
-    def analysis_space(self) -> str:
-        """``w``: inversion and discovery work there by default."""
-        return "w"
-
-    def prior(self, space: str | None = None) -> LatentPrior:
-        """``z`` is standard normal but normalised by its second moment (so 0 is singular); ``w``/``w+`` are mapped."""
-        space = self.check_space(space)
-        return LatentPrior(standard_normal=space == "z", mean_is_typical=space != "z")
-
     def style_affines(self) -> list[list[torch.Tensor]]:
         """Effective weights ``(channels, w_dim)`` of the style affine layers fed by each style input."""
         per_input: list[list[torch.Tensor]] = [[] for _ in range(self.num_ws)]
@@ -659,30 +624,10 @@ class StyleGAN(GANModel):
             start += block.num_conv
         return per_input
 
-    def latent_weights(self, space: str | None = None) -> LatentWeights:
-        """``z``: the mapping's first layer; ``w``: all style affines (``"shared"``); ``w+``: a block per style input.
-
-        Each style input's entry stacks the affines it feeds: a 3x3 convolution's, and a
-        ``toGray``'s for inputs shared with one.
-        """
-        space = self.check_space(space)
-        if space == "z":
-            layer = self.generator.mapping.layers[0]
-            return LatentWeights((layer.weight * layer.weight_gain,))
-        inputs = tuple(torch.cat(weights) for weights in self.style_affines())
-        return LatentWeights(inputs, "shared" if space == "w" else "blocks")
-
-    def mean_latent(self, space: str | None = None, samples: int = 512, seed: int = 0) -> torch.Tensor:
-        """The centre of a space as a flat code ``(1, latent_dim(space))``: ``w_avg`` in ``w``/``w+``, 0 in ``z``.
-
-        The start point of optimisation-based inversion (``samples`` and ``seed`` are unused:
-        the mean is tracked).
-        """
-        space = self.check_space(space)
-        if space == "z":
-            return torch.zeros(1, self.config.latent_dim, device=self.device)
-        w = self.w_avg.detach().clone()[None]
-        return w if space == "w" else w.repeat(1, self.num_ws)
+    def mapping_input_weight(self) -> torch.Tensor:
+        """The effective weight of the mapping's first layer ``(units, latent_dim)``."""
+        layer = self.generator.mapping.layers[0]
+        return layer.weight * layer.weight_gain
 
     @torch.no_grad()
     def reset_w_avg(self, samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> None:

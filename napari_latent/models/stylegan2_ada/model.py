@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import MismatchError, UserInputError
-from ..base import LatentPrior, LatentWeights, ModelConfig, register_model
-from ..gan import GANModel
+from ..base import ModelConfig, register_model
+from ..style_spaces import StyleSpacesGAN, straight_through_clamp
 from .networks import ARCHITECTURES, NOISE_MODES, Discriminator, Generator, NoiseMode, channels_at
 
 #: Image sizes the family supports (powers of two).
@@ -189,13 +189,8 @@ class StyleGAN2ADAConfig(ModelConfig):
                                     "mbstd_num_channels": self.d_mbstd_num_channels}}
 
 
-def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
-    """Values clamped to [-1, 1] with the gradient of the identity."""
-    return images + (images.clamp(-1.0, 1.0) - images).detach()
-
-
 @register_model
-class StyleGAN2ADA(GANModel):
+class StyleGAN2ADA(StyleSpacesGAN):
     """An official StyleGAN2-ADA generator (and discriminator), re-implemented; imported, not trained here.
 
     Spaces ``z``, ``w`` and ``w+``; inversion and discovery work in ``w``. Besides the
@@ -207,7 +202,6 @@ class StyleGAN2ADA(GANModel):
     name = "stylegan2-ada"
     objective: ClassVar[str] = ""
     config_class = StyleGAN2ADAConfig
-    spaces = ("z", "w", "w+")
     mixed_precision = ()
 
     config: StyleGAN2ADAConfig
@@ -219,30 +213,6 @@ class StyleGAN2ADA(GANModel):
         self.reset_w_avg()
 
     # -- description -----------------------------------------------------------------------
-    @property
-    def num_ws(self) -> int:
-        """Number of style inputs (rows of a ``w+`` code)."""
-        return int(self.generator.num_ws)
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        """The tracked mean ``w`` ``(w_dim,)``."""
-        return self.generator.mapping.w_avg
-
-    @property
-    def analysis_space(self) -> str:
-        """``w``: inversion and discovery work there by default."""
-        return "w"
-
-    def latent_shape(self, space: str | None = None) -> tuple[int, ...]:
-        """``(z_dim,)`` in ``z``, ``(w_dim,)`` in ``w``, ``(num_ws, w_dim)`` in ``w+``."""
-        space = self.check_space(space)
-        if space == "z":
-            return (int(self.config.latent_dim),)
-        if space == "w":
-            return (int(self.config.w_dim),)
-        return (self.num_ws, int(self.config.w_dim))
-
     def describe(self) -> dict[str, Any]:
         """As :meth:`GenerativeModel.describe`, with ``num_ws`` and the channels per resolution."""
         synthesis = self.generator.synthesis
@@ -250,19 +220,6 @@ class StyleGAN2ADA(GANModel):
                     for res in synthesis.block_resolutions}
         return {**super().describe(), "num_ws": self.num_ws, "channels": channels,
                 "generator_parameters": sum(p.numel() for p in self.generator.parameters())}
-
-    def prior(self, space: str | None = None) -> LatentPrior:
-        """``z`` is standard normal but normalised by its second moment (0 is singular); ``w``/``w+`` are mapped."""
-        space = self.check_space(space)
-        return LatentPrior(standard_normal=space == "z", mean_is_typical=space != "z")
-
-    def mean_latent(self, space: str | None = None, samples: int = 512, seed: int = 0) -> torch.Tensor:
-        """``w_avg`` in ``w`` (repeated in ``w+``), 0 in ``z`` (``samples`` and ``seed`` are unused)."""
-        space = self.check_space(space)
-        if space == "z":
-            return torch.zeros(1, self.config.latent_dim, device=self.device)
-        w = self.w_avg.detach().clone()[None]
-        return w if space == "w" else w.repeat(1, self.num_ws)
 
     def style_affines(self) -> list[list[torch.Tensor]]:
         """Effective weights ``(channels, w_dim)`` of the style affine layers fed by each row of ``w+``."""
@@ -277,18 +234,9 @@ class StyleGAN2ADA(GANModel):
             start += block.num_conv
         return per_row
 
-    def latent_weights(self, space: str | None = None) -> LatentWeights:
-        """``z``: the ``z`` columns of the mapping's first layer; ``w``: all style affines (``"shared"``);
-        ``w+``: one block per row.
-
-        The affine weights are the effective ones (times their equalised-learning-rate
-        gain); a ``torgb`` layer's extra ``1/sqrt(channels)`` is not included.
-        """
-        space = self.check_space(space)
-        if space == "z":
-            return LatentWeights((self.generator.mapping.fc0.effective_weight()[:, :self.config.latent_dim],))
-        inputs = tuple(torch.cat(weights) for weights in self.style_affines())
-        return LatentWeights(inputs, "shared" if space == "w" else "blocks")
+    def mapping_input_weight(self) -> torch.Tensor:
+        """The ``z`` columns of the mapping's first layer (the rest read the class embedding)."""
+        return self.generator.mapping.fc0.effective_weight()[:, :self.config.latent_dim]
 
     def noise_inputs(self) -> list[tuple[int, int]]:
         """Sizes of the synthesis layers' noise maps, in order (see :meth:`decode_noise`)."""
