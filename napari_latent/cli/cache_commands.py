@@ -12,16 +12,6 @@ if TYPE_CHECKING:
     from ..training.slice_cache import SliceCache
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def add_cache_options(parser: argparse.ArgumentParser) -> None:
     """``--cache-dir DIR`` and ``--no-cache`` (one or the other)."""
     group = parser.add_mutually_exclusive_group()

@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..settings import Setting, settings_of_dataclass
-from .cache_commands import add_cache_options, cache_from_args, non_negative_int
-from .common import PROG, CliError, add_run_options, is_main_process, parse_settings, positive_float, positive_int
+from .cache_commands import add_cache_options, cache_from_args
+from .common import (
+    PROG,
+    CliError,
+    add_run_options,
+    is_main_process,
+    non_negative_int,
+    parse_settings,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from ..training.settings import TrainSettings
