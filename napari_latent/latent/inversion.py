@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -226,14 +226,17 @@ def slice_noise_generators(keys: Sequence[int] | np.ndarray | torch.Tensor, seed
     return out
 
 
-def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: torch.Tensor, space: str,
-                        settings: InversionSettings, spread: float, stop: StopFlag | None = None,
-                        seed: int = 0, keys: Sequence[int] | np.ndarray | None = None) -> Operation[torch.Tensor]:
-    """Optimise codes of all target images, ``settings.batch_size`` at a time (see the module docstring).
+def _iter_in_batches(model: GenerativeModel, targets: torch.Tensor, start: torch.Tensor,
+                     settings: InversionSettings, seed: int, keys: Sequence[int] | np.ndarray | None,
+                     stop: StopFlag | None, message: str,
+                     optimise_batch: Callable[[torch.Tensor, torch.Tensor, list[torch.Generator]],
+                                              Iterator[dict[str, float]]]) -> Operation[torch.Tensor]:
+    """The frame the optimisation methods share: batches of targets, frozen weights, progress and stop.
 
-    ``keys`` (one non-negative integer per target; default ``0 .. n-1``) with ``seed`` choose
-    each target's noise stream (:func:`slice_noise_generators`), so a target's code does
-    not depend on the other targets of its batch.
+    ``optimise_batch(target, codes, streams)`` optimises one batch's ``codes`` (a leaf tensor
+    that requires grad, on the model's device) in place, with ``streams`` the targets' noise
+    generators, and yields the numbers of each step. A stop keeps the codes reached and the
+    starts of the targets not yet begun.
     """
     device = model.device
     model.eval()
@@ -251,23 +254,9 @@ def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: to
             target = targets[begin:begin + batch_size].to(device)
             codes = start[begin:begin + batch_size].clone().to(device).requires_grad_(True)
             streams = slice_noise_generators(keys[begin:begin + batch_size], seed)
-            optimizer = torch.optim.Adam([codes], lr=settings.lr, betas=(0.9, 0.999))
-            for step in range(settings.steps):
-                t = step / settings.steps
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, settings.steps, settings) * spread
-                noise_scale = spread * settings.noise * max(0.0, 1.0 - t / max(settings.noise_ramp, 1e-8)) ** 2
-                noisy = codes
-                if noise_scale > 0:
-                    noise = torch.stack([torch.randn(codes.shape[1], generator=g) for g in streams])
-                    noisy = codes + noise.to(device) * noise_scale
-                loss, mse = _image_losses(model, noisy, target, space, settings.ssim_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                optimizer.step()
+            for numbers in optimise_batch(target, codes, streams):
                 done += 1
-                numbers = {"mse": float(mse.detach().mean()), "loss": float(loss.detach().mean())}
-                yield ProgressEvent(done, total, "optimising codes", numbers, stage="invert")
+                yield ProgressEvent(done, total, message, numbers, stage="invert")
                 if stop_requested(stop):
                     break
             results.append(codes.detach().cpu())
@@ -278,6 +267,47 @@ def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: to
         for parameter in model.parameters():
             parameter.requires_grad_(True)
     return torch.cat(results)
+
+
+def _noisy(codes: torch.Tensor, streams: list[torch.Generator], scale: float) -> torch.Tensor:
+    """``codes`` plus ``scale`` times each target's next normal draw from its own stream (unchanged at 0)."""
+    if scale <= 0:
+        return codes
+    noise = torch.stack([torch.randn(codes.shape[1], generator=g) for g in streams])
+    return codes + noise.to(codes.device) * scale
+
+
+def _noise_scale(step: int, settings: InversionSettings, spread: float) -> float:
+    """The code noise of a step: ``spread * noise``, ramped down quadratically over ``noise_ramp`` of the steps."""
+    t = step / settings.steps
+    return spread * settings.noise * max(0.0, 1.0 - t / max(settings.noise_ramp, 1e-8)) ** 2
+
+
+def iter_optimize_codes(model: GenerativeModel, targets: torch.Tensor, start: torch.Tensor, space: str,
+                        settings: InversionSettings, spread: float, stop: StopFlag | None = None,
+                        seed: int = 0, keys: Sequence[int] | np.ndarray | None = None) -> Operation[torch.Tensor]:
+    """Optimise codes of all target images, ``settings.batch_size`` at a time (see the module docstring).
+
+    ``keys`` (one non-negative integer per target; default ``0 .. n-1``) with ``seed`` choose
+    each target's noise stream (:func:`slice_noise_generators`), so a target's code does
+    not depend on the other targets of its batch.
+    """
+
+    def optimise_batch(target: torch.Tensor, codes: torch.Tensor,
+                       streams: list[torch.Generator]) -> Iterator[dict[str, float]]:
+        optimizer = torch.optim.Adam([codes], lr=settings.lr, betas=(0.9, 0.999))
+        for step in range(settings.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, settings.steps, settings) * spread
+            noisy = _noisy(codes, streams, _noise_scale(step, settings, spread))
+            loss, mse = _image_losses(model, noisy, target, space, settings.ssim_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            yield {"mse": float(mse.detach().mean()), "loss": float(loss.detach().mean())}
+
+    return (yield from _iter_in_batches(model, targets, start, settings, seed, keys, stop, "optimising codes",
+                                        optimise_batch))
 
 
 def noise_autocorrelation(noise: torch.Tensor) -> torch.Tensor:
@@ -307,59 +337,34 @@ def iter_project_codes(model: GenerativeModel, targets: torch.Tensor, start: tor
     Each target's ``w`` noise and initial noise maps come from its own stream
     (:func:`slice_noise_generators`), so its code does not depend on its batch.
     """
-    device = model.device
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    keys = np.arange(len(targets)) if keys is None else np.asarray(keys, dtype=np.int64)
-    if len(keys) != len(targets):
-        raise UserInputError(f"{len(keys)} noise keys given for {len(targets)} targets")
     sizes = model.noise_inputs()
-    batch_size = settings.batch_size or default_batch_size(model.image_size)
-    results = []
-    total = settings.steps * math.ceil(len(targets) / batch_size)
-    done = 0
-    try:
-        for begin in range(0, len(targets), batch_size):
-            target = targets[begin:begin + batch_size].to(device)
-            codes = start[begin:begin + batch_size].clone().to(device).requires_grad_(True)
-            streams = slice_noise_generators(keys[begin:begin + batch_size], seed)
-            maps = [torch.stack([torch.randn(1, h, w, generator=g) for g in streams]).to(device).requires_grad_(True)
-                    for h, w in sizes]
-            optimizer = torch.optim.Adam([codes, *maps], lr=settings.lr, betas=(0.9, 0.999))
-            for step in range(settings.steps):
-                t = step / settings.steps
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, settings.steps, settings)
-                noise_scale = w_std * settings.noise * max(0.0, 1.0 - t / max(settings.noise_ramp, 1e-8)) ** 2
-                noisy = codes
-                if noise_scale > 0:
-                    noise = torch.stack([torch.randn(codes.shape[1], generator=g) for g in streams])
-                    noisy = codes + noise.to(device) * noise_scale
-                images = model.decode_noise(noisy, "w", maps or None).float()
-                mse = (images - target).pow(2).flatten(1).mean(1)
-                loss = mse
-                if settings.ssim_weight > 0:
-                    loss = loss + settings.ssim_weight * (1.0 - ssim(images, target, reduction="none"))
-                if maps:
-                    loss = loss + settings.noise_regularization * sum(noise_autocorrelation(m) for m in maps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                optimizer.step()
-                _renormalize(maps)
-                done += 1
-                numbers = {"mse": float(mse.detach().mean()), "loss": float(loss.detach().mean())}
-                yield ProgressEvent(done, total, "projecting codes", numbers, stage="invert")
-                if stop_requested(stop):
-                    break
-            results.append(codes.detach().cpu())
-            if stop_requested(stop):
-                results.append(start[begin + len(target):].clone())
-                break
-    finally:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-    return torch.cat(results)
+
+    def optimise_batch(target: torch.Tensor, codes: torch.Tensor,
+                       streams: list[torch.Generator]) -> Iterator[dict[str, float]]:
+        maps = [torch.stack([torch.randn(1, h, w, generator=g) for g in streams]).to(codes.device)
+                for h, w in sizes]
+        for noise in maps:
+            noise.requires_grad_(True)
+        optimizer = torch.optim.Adam([codes, *maps], lr=settings.lr, betas=(0.9, 0.999))
+        for step in range(settings.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, settings.steps, settings)
+            noisy = _noisy(codes, streams, _noise_scale(step, settings, w_std))
+            images = model.decode_noise(noisy, "w", maps or None).float()
+            mse = (images - target).pow(2).flatten(1).mean(1)
+            loss = mse
+            if settings.ssim_weight > 0:
+                loss = loss + settings.ssim_weight * (1.0 - ssim(images, target, reduction="none"))
+            if maps:
+                loss = loss + settings.noise_regularization * sum(noise_autocorrelation(m) for m in maps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            _renormalize(maps)
+            yield {"mse": float(mse.detach().mean()), "loss": float(loss.detach().mean())}
+
+    return (yield from _iter_in_batches(model, targets, start, settings, seed, keys, stop, "projecting codes",
+                                        optimise_batch))
 
 
 @dataclass
