@@ -8,8 +8,8 @@ mean ``w_avg``, and ``w+`` one ``w`` per style input (``num_ws`` of them). SeFa 
 style affine weights: shared by every input in ``w``, one block per input in ``w+``.
 
 A family subclasses :class:`StyleSpacesGAN`, keeps its generator in ``self.generator`` (with
-``num_ws`` and ``mapping.w_avg``), and implements :meth:`StyleSpacesGAN.style_affines` and
-:meth:`StyleSpacesGAN.mapping_input_weight`.
+``num_ws`` and ``mapping.w_avg``), and implements :meth:`StyleSpacesGAN.style_affines`,
+:meth:`StyleSpacesGAN.mapping_input_weight` and :meth:`StyleSpacesGAN.map_z`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import abc
 
 import torch
 
+from ..errors import MismatchError
 from .base import LatentPrior, LatentWeights
 from .gan import GANModel
 
@@ -71,6 +72,37 @@ class StyleSpacesGAN(GANModel):
             return torch.zeros(1, self.config.latent_dim, device=self.device)
         w = self.w_avg.detach().clone()[None]
         return w if space == "w" else w.repeat(1, self.num_ws)
+
+    @abc.abstractmethod
+    def map_z(self, z: torch.Tensor, target: str) -> torch.Tensor:
+        """Flat codes in ``target`` (``"w"`` or ``"w+"``) of ``z`` codes: the mapping, with the config's truncation."""
+
+    def to_space(self, codes: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """Convert flat codes: ``z -> w`` and ``z -> w+`` (:meth:`map_z`), ``w -> w+`` (repeated).
+
+        ``w+ -> w`` and anything back to ``z`` raise :class:`MismatchError`: the mapping
+        network is not invertible and a ``w+`` code has a separate ``w`` per style input.
+        """
+        source, target = self.check_space(source), self.check_space(target)
+        codes = self.check_codes(codes, source)
+        if source == target:
+            return codes
+        if target == "z" or source == "w+":
+            why = ("the mapping network z -> w is not invertible" if target == "z" else
+                   f"a w+ code has a separate w for each of the {self.num_ws} style inputs")
+            raise MismatchError(f"codes in space {source!r} cannot be converted to {target!r}: {why}")
+        if source == "z":
+            return self.map_z(codes, target)
+        return codes.repeat(1, self.num_ws)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, space: str | None = None) -> torch.Tensor:
+        """``n`` codes: ``z ~ N(0, I)``, mapped (with the config's truncation) for ``w`` and ``w+``."""
+        space = self.check_space(space)
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(self.device)
+        if space == "z":
+            return z
+        with torch.no_grad():
+            return self.to_space(z, "z", space)
 
     @abc.abstractmethod
     def style_affines(self) -> list[list[torch.Tensor]]:

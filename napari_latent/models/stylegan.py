@@ -576,23 +576,10 @@ class StyleGAN(StyleSpacesGAN):
                 "discriminator_parameters": sum(p.numel() for p in self.discriminator.parameters())}
 
     # -- latent spaces -----------------------------------------------------------------------
-    def to_space(self, codes: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """Convert flat codes: ``z -> w`` (mapping with the config's truncation), ``z -> w+``, ``w -> w+``.
-
-        ``w+ -> w`` and anything back to ``z`` raise :class:`MismatchError`: the mapping
-        network is not invertible and a ``w+`` code has a separate ``w`` per style input.
-        """
-        source, target = self.check_space(source), self.check_space(target)
-        codes = self.check_codes(codes, source)
-        if source == target:
-            return codes
-        if target == "z" or source == "w+":
-            why = ("the mapping network z -> w is not invertible" if target == "z" else
-                   f"a w+ code has a separate w for each of the {self.num_ws} style inputs")
-            raise MismatchError(f"codes in space {source!r} cannot be converted to {target!r}: {why}")
-        if source == "z":
-            codes = self.generator.mapping(codes, self.config.truncation_psi)
-        return codes if target == "w" else codes.repeat(1, self.num_ws)
+    def map_z(self, z: torch.Tensor, target: str) -> torch.Tensor:
+        """``w`` of ``z`` (mapping with the config's truncation), repeated for ``w+``."""
+        w = self.generator.mapping(z, self.config.truncation_psi)
+        return w if target == "w" else w.repeat(1, self.num_ws)
 
     def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
         """The truncation trick ``w_avg + psi * (w - w_avg)``.
@@ -603,15 +590,6 @@ class StyleGAN(StyleSpacesGAN):
         if w.shape[-1] == self.config.w_dim:
             return self.generator.mapping.truncate(w, psi)
         return self.generator.mapping.truncate(w.reshape(*w.shape[:-1], self.num_ws, -1), psi).reshape(w.shape)
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None, space: str | None = None) -> torch.Tensor:
-        """``n`` codes: ``z ~ N(0, I)``, mapped (truncated by the config's psi) for ``w`` and ``w+``."""
-        space = self.check_space(space)
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(self.device)
-        if space == "z":
-            return z
-        with torch.no_grad():
-            return self.to_space(z, "z", space)
 
     def style_affines(self) -> list[list[torch.Tensor]]:
         """Effective weights ``(channels, w_dim)`` of the style affine layers fed by each style input."""

@@ -265,34 +265,12 @@ class StyleGAN2ADA(StyleSpacesGAN):
             c = self.labels(z.shape[0])
         return self.generator.mapping(z, c, truncation_psi, truncation_cutoff)
 
-    def to_space(self, codes: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """Convert flat codes: ``z -> w`` and ``z -> w+`` (the mapping, with the config's truncation), ``w -> w+``.
-
-        ``z -> w`` truncates every value (a single ``w`` cannot hold ``truncation_cutoff``);
-        ``z -> w+`` honours the cutoff. Nothing converts back to ``z``, nor ``w+`` to ``w``.
-        """
-        source, target = self.check_space(source), self.check_space(target)
-        codes = self.check_codes(codes, source)
-        if source == target:
-            return codes
-        if target == "z" or source == "w+":
-            why = ("the mapping network z -> w is not invertible" if target == "z" else
-                   f"a w+ code has a separate w for each of the {self.num_ws} style inputs")
-            raise MismatchError(f"codes in space {source!r} cannot be converted to {target!r}: {why}")
-        if source == "z":
-            cutoff = self.config.truncation_cutoff if target == "w+" else None
-            ws = self.mapping(codes, None, self.config.truncation_psi, cutoff)
-            return ws[:, 0] if target == "w" else ws.flatten(1)
-        return codes.repeat(1, self.num_ws)
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None, space: str | None = None) -> torch.Tensor:
-        """``n`` codes: ``z ~ N(0, I)``, mapped (with the config's truncation) for ``w`` and ``w+``."""
-        space = self.check_space(space)
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(self.device)
-        if space == "z":
-            return z
-        with torch.no_grad():
-            return self.to_space(z, "z", space)
+    def map_z(self, z: torch.Tensor, target: str) -> torch.Tensor:
+        """The official mapping with the config's truncation: ``z -> w`` truncates every value (a single ``w``
+        cannot hold ``truncation_cutoff``); ``z -> w+`` honours the cutoff."""
+        cutoff = self.config.truncation_cutoff if target == "w+" else None
+        ws = self.mapping(z, None, self.config.truncation_psi, cutoff)
+        return ws[:, 0] if target == "w" else ws.flatten(1)
 
     @torch.no_grad()
     def reset_w_avg(self, samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> None:
