@@ -15,6 +15,7 @@ from ..latent.discovery import METHODS, discovery_method, iter_discover, method_
 from ..latent.inversion import default_space
 from ..progress import Operation, StopFlag
 from .gallery_panel import GalleryPanel
+from .layout import schedule_arrange
 from .method_form import MethodForm, data_message, no_path
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
@@ -44,6 +45,7 @@ class DiscoverWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.directions: Directions | None = None

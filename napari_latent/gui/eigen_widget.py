@@ -30,6 +30,7 @@ from ..progress import Operation, StopFlag
 from ..volumes.slicing import SliceGeometry
 from .invert_widget import add_or_update_layer
 from .layers import META_KEY, LayerDataTuple, array_from_layer, layer_grid
+from .layout import schedule_arrange
 from .result_layers import eigen_layer_data
 from .session import get_session
 from .stores import collect_unshown, layer_store
@@ -111,6 +112,7 @@ class EigenWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         from .runner import OperationRunner, ProgressPanel
 
         self.viewer = napari_viewer

@@ -39,6 +39,7 @@ from ..latent.directions import Directions
 from ..latent.preview import SlicePreview
 from ..volumes.orientation import DisplayGeometry, display_geometry
 from .layers import META_KEY, grid_layer_data
+from .layout import schedule_arrange
 from .result_layers import diverging_colormap
 from .session import get_session
 
@@ -49,9 +50,17 @@ SLIDER_RANGE = 3.0
 #: Preview updates per second at most while dragging.
 MAX_RATE = 30.0
 
+#: Slider labels longer than this are shortened (the tooltip has the whole name).
+LABEL_CHARS = 18
+
 NO_MODEL = "No model yet: load or train one in the Model widget."
 NO_CODES = "No codes yet: invert a volume in the Invert widget (or open a codes file)."
 NO_DIRECTIONS = "No directions yet: discover some in the Discover widget (or open a directions file)."
+
+
+def short_label(name: str, limit: int = LABEL_CHARS) -> str:
+    """A direction's name for a slider label: cut to ``limit`` characters with an ellipsis (docks stay narrow)."""
+    return name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
 
 
 class ExploreWidget(Container):
@@ -65,16 +74,19 @@ class ExploreWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.status = Label(value=NO_MODEL)
         self.count = SpinBox(label="directions", min=1, max=MAX_SLIDERS, value=5,
                              tooltip="How many of the top directions get a slider")
+        self.units = Label(value="Sliders: the shift along each direction in standard deviations of the codes.")
         self.sliders_box = Container(widgets=[], labels=True)
-        self.show_difference = CheckBox(text="show the difference to the unmodified slice", value=True)
+        self.show_difference = CheckBox(text="show the difference", value=True,
+                                        tooltip="an overlay of the change against the unmodified slice")
         self.reset_button = PushButton(text="Reset sliders")
         self.traverse_button = PushButton(text="Traverse volume")
-        super().__init__(widgets=[self.status, self.count, self.sliders_box, self.show_difference,
+        super().__init__(widgets=[self.status, self.count, self.units, self.sliders_box, self.show_difference,
                                   self.reset_button, self.traverse_button])
         self.sliders: list[FloatSlider] = []
         self.preview: SlicePreview | None = None
@@ -190,9 +202,9 @@ class ExploreWidget(Container):
         if directions is None:
             return
         for k in range(min(int(self.count.value), len(directions))):
-            slider = FloatSlider(label=f"{directions.names[k]} (std)", min=-SLIDER_RANGE, max=SLIDER_RANGE, step=0.05,
+            slider = FloatSlider(label=short_label(directions.names[k]), min=-SLIDER_RANGE, max=SLIDER_RANGE, step=0.05,
                                  value=values[k] if k < len(values) else 0.0,
-                                 tooltip=f"shift along {directions.names[k]!r} in standard deviations "
+                                 tooltip=f"{directions.names[k]}: shift in standard deviations "
                                          f"({directions.code_std[k]:.3g} latent units each)")
             slider.changed.connect(lambda _value: self._request_update())
             self.sliders.append(slider)

@@ -27,6 +27,7 @@ from ..analysis.animation import mp4_available, save_animation
 from ..errors import UserInputError
 from ..progress import ProgressEvent, StopFlag
 from .layers import META_KEY
+from .layout import schedule_arrange
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
 from .writer import write_image_file
@@ -46,6 +47,7 @@ class ExportWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         self.viewer = napari_viewer
         self.folder = FileEdit(label="folder", mode="d", tooltip="Where the exported files go")
         self.layers = Select(label="layers", choices=self._image_layer_names)

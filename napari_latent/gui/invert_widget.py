@@ -18,6 +18,7 @@ from ..latent.codes import LatentCodes
 from ..latent.inversion import METHODS, default_space, iter_invert
 from ..progress import Operation, StopFlag
 from .layers import META_KEY, LayerDataTuple, grid_layer_data, volume_from_layer
+from .layout import schedule_arrange
 from .map_store import open_volume_array, write_volumes
 from .runner import OperationRunner, ProgressPanel, followed_by
 from .session import get_session
@@ -102,6 +103,7 @@ class InvertWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         #: The trust warnings of the last inversion (also shown as napari notifications).

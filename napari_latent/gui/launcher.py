@@ -26,6 +26,7 @@ from ..latent.directions import Directions
 from ..latent.traversal import StoredTraversal, Traversal
 from ..volumes.io import Volume
 from .layers import META_KEY, volume_layer_data
+from .layout import arrange, fit_view
 from .reader import _contrast_limits, attach_to_session, codes_layer_name, layers_for, traversal_name
 from .result_layers import TRAVERSAL_AXIS_LABELS, eigen_layer_data, traversal_layer_data
 
@@ -58,6 +59,7 @@ def dock_widgets(viewer: Any, names: Sequence[str] | None = None) -> dict[str, A
     for i, name in enumerate(names):
         _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=i > 0)
         docked[name] = widget
+    arrange(viewer)
     return docked
 
 
@@ -190,6 +192,7 @@ def show(volume: Any = None, model: Any = None, traversal: Any = None, eigen: An
         attach_to_session(viewer, "directions", directions_obj[0], directions_obj[1])
     if widgets:
         dock_widgets(viewer, None if widgets is True else list(widgets))  # type: ignore[arg-type]
+    fit_view(viewer)  # the whole slice in view, now that every layer is there
     if created and not return_viewer:
         napari.run()
         return None

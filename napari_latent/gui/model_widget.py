@@ -16,6 +16,7 @@ from ..training.loop import TrainResult, iter_train
 from ..training.settings import TrainSettings
 from ..volumes.slicing import SliceSpec
 from ..volumes.windows import AUTO, PRESETS, parse_window
+from .layout import schedule_arrange
 from .runner import OperationRunner, ProgressPanel, format_metrics
 from .session import get_session
 
@@ -45,6 +46,7 @@ class ModelWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.info = Label(value=describe_model(None))

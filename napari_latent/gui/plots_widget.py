@@ -29,6 +29,7 @@ from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 from ..analysis.plots import figure_eigenvectors, figure_spectrum
 from .background_canvas import BackgroundCanvas
 from .layers import META_KEY
+from .layout import schedule_arrange
 from .session import get_session
 
 VIEWS = ("training losses", "eigenvectors", "spectrum")
@@ -79,6 +80,7 @@ class PlotsWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         super().__init__()
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
@@ -150,7 +152,7 @@ class PlotsWidget(QWidget):
     def _new_canvas(self, figure: Figure) -> BackgroundCanvas:
         canvas = BackgroundCanvas(figure)
         canvas.setMinimumHeight(260)
-        canvas.setMinimumWidth(440)
+        canvas.setMinimumWidth(260)
         # the dock decides the width (the figure follows), not the figure's inches
         canvas.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
         canvas.mpl_connect("pick_event", self._on_pick)

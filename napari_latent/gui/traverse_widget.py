@@ -34,6 +34,7 @@ from ..latent.traversal import UNITS, LazyTraversal, StoredTraversal, Traversal,
 from ..progress import Operation, ProgressEvent, StopFlag, run_operation, stop_requested
 from .invert_widget import add_or_update_layer
 from .layers import LayerDataTuple, volume_from_layer
+from .layout import schedule_arrange
 from .method_form import no_path
 from .result_layers import difference_layer_data, display_frames, traversal_layer_data
 from .session import get_session
@@ -135,6 +136,7 @@ class TraverseWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         from .runner import OperationRunner, ProgressPanel
 
         self.viewer = napari_viewer
