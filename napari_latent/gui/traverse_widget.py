@@ -34,7 +34,7 @@ from ..latent.traversal import UNITS, LazyTraversal, StoredTraversal, Traversal,
 from ..progress import Operation, ProgressEvent, StopFlag, run_operation, stop_requested
 from .invert_widget import add_or_update_layer
 from .layers import LayerDataTuple, volume_from_layer
-from .layout import schedule_arrange
+from .layout import fit_view, schedule_arrange
 from .method_form import no_path
 from .result_layers import difference_layer_data, display_frames, traversal_layer_data
 from .session import get_session
@@ -94,6 +94,7 @@ def iter_show_traversal(viewer: Any, traversal: AnyTraversal, source_name: str,
     yield
     label_alpha_axis(viewer)
     viewer.dims.set_current_step(0, traversal.baseline_index)
+    fit_view(viewer)  # the new alpha slider took room from the canvas: the whole slice in view again
     yield
     kwargs["scale"], kwargs["translate"] = tuple(layer.scale), tuple(layer.translate)
     add_or_update_layer(viewer, (data, kwargs, kind))
