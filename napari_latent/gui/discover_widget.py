@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Table
 
 from ..analysis.trust import TrustWarning, baseline_summary, trust_warnings
 from ..errors import UserInputError
 from ..latent.directions import Directions
 from ..latent.discovery import METHODS, discovery_method, iter_discover, method_names
 from ..latent.inversion import default_space
-from ..progress import Operation, StopFlag
+from ..progress import Operation, StopFlag, stop_requested
 from .gallery_panel import GalleryPanel
 from .layout import schedule_arrange
 from .method_form import MethodForm, data_message, no_path
@@ -68,10 +69,19 @@ class DiscoverWidget(Container):
         self.selected = Label(value="Selected direction: none")
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save directions", enabled=False)
-        self.gallery = GalleryPanel(napari_viewer, self.session, self.runner, lambda: self.directions)
+        self.gallery = GalleryPanel(napari_viewer, self.session, self.runner, lambda: self.directions,
+                                    self._on_gallery_click)
+        self.auto_gallery = CheckBox(text="gallery after discovery", value=True,
+                                     tooltip="decode every direction's thumbnails of the current slice")
+        self.evaluate = CheckBox(text="evaluate against the cohort's factors", value=True,
+                                 tooltip="with data whose cohort.csv has numeric factor columns: measure how each "
+                                         "direction changes each factor (the gallery can then be sorted by them)")
+        #: The factor evaluation of the last discovery (None without one).
+        self.evaluation: Any = None
         super().__init__(widgets=[self.status, self.method, self.summary, self.space, *self.form.widgets,
-                                  self.run_button, self.panel, self.table, self.selected, self.out, self.save_button,
-                                  self.gallery])
+                                  self.auto_gallery, self.evaluate, self.run_button, self.panel, self.table,
+                                  self.selected, self.out, self.save_button, self.gallery],
+                         scrollable=True)  # a tall widget: it scrolls inside its dock
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)
@@ -79,6 +89,7 @@ class DiscoverWidget(Container):
         self.table.native.itemSelectionChanged.connect(self._on_selection)
         self.session.events.model.connect(partial(self._on_session_changed, "model"))
         self.session.events.directions.connect(partial(self._on_session_changed, "directions"))
+        self.session.events.selected_direction.connect(self._on_selected_elsewhere)
         self._on_method(self.method.value)
         self._on_session_changed("model")
 
@@ -129,7 +140,7 @@ class DiscoverWidget(Container):
         """Discover directions in a background thread (progress and Cancel in the panel)."""
         self.runner.start(self._make_operation, self._on_found, f"Discovery ({self.method.value})")
 
-    def _make_operation(self, stop: StopFlag) -> Operation[Directions]:
+    def _make_operation(self, stop: StopFlag) -> Operation[tuple[Directions, Any, Any]]:
         problem = self.missing()
         if problem is not None:
             raise UserInputError(problem)
@@ -145,11 +156,19 @@ class DiscoverWidget(Container):
         settings.update(self.form.values(method))
         arguments = "".join(f", {k}={str(v.resolve()) if isinstance(v, Path) else v!r}" for k, v in settings.items())
         self._script_lines = [f"directions = nl.discover(model, {method!r}{arguments})"]
-        return iter_discover(model, method, stop=stop, **settings)
+        folder = settings.get("data")
+        evaluate = bool(self.evaluate.value) and folder is not None and _has_factors(folder)
+        gallery = self.gallery.operation_for_later(stop) if self.auto_gallery.value else None
+        return _discover_and_show(iter_discover(model, method, stop=stop, **settings), model,
+                                  folder if evaluate else None, gallery, stop)
 
-    def _on_found(self, directions: Directions) -> str:
+    def _on_found(self, found: tuple[Directions, Any, Any]) -> str:
+        directions, evaluation, gallery = found
         self.directions = directions
         self._fill_table()
+        self.evaluation = evaluation
+        if gallery is not None:
+            self.gallery.show(gallery, evaluation)
         self.session.directions = directions
         self.session.script.record("discover", self._script_lines, show={"directions": "directions"})
         self.select(0)
@@ -166,6 +185,8 @@ class DiscoverWidget(Container):
             extra = f"; held-out accuracy {directions.scores['accuracy'][0]:.3f}"
         elif "rca" in directions.info:
             extra = f"; RCA {directions.info['rca']:.3f} (chance {directions.info['chance']:.3f})"
+        if evaluation is not None:
+            extra += f"; evaluated against {len(evaluation.factors)} factors (sort the gallery by them)"
         return (f"Found {len(directions)} {directions.method} directions in space {directions.space}{stopped}"
                 f"{extra}.{f' {len(self.warnings)} warning(s): see the notifications.' if self.warnings else ''} "
                 "Rename them in the table; the selected row goes to the Traverse step.")
@@ -245,6 +266,14 @@ class DiscoverWidget(Container):
             self._filling = False
         self._show_selected()
 
+    def _on_gallery_click(self, index: int) -> None:
+        """A gallery row was clicked: its direction becomes the selected one (table, Traverse, Explore)."""
+        if self.directions is not None:
+            self.select(index)
+
+    def _on_selected_elsewhere(self, index: int | None) -> None:
+        self.gallery.table.select_direction(index)
+
     def _show_selected(self) -> None:
         index = self.session.selected_direction
         if self.directions is None or index is None:
@@ -267,3 +296,34 @@ class DiscoverWidget(Container):
             return None
         self.panel.end(f"saved {len(self.directions)} directions to {written}")
         return written
+
+
+def _has_factors(folder: Path) -> bool:
+    """Whether the cohort in ``folder`` has numeric factor columns (read from its cohort.csv only)."""
+    from ..volumes.cohort import load_cohort
+
+    try:
+        return bool(load_cohort(folder).factor_names)
+    except (UserInputError, ValueError, OSError):
+        return False
+
+
+def _discover_and_show(discovery: Operation[Directions], model: Any, evaluate_on: Path | None,
+                       gallery: Callable[[Directions], Operation[Any]] | None,
+                       stop: StopFlag) -> Operation[tuple[Directions, Any, Any]]:
+    """Discovery, then (optionally) the factor evaluation on ``evaluate_on`` and the gallery, in one run.
+
+    A stop during the discovery keeps its directions (as the methods do) and skips the rest.
+    """
+    from ..analysis.direction_evaluation import iter_evaluate_directions
+
+    directions = yield from discovery
+    evaluation = None
+    if stop_requested(stop):  # stopped early: keep the directions found so far, skip the rest
+        return directions, None, None
+    if evaluate_on is not None:
+        evaluation = yield from iter_evaluate_directions(model, directions, evaluate_on, stop=stop)
+    shown = None
+    if gallery is not None:
+        shown = yield from gallery(directions)
+    return directions, evaluation, shown

@@ -50,6 +50,8 @@ SLIDER_RANGE = 3.0
 #: Preview updates per second at most while dragging.
 MAX_RATE = 30.0
 
+#: Marks the slider of the direction selected in the Discover widget (or its gallery).
+SELECTED_MARK = "▶ "
 #: Slider labels longer than this are shortened (the tooltip has the whole name).
 LABEL_CHARS = 18
 
@@ -107,6 +109,7 @@ class ExploreWidget(Container):
         for signal in (self.session.events.model, self.session.events.codes, self.session.events.last_codes,
                        self.session.events.directions):
             signal.connect(self.refresh_state)
+        self.session.events.selected_direction.connect(self._on_selected_direction)
         napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self.refresh_state()
@@ -194,6 +197,20 @@ class ExploreWidget(Container):
             self._make_layers(self._state[1])
         return self.preview is not None
 
+    def _on_selected_direction(self, index: int | None) -> None:
+        """The direction selected in Discover gets a slider (more sliders if needed) marked with ▶."""
+        if index is None or self._directions is None:
+            return
+        if index >= MAX_SLIDERS:
+            self.status.value = (f"Direction {index} is beyond the {MAX_SLIDERS} sliders; traverse it in the "
+                                 "Traverse widget.")
+            self._build_sliders()
+            return
+        if index >= int(self.count.value):
+            self.count.value = index + 1  # rebuilds the sliders
+        else:
+            self._build_sliders()
+
     def _build_sliders(self) -> None:
         values = [s.value for s in self.sliders]
         self.sliders_box.clear()
@@ -202,7 +219,9 @@ class ExploreWidget(Container):
         if directions is None:
             return
         for k in range(min(int(self.count.value), len(directions))):
-            slider = FloatSlider(label=short_label(directions.names[k]), min=-SLIDER_RANGE, max=SLIDER_RANGE, step=0.05,
+            mark = SELECTED_MARK if k == self.session.selected_direction else ""
+            slider = FloatSlider(label=mark + short_label(directions.names[k]), min=-SLIDER_RANGE, max=SLIDER_RANGE,
+                                 step=0.05,
                                  value=values[k] if k < len(values) else 0.0,
                                  tooltip=f"{directions.names[k]}: shift in standard deviations "
                                          f"({directions.code_std[k]:.3g} latent units each)")

@@ -38,7 +38,7 @@ from ..errors import MismatchError, UserInputError
 from ..models.base import GenerativeModel
 from ..volumes.io import Volume
 from ..volumes.orientation import Reorientation
-from ..volumes.slicing import paste, resize_images
+from ..volumes.slicing import SliceGeometry, paste, resize_images
 from .codes import LatentCodes
 from .directions import Directions
 from .traversal import Decoder
@@ -107,47 +107,12 @@ class SlicePreview:
 
     # -- where ----------------------------------------------------------------------------------
     def plane_axis(self, orientation: Reorientation | None = None) -> tuple[int, np.ndarray]:
-        """The array axis along which the model's slices run, and the plane at each index along it.
-
-        Parameters
-        ----------
-        orientation : Reorientation, optional
-            Answer for arrays in this reorientation's target order (for napari's display
-            order: ``display_geometry(grid).reorientation``); the source's array order by
-            default.
-
-        Returns
-        -------
-        axis : int
-            The array axis (0, 1 or 2).
-        plane_of : numpy.ndarray
-            ``plane_of[i]`` is the plane index (slicing orientation) at index ``i`` along ``axis``.
-        """
-        transform = self.geometry.reorientation.transform
-        axis = int(np.flatnonzero(transform[:, 0] == 0)[0])  # the source axis that becomes the slice axis
-        plane_of = np.arange(self.geometry.grid.shape[axis], dtype=np.int64)
-        if transform[axis, 1] == -1:
-            plane_of = plane_of[::-1]
-        if orientation is None:
-            return axis, plane_of
-        target, flip = (int(v) for v in orientation.transform[axis])
-        return target, plane_of if flip == 1 else plane_of[::-1]
+        """The array axis of the model's slices and the plane at each index along it (:func:`plane_axis`)."""
+        return plane_axis(self.geometry, orientation)
 
     def plane_at(self, position: Sequence[float] | np.ndarray, orientation: Reorientation | None = None) -> int:
-        """The model slice (plane index) at a voxel position.
-
-        Parameters
-        ----------
-        position : sequence of float
-            Voxel coordinates; the last three are used (rounded, clipped to the volume).
-        orientation : Reorientation, optional
-            ``position`` is in this reorientation's target order (see :meth:`plane_axis`);
-            the source's array order by default.
-        """
-        axis, plane_of = self.plane_axis(orientation)
-        coords = np.asarray(position, dtype=np.float64)[-3:]
-        index = int(np.clip(np.round(coords[axis]), 0, len(plane_of) - 1))
-        return int(plane_of[index])
+        """The model slice (plane index) at a voxel position (:func:`plane_at`)."""
+        return plane_at(self.geometry, position, orientation)
 
     def row_of(self, plane: int | None) -> int | None:
         """The row of ``plane``'s code in :attr:`codes`, or None when the slice has no code."""
@@ -246,3 +211,52 @@ class SlicePreview:
     def _region(self, plane: int, box: tuple[int, int, int, int]) -> Region:
         r0, r1, c0, c1 = box
         return self.geometry.reorientation.source_region((slice(plane, plane + 1), slice(r0, r1), slice(c0, c1)))
+
+
+def plane_axis(geometry: SliceGeometry, orientation: Reorientation | None = None) -> tuple[int, np.ndarray]:
+    """The array axis along which a slicing geometry's slices run, and the plane at each index along it.
+
+    Parameters
+    ----------
+    geometry : SliceGeometry
+        Where a model's slices lie in a volume (``codes.geometry``).
+    orientation : Reorientation, optional
+        Answer for arrays in this reorientation's target order (for napari's display order:
+        ``display_geometry(grid).reorientation``); the source's array order by default.
+
+    Returns
+    -------
+    axis : int
+        The array axis (0, 1 or 2).
+    plane_of : numpy.ndarray
+        ``plane_of[i]`` is the plane index (slicing orientation) at index ``i`` along ``axis``.
+    """
+    transform = geometry.reorientation.transform
+    axis = int(np.flatnonzero(transform[:, 0] == 0)[0])  # the source axis that becomes the slice axis
+    plane_of = np.arange(geometry.grid.shape[axis], dtype=np.int64)
+    if transform[axis, 1] == -1:
+        plane_of = plane_of[::-1]
+    if orientation is None:
+        return axis, plane_of
+    target, flip = (int(v) for v in orientation.transform[axis])
+    return target, plane_of if flip == 1 else plane_of[::-1]
+
+
+def plane_at(geometry: SliceGeometry, position: Sequence[float] | np.ndarray,
+             orientation: Reorientation | None = None) -> int:
+    """The model slice (plane index) at a voxel position.
+
+    Parameters
+    ----------
+    geometry : SliceGeometry
+        Where a model's slices lie in a volume (``codes.geometry``).
+    position : sequence of float
+        Voxel coordinates; the last three are used (rounded, clipped to the volume).
+    orientation : Reorientation, optional
+        ``position`` is in this reorientation's target order (see :func:`plane_axis`); the
+        source's array order by default.
+    """
+    axis, plane_of = plane_axis(geometry, orientation)
+    coords = np.asarray(position, dtype=np.float64)[-3:]
+    index = int(np.clip(np.round(coords[axis]), 0, len(plane_of) - 1))
+    return int(plane_of[index])

@@ -140,3 +140,25 @@ def test_a_session_change_that_does_not_concern_the_preview_keeps_it(make_napari
     # other codes: a new preview
     session.last_codes = ("subject", dataclasses.replace(results.codes, codes=results.codes.codes + 0.1))
     assert widget.preview is not preview
+
+
+def test_the_selected_direction_gets_a_marked_slider(make_napari_viewer, results) -> None:
+    from napari_latent.gui.explore_widget import SELECTED_MARK, short_label
+
+    viewer = make_napari_viewer()
+    widget = ExploreWidget(viewer)
+    session = get_session(viewer)
+    session.set_model(results.model, "test")
+    viewer.open(str(results.volume_path), plugin="napari-latent")
+    session.last_codes = ("subject", results.codes)
+    session.directions = results.directions
+    count = len(results.directions)
+    widget.count.value = 1
+    assert len(widget.sliders) == 1
+    session.selected_direction = count - 1  # beyond the sliders: more sliders, the last one marked
+    assert len(widget.sliders) == count
+    assert widget.sliders[-1].label == SELECTED_MARK + short_label(results.directions.names[-1])
+    assert not any(s.label.startswith(SELECTED_MARK) for s in widget.sliders[:-1])
+    session.selected_direction = 0
+    assert len(widget.sliders) == count and widget.sliders[0].label.startswith(SELECTED_MARK)
+    assert short_label("a" * 40) == "a" * 17 + "…" and short_label("short") == "short"
