@@ -60,6 +60,7 @@ from ..volumes.cohort import load_cohort
 from ..volumes.io import Volume, open_volume
 from ..volumes.phantoms import make_phantom_cohort
 from .eigen import EigenResult, iter_eigencomponents
+from .gallery import direction_gallery
 from .plots import write_report
 from .trust import TrustWarning, baseline_summary, trust_warnings
 
@@ -350,8 +351,10 @@ def iter_demo(out_dir: str | os.PathLike[str], *, subjects: int = 20, size: int 
                 extra["accuracy and baselines (same split)"] = baselines
         else:
             extra["|cos| with the supervised direction"] = f"{cosines[index]:.3f}"
+        # what every direction of the set does to the traversed subject's middle slice
+        gallery = direction_gallery(net, directions, codes, amount=2.0)
         report = write_report(folder / "report", traversal, eigen, extra=extra, dpi=dpi,
-                              warnings=result.warnings if label == "supervised" else plain_warnings)
+                              warnings=result.warnings if label == "supervised" else plain_warnings, gallery=gallery)
         lap(f"report_{label}")
         summary[f"{label}_run"] = {"traversal": str(traversal_path), "eigen": str(eigen_dir), "report": str(report),
                                    "alpha_scale": float(traversal.alpha_scale), **pattern}

@@ -41,6 +41,7 @@ FIGURES = {"eigenvectors": "eigenvectors.png", "spectrum": "spectrum.png",
            "montage": "traversal_montage.png", "components": "component_maps.png"}
 #: The figure of :class:`~napari_latent.analysis.regions.RegionCurves` in a report (when given).
 REGIONS_FIGURE = "regions.png"
+GALLERY_FIGURE = "gallery.png"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -434,7 +435,7 @@ def _pattern_sentence(summary: dict[str, Any], center: Any) -> str:
 
 def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eigen: EigenResult,
                  extra: dict[str, Any] | None = None, dpi: int = 120,
-                 warnings: Sequence[Any] | None = None, regions: Any = None) -> Path:
+                 warnings: Sequence[Any] | None = None, regions: Any = None, gallery: Any = None) -> Path:
     """Write a report folder: the four figures, ``report.json`` and ``report.html``.
 
     Parameters
@@ -461,6 +462,10 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
         Measurements of regions of interest (:func:`~napari_latent.analysis.regions.region_curves`):
         their figure (``regions.png``) with one line of text, and ``regions`` in ``report.json``
         (only when given).
+    gallery : Gallery, optional
+        A gallery of the directions the traversal's direction came from
+        (:func:`~napari_latent.analysis.gallery.direction_gallery`): its image
+        (``gallery.png``) with how to read it, and ``gallery`` in ``report.json``.
 
     Returns
     -------
@@ -491,6 +496,8 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
         save_figure(make(), out / FIGURES[key], dpi=dpi)
     if regions is not None:
         save_figure(regions.figure(), out / REGIONS_FIGURE, dpi=dpi)
+    if gallery is not None:
+        gallery.to_png(out / GALLERY_FIGURE, dpi=dpi)
     summary = _summary(traversal, eigen)
     report = {"format": REPORT_FORMAT, "format_version": REPORT_VERSION, "summary": summary,
               "eigen": {k: v for k, v in eigen.to_json().items() if k not in ("grid", "source")},
@@ -498,8 +505,10 @@ def write_report(out_dir: str | os.PathLike[str], traversal: TraversalLike, eige
               "warnings": [_warning_json(w) for w in warnings or []], "checked": warnings is not None}
     if regions is not None:
         report["regions"] = {"figure": REGIONS_FIGURE, "rows": regions.to_rows()}
+    if gallery is not None:
+        report["gallery"] = {"figure": GALLERY_FIGURE, **gallery.to_json()}
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}, warnings, regions))
+    write_text_atomic(out / "report.html", _html(summary, eigen, extra or {}, warnings, regions, gallery))
     return out / "report.html"
 
 
@@ -541,6 +550,16 @@ def _regions_html(regions: Any) -> str:
             f"{html.escape(measured)} (numbers under <code>regions</code> in report.json).</p></section>")
 
 
+def _gallery_html(gallery: Any) -> str:
+    """The section of the direction gallery: the image and how to read it."""
+    return (f"<section><h2>Gallery of the directions</h2><img src=\"{GALLERY_FIGURE}\" alt=\"Direction gallery\">"
+            f"<p class=\"how\">Each row is one of the {len(gallery)} {html.escape(gallery.method or '')} directions: "
+            f"one slice ({html.escape(gallery.start)}) decoded {gallery.amount:g} spreads of the codes below "
+            "(left) and above (right) its start (middle). A direction whose row barely changes does little to "
+            "the anatomy at this amount; the traversal above follows one of them (numbers under "
+            "<code>gallery</code> in report.json).</p></section>")
+
+
 def _correlation_cell(component: dict[str, Any]) -> str:
     if component["constant_fraction"] > NEAR_CONSTANT:
         return "flat"
@@ -572,7 +591,7 @@ def _warnings_html(warnings: Sequence[Any] | None) -> str:
 
 
 def _html(summary: dict[str, Any], eigen: EigenResult, extra: dict[str, Any],
-          warnings: Sequence[Any] | None = None, regions: Any = None) -> str:
+          warnings: Sequence[Any] | None = None, regions: Any = None, gallery: Any = None) -> str:
     direction = summary.get("direction") or {}
     alphas = summary["alphas"]
     facts = [("source volume", str(summary.get("source") or "—")),
@@ -625,6 +644,7 @@ voxels of all alpha images form a matrix whose covariance is eigendecomposed.</p
 {figure("spectrum", "Eigenvalue spectrum")}
 {figure("components", "Component maps")}
 {"" if regions is None else _regions_html(regions)}
+{"" if gallery is None else _gallery_html(gallery)}
 {"<section><h2>More facts</h2>" + _table(extra_rows) + "</section>" if extra_rows else ""}
 <p><small>Numbers: <a href="report.json">report.json</a>. Made by napari-latent.</small></p>
 </body></html>

@@ -147,6 +147,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery_inputs(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The model and directions of ``--gallery DIRS --model MODEL`` (checked to fit), or None."""
+    if args.gallery is None:
+        if args.model is not None:
+            raise CliError("--model is only used with --gallery DIRS (the gallery in the report)")
+        return None
+    if args.model is None:
+        raise CliError("--gallery needs --model MODEL (the model the directions belong to)")
+    if args.no_report:
+        raise CliError("--gallery goes into the report: drop --no-report")
+    if not args.gallery_amount > 0:
+        raise CliError(f"--gallery-amount must be positive, got {args.gallery_amount}")
+    from ..latent.directions import Directions
+    from ..models.checkpoint import load_model
+
+    model = load_model(args.model)
+    directions = Directions.load(args.gallery)
+    directions.check_model(model)
+    return model, directions
+
+
 def cmd_eigen(args: argparse.Namespace) -> int:
     """Eigencomponents and difference maps of a saved traversal, with a report."""
     from ..analysis.eigen import iter_eigencomponents
@@ -160,6 +181,7 @@ def cmd_eigen(args: argparse.Namespace) -> int:
         raise CliError(f"{out}: --out must be a folder")
     traversal = open_traversal(args.traversal)
     roi = _resolve_roi(args, traversal)  # a bad mask fails here, before anything is written
+    gallery_inputs = _gallery_inputs(args)  # and a bad model or directions file
     n_components = min(args.components, len(traversal))
     center: Any = {"paper": True, "none": False, "baseline": "baseline"}[args.center]
     progress = None if args.quiet else True
@@ -173,7 +195,14 @@ def cmd_eigen(args: argparse.Namespace) -> int:
         curves = region_curves(traversal, roi["labels"], roi["threshold"], roi["below"], eigen, roi["names"])
         curves.to_csv(out / "regions.csv")
         save_figure(curves.figure(), out / "regions.png")
-    report = None if args.no_report else write_report(out / "report", traversal, eigen, regions=curves)
+    gallery = None
+    if gallery_inputs is not None:
+        from ..analysis.gallery import direction_gallery
+
+        model, directions = gallery_inputs
+        gallery = direction_gallery(model, directions, amount=args.gallery_amount)
+    report = None if args.no_report else write_report(out / "report", traversal, eigen, regions=curves,
+                                                      gallery=gallery)
     ratio = eigen.explained_variance_ratio
     corr = eigen.alpha_correlation()
     print(f"{eigen.n_components} eigencomponents of {len(traversal)} alphas over {eigen.n_voxels:,} voxels "
@@ -312,6 +341,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --roi: also measure the volume of each region's voxels above T (default: not "
                    "measured; with --roi auto: the automatic CSF threshold, voxels below it)")
     p.add_argument("--roi-below", action="store_true", help="with --roi-threshold: count voxels below T")
+    p.add_argument("--gallery", metavar="DIRS", default=None,
+                   help="a directions .safetensors file: put their gallery (one slice at -a, 0, +a per direction, "
+                   "from the model's mean latent) in the report; needs --model")
+    p.add_argument("--model", metavar="MODEL", default=None, help="with --gallery: the model of the directions")
+    p.add_argument("--gallery-amount", type=float, default=2.0, metavar="A",
+                   help="with --gallery: the shift in spreads of the codes (default 2)")
     p.add_argument("--no-report", action="store_true", help="skip the report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eigen)
