@@ -73,7 +73,7 @@ class DiscoverWidget(Container):
                                     self._on_gallery_click)
         self.auto_gallery = CheckBox(text="gallery after discovery", value=True,
                                      tooltip="decode every direction's thumbnails of the current slice")
-        self.evaluate = CheckBox(text="evaluate against the cohort's factors", value=True,
+        self.evaluate = CheckBox(text="evaluate on factors", value=True,
                                  tooltip="with data whose cohort.csv has numeric factor columns: measure how each "
                                          "direction changes each factor (the gallery can then be sorted by them)")
         #: The factor evaluation of the last discovery (None without one).

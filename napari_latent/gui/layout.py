@@ -32,6 +32,8 @@ SIDE_FRACTION = 1 / 6
 SIDE_LIMITS = (200, 280)
 #: Drop-downs are at least this many characters wide (longer entries are elided).
 COMBO_CHARS = 12
+#: The narrowest a label or drop-down is squeezed to (pixels).
+MIN_FIELD = 120
 
 _FITTED: weakref.WeakKeyDictionary[Any, tuple[float, tuple[float, ...]]] = weakref.WeakKeyDictionary()
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -75,18 +77,30 @@ def our_docks(viewer: Any) -> list[Any]:
 
 
 def let_shrink(widget: Any) -> None:
-    """Let ``widget``'s labels wrap and its drop-downs elide, so that long text never widens its dock."""
-    from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy
+    """Let ``widget``'s labels wrap and its drop-downs elide, so that long text never widens its dock.
 
+    A scroll area (our tall widgets scroll inside their docks) scrolls vertically only: its
+    content follows the dock's width.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea
+
+    areas = widget.findChildren(QScrollArea)
+    if isinstance(widget, QScrollArea):
+        areas.append(widget)
+    for area in areas:
+        if area.widgetResizable():  # magicgui's, not a table's
+            area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            area.setMinimumWidth(0)
     for combo in widget.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(COMBO_CHARS)
+        combo.setMinimumWidth(min(combo.minimumSizeHint().width(), MIN_FIELD))  # overrides the hint
     for label in widget.findChildren(QLabel):
         if not label.wordWrap():
             label.setWordWrap(True)
-        policy = label.sizePolicy()
-        if policy.horizontalPolicy() != QSizePolicy.Ignored:
-            label.setSizePolicy(QSizePolicy.Ignored, policy.verticalPolicy())
+        # a wrapped label still asks for a wide minimum (Qt keeps its lines long): narrower is fine
+        label.setMinimumWidth(min(label.minimumSizeHint().width(), MIN_FIELD))
 
 
 def arrange(viewer: Any, width: int | None = None) -> None:
@@ -232,3 +246,13 @@ def visible_fraction(viewer: Any, layer: Any) -> float:
     inside = np.clip(np.minimum(high, shown_high) - np.maximum(low, shown_low), 0, None)
     span = np.maximum(high - low, 1e-9)
     return float(np.prod(inside / span))
+
+
+def raise_dock(viewer: Any, widget: Any) -> bool:
+    """Bring the tab of the dock holding ``widget`` (one of ours) to the front; False when it is not docked."""
+    for dock in our_docks(viewer):
+        if dock.inner_widget() is widget or dock.widget() is getattr(widget, "native", widget):
+            dock.show()
+            dock.raise_()
+            return True
+    return False
