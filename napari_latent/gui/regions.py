@@ -403,10 +403,10 @@ def component_curves(curves: Any, eigen: Any) -> np.ndarray:
 def component_ylabel(eigen: Any) -> str:
     """The y label of the component panel, after the analysis's centring."""
     if eigen.center == "baseline":
-        return "contribution to the change from baseline"
+        return "contribution\n(change from baseline)"
     if eigen.center:
-        return "contribution (intensity - mask mean)"
-    return "contribution to the intensity"
+        return "contribution\n(intensity - mask mean)"
+    return "contribution\n(intensity)"
 
 
 def draw_regions(figure: Any, curves: Any, measure: str = "all", eigen: Any = None) -> list[Any]:

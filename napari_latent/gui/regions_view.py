@@ -104,8 +104,10 @@ class RegionsView:
         self.save_button = PushButton(text="Save CSV…", enabled=False)
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.measure_button, "enabled", not busy))
+        buttons = Container(widgets=[self.measure_button, self.save_button], layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)
         self.controls = Container(widgets=[self.region, self.mask_file, self.threshold, self.below,
-                                           self.measure_choice, self.measure_button, self.save_button, self.panel])
+                                           self.measure_choice, buttons, self.panel])
         self.figure = Figure(figsize=(5.0, 6.0), layout="constrained")
         self.curves: RegionCurves | None = None
         self.eigen: Any = None
@@ -143,7 +145,7 @@ class RegionsView:
         if canvas is not None:
             panels = 1 if measure != "all" else 1 + (curves.threshold_mm3 is not None) + (
                 curves.component_means is not None)
-            canvas.setMinimumHeight(max(260, 200 * panels))
+            canvas.setMinimumHeight(max(260, 140 * panels))
 
     # -- measuring ----------------------------------------------------------------------------
     def measure(self) -> None:
