@@ -214,3 +214,37 @@ def test_a_click_plots_the_voxel_over_alpha(make_napari_viewer, results, qtbot) 
     assert widget.voxel.show_position is not None
     widget.voxel.on_click(viewer, event)
     assert widget.voxel.future is not None and widget.voxel.reading is reading
+
+
+@pytest.mark.parametrize("center", [True, "baseline", False])
+def test_the_eigen_reconstruction_of_a_voxel_is_exact_with_every_component(center) -> None:
+    from napari_latent.analysis.eigen import eigencomponents
+    from napari_latent.gui.regions import read_voxel
+    from napari_latent.latent.traversal import Traversal
+    from napari_latent.volumes.grid import Grid
+
+    rng = np.random.default_rng(3)
+    alphas = np.linspace(-1.0, 1.0, 5)
+    images = (rng.normal(size=(6, 7, 8)) + 4.0)[None] + alphas[:, None, None, None] * rng.normal(size=(6, 7, 8))
+    images += 0.05 * rng.normal(size=images.shape)
+    grid = Grid((6, 7, 8), np.diag([1.0, 2.0, 1.5, 1.0]))
+    traversal = Traversal(images.astype(np.float32), alphas, grid)
+    eigen = eigencomponents(traversal, mask=np.ones(grid.shape, bool), n_components=5, center=center)
+    display = display_geometry(grid).to_display(traversal.images)
+    reading = read_voxel(display, (3, 4, 2), alphas, grid, eigen=eigen)
+    np.testing.assert_array_equal(reading.values, traversal.images[(slice(None), *reading.source_index)])
+    np.testing.assert_allclose(reading.reconstruction, reading.values, atol=1e-4)
+    assert reading.components == 5
+    # the component curves of a region add up to its mean of what the analysis decomposed
+    labels = np.zeros(grid.shape, np.int32)
+    labels[1:4, 2:6, 3:7] = 1
+    labels[4:6, :, :3] = 2
+    curves = region_curves(traversal, labels, eigen=eigen)
+    total = component_curves(curves, eigen).sum(axis=1)
+    if center == "baseline":
+        decomposed = curves.mean_intensity - curves.mean_intensity[:, [traversal.baseline_index]]
+    elif center:
+        decomposed = curves.mean_intensity - eigen.means[None, :]
+    else:
+        decomposed = curves.mean_intensity
+    np.testing.assert_allclose(total, decomposed, atol=1e-4)
