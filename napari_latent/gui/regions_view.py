@@ -117,6 +117,10 @@ class RegionsView:
         self.mask_file.changed.connect(self._on_mask_file)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(lambda _event: self.region.reset_choices())
+        self.viewer.layers.events.inserted.connect(
+            lambda event: event.value.events.name.connect(lambda _event: self.region.reset_choices()))
+        for layer in self.viewer.layers:
+            layer.events.name.connect(lambda _event: self.region.reset_choices())
 
     # -- choices ------------------------------------------------------------------------------
     def _region_choices(self, _widget: Any = None) -> list[str]:

@@ -91,7 +91,8 @@ def test_painted_labels_give_the_region_curves(make_napari_viewer, results, tmp_
     assert labels.data.shape == layer.data.shape
     labels.data[2, 10:14, 8:16, 9:15] = 1  # painted at one alpha ...
     labels.data[0, 18:22, 12:20, 10:14] = 2  # ... and another: the union counts
-    assert labels.name in widget.regions.region.choices
+    labels.name = "painted"  # a renamed layer is offered under its new name
+    assert "painted" in widget.regions.region.choices
     widget.regions.region.value = labels.name
     widget.regions.threshold.value = "0.2"
     widget.regions.below.value = True
@@ -121,7 +122,7 @@ def test_painted_labels_give_the_region_curves(make_napari_viewer, results, tmp_
 
 
 def test_a_shapes_rectangle_on_one_slice(make_napari_viewer, results, qtbot) -> None:
-    viewer, _layer, widget = _viewer_with_traversal(make_napari_viewer, results)
+    viewer, layer, widget = _viewer_with_traversal(make_napari_viewer, results)
     grid = results.traversal.grid
     geometry = display_geometry(grid)
     # a 3D shapes layer on the traversal's spatial geometry (as napari's new-shapes button over the anatomy)
@@ -145,6 +146,15 @@ def test_a_shapes_rectangle_on_one_slice(make_napari_viewer, results, qtbot) -> 
     _check_figure(widget, expected, results.eigen)
     assert widget.regions.curves.threshold_mm3 is None
     assert [ax.get_gid() for ax in widget.figure.axes] == ["mean_intensity", "components"]
+    # an ellipse on a 4D shapes layer made from the traversal layer (alpha axis first): about napari's own mask
+    viewer.layers.selection.active = layer
+    shapes4 = viewer.add_shapes(ndim=4, scale=layer.scale, translate=layer.translate, name="ellipse")
+    box = np.array([[2, 20, 5, 6], [2, 20, 5, 22], [2, 20, 15, 22], [2, 20, 15, 6]], dtype=float)
+    shapes4.add_ellipses(box)
+    ours = display_geometry(grid).to_display(labels_from_layer(shapes4, results.traversal)) > 0
+    theirs = shapes4.to_masks(layer.data.shape)[0][2]
+    assert ours[20].any() and not ours[:20].any() and not ours[21:].any()  # on its plane only
+    assert np.count_nonzero(ours != theirs) <= 4, (ours.sum(), theirs.sum())
 
 
 def test_a_mask_file_and_one_on_another_grid(make_napari_viewer, results, tmp_path: Path, qtbot) -> None:
