@@ -77,6 +77,18 @@ def update_training_figure(figure: Figure, history: list[dict[str, Any]]) -> Non
                  fontsize=9)
 
 
+def _teardown(viewer: Any, regions: RegionsView, voxel: VoxelView) -> Callable[[], None]:
+    """What to undo when the dock is deleted: the viewer's callbacks into it, the voxel reader's thread."""
+    def teardown() -> None:
+        if voxel.on_click in viewer.mouse_drag_callbacks:
+            viewer.mouse_drag_callbacks.remove(voxel.on_click)
+        viewer.dims.events.current_step.disconnect(voxel.on_dims)
+        regions.close()
+        voxel.close()
+
+    return teardown
+
+
 class PlotsWidget(QWidget):
     """Docked plots of training and of the eigen analysis.
 
@@ -113,7 +125,8 @@ class PlotsWidget(QWidget):
         events.eigen.connect(self._on_eigen)
         events.model.connect(self.refresh)
         napari_viewer.mouse_drag_callbacks.append(self.voxel.on_click)
-        napari_viewer.dims.events.current_step.connect(lambda _event: self.voxel.on_dims())
+        napari_viewer.dims.events.current_step.connect(self.voxel.on_dims)
+        self.destroyed.connect(_teardown(napari_viewer, self.regions, self.voxel))
         if not self.session.training_history and self.session.eigen is not None:
             self.view.setCurrentText("eigenvectors")  # docked after an eigen analysis (or the demo sample)
         self.refresh()

@@ -115,12 +115,28 @@ class RegionsView:
         self.save_button.changed.connect(lambda: self._save_dialog())
         self.measure_choice.changed.connect(lambda _value: self.plots.refresh())
         self.mask_file.changed.connect(self._on_mask_file)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(lambda _event: self.region.reset_choices())
-        self.viewer.layers.events.inserted.connect(
-            lambda event: event.value.events.name.connect(lambda _event: self.region.reset_choices()))
+        self._connections: list[tuple[Any, Callable[[Any], None]]] = []
+        self._connect(self.viewer.layers.events.inserted, self._on_inserted)
+        self._connect(self.viewer.layers.events.removed, self._reset_choices)
         for layer in self.viewer.layers:
-            layer.events.name.connect(lambda _event: self.region.reset_choices())
+            self._connect(layer.events.name, self._reset_choices)
+
+    def _connect(self, emitter: Any, callback: Callable[[Any], None]) -> None:
+        emitter.connect(callback)
+        self._connections.append((emitter, callback))
+
+    def close(self) -> None:
+        """Disconnect from the viewer's events (the dock is gone)."""
+        for emitter, callback in self._connections:
+            emitter.disconnect(callback)
+        self._connections = []
+
+    def _reset_choices(self, _event: Any = None) -> None:
+        self.region.reset_choices()
+
+    def _on_inserted(self, event: Any) -> None:
+        self._connect(event.value.events.name, self._reset_choices)  # a renamed layer is offered by its new name
+        self._reset_choices()
 
     # -- choices ------------------------------------------------------------------------------
     def _region_choices(self, _widget: Any = None) -> list[str]:
@@ -401,7 +417,7 @@ class VoxelView:
         index = int(np.floor(float(layer.world_to_data(point)[0]) + 0.5))
         return index if 0 <= index < len(self.reading.values) else None
 
-    def on_dims(self) -> None:
+    def on_dims(self, _event: Any = None) -> None:
         """The viewer's alpha changed: move the marker."""
         if self.reading is None or self.plots.view.currentText() != "voxel" or self.plots.figure is not self.figure:
             return

@@ -190,9 +190,12 @@ def test_a_click_plots_the_voxel_over_alpha(make_napari_viewer, results, qtbot) 
     display_index = (16, 12, 14)
     viewer.dims.set_point(0, float(layer.data_to_world([3, 0, 0, 0])[0]))  # the viewer shows alpha number 3
     world = np.asarray(layer.data_to_world([3, *display_index]))
-    event = SimpleNamespace(type="mouse_press", position=tuple(world))
+    event = SimpleNamespace(type="mouse_press", position=tuple(world), modifiers=(), button=1, handled=False,
+                            pos=np.zeros(2), is_dragging=False)
     assert widget.voxel.on_click in viewer.mouse_drag_callbacks
-    widget.voxel.on_click(viewer, event)
+    from napari.utils.interactions import mouse_press_callbacks
+
+    mouse_press_callbacks(viewer, event)  # what napari does on a press in the canvas
     widget.voxel.wait()
     qtbot.waitUntil(lambda: widget.voxel.reading is not None)
     widget.voxel.wait()
@@ -224,6 +227,15 @@ def test_a_click_plots_the_voxel_over_alpha(make_napari_viewer, results, qtbot) 
     assert widget.voxel.show_position is not None
     widget.voxel.on_click(viewer, event)
     assert widget.voxel.future is not None and widget.voxel.reading is reading
+    # a deleted dock leaves no callback behind
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    on_click = widget.voxel.on_click
+    widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert on_click not in viewer.mouse_drag_callbacks
+    viewer.dims.set_point(0, float(layer.data_to_world([2, 0, 0, 0])[0]))
+    viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="after")
 
 
 @pytest.mark.parametrize("center", [True, "baseline", False])
