@@ -7,10 +7,10 @@ of float32, a few hundred MB compressed) into a temporary folder, opens it lazil
 regions on a 4D labels layer made from the traversal layer (napari's new-labels button),
 measures them, then a shapes rectangle, then clicks three voxels in the "voxel" view; a 10 ms
 timer in the GUI thread measures how long the event loop could not respond each time.
-Measured 2026-12-06 (2 cores, Xvfb): labels 10.1 s with the longest block 104 ms, shapes 4.6 s /
-95 ms, a voxel 0.3-0.5 s / 40 ms (an earlier run in pytest: 7.2 s / 108 ms, 2.6 s / 142 ms,
-0.4 s / 75 ms). Before region_curves numbered the regions with a lookup table instead of
-``numpy.unique`` the labels took 41 s with blocks of 1.8 s.
+Measured 2026-12-06 (2 cores, Xvfb; two runs): labels 7.9-10.1 s with the longest block
+104-166 ms, shapes 1.5-4.6 s / 49-95 ms, a voxel 0.3-0.5 s / 33-40 ms. Before region_curves
+numbered the regions with a lookup table instead of ``numpy.unique`` the labels took 41 s
+with blocks of 1.8 s.
 """
 
 from __future__ import annotations

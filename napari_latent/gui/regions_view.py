@@ -30,7 +30,7 @@ from qtpy.QtCore import QObject, Signal
 from ..analysis.regions import RegionCurves, region_curves, resolve_regions
 from ..errors import UserInputError
 from ..progress import Operation, ProgressEvent, StopFlag
-from ..volumes.io import open_volume
+from ..volumes.io import open_volume, volume_name
 from .layers import META_KEY, grid_layer_data, layer_grid
 from .regions import (
     MEASURES,
@@ -48,6 +48,8 @@ from .regions import (
 if TYPE_CHECKING:
     from .plots_widget import PlotsWidget
 
+#: The files the "mask file" field offers (those :func:`~napari_latent.volumes.open_volume` reads).
+MASK_FILTER = "*.nii *.nii.gz *.mgz *.mgh *.nrrd *.nhdr *.mha *.mhd"
 #: The region choice that measures the mask file of the "mask file" field.
 MASK_FILE = "(mask file)"
 NO_TRAVERSAL = ("No traversal yet: traverse a volume in the Traverse widget, or open a saved traversal, to "
@@ -95,7 +97,7 @@ class RegionsView:
         self.viewer = plots.viewer
         self.session = plots.session
         self.region = ComboBox(label="region", choices=self._region_choices)
-        self.mask_file = FileEdit(label="mask file", mode="r", filter="*.nii *.nii.gz *.mgz *.nrrd")
+        self.mask_file = FileEdit(label="mask file", mode="r", filter=MASK_FILTER)
         self.threshold = LineEdit(label="threshold", value="")
         self.threshold.native.setPlaceholderText("none (intensity units)")
         self.below = CheckBox(text="count voxels below the threshold", value=False)
@@ -200,7 +202,7 @@ class RegionsView:
                 raise UserInputError("choose a mask / label NIfTI in the 'mask file' field")
             source = Path(path)
             regions = lambda: self._mask_file_labels(source, grid)  # noqa: E731
-            name = f"regions {source.name.split('.')[0]}"
+            name = f"regions {volume_name(source)}"
         else:
             layer = next((item for item in self.viewer.layers if item.name == choice), None)
             if layer is None:
@@ -226,7 +228,7 @@ class RegionsView:
         volume = open_volume(path)
         grid.check_same(volume.grid, f"the mask file {path.name}")
         labels, _info = resolve_regions(_GridOnly(grid), volume)
-        layer = grid_layer_data(labels, grid, f"regions {path.name.split('.')[0]}", layer_type="labels",
+        layer = grid_layer_data(labels, grid, f"regions {volume_name(path)}", layer_type="labels",
                                 extra={"kind": "regions", "path": str(path)}, opacity=0.45)
         return labels, layer
 
