@@ -113,6 +113,7 @@ class RegionsView:
         self.figure = Figure(figsize=(5.0, 6.0), layout="constrained")
         self.curves: RegionCurves | None = None
         self.eigen: Any = None
+        self._region_name, self._note = "", ""
         self.measure_button.changed.connect(lambda: self.measure())
         self.save_button.changed.connect(lambda: self._save_dialog())
         self.measure_choice.changed.connect(lambda _value: self.plots.refresh())
@@ -196,6 +197,7 @@ class RegionsView:
         below = bool(self.below.value)
         choice = self.region.value
         regions: Callable[[], Any]
+        self._note = ""
         if choice == MASK_FILE:
             path = self.mask_file.value
             if not path or not Path(path).is_file():
@@ -210,7 +212,9 @@ class RegionsView:
             from napari.layers import Shapes
 
             if isinstance(layer, Shapes):
-                polygons, _skipped = shape_polygons(layer, grid)
+                polygons, skipped = shape_polygons(layer, grid)
+                if skipped:
+                    self._note = f"; shapes {skipped} are lines or paths (no area), left out"
                 regions = lambda: (labels_from_shapes(polygons, grid), None)  # noqa: E731
             else:
                 geometry = check_layer_on_grid(layer, grid)
@@ -270,7 +274,7 @@ class RegionsView:
         count = len(curves.labels)
         note = "" if eigen is not None or self.session.eigen is None else \
             " (the eigen analysis is on another grid: no component curves)"
-        return f"{count} region{'s' if count != 1 else ''} of {self._region_name!r} measured{note}"
+        return f"{count} region{'s' if count != 1 else ''} of {self._region_name!r} measured{note}{self._note}"
 
     # -- saving -------------------------------------------------------------------------------
     def save_csv(self, path: str | Path) -> Path:

@@ -131,6 +131,7 @@ def test_a_shapes_rectangle_on_one_slice(make_napari_viewer, results, qtbot) -> 
     corners = [[plane, rows[0], cols[0]], [plane, rows[0], cols[1]], [plane, rows[1], cols[1]],
                [plane, rows[1], cols[0]]]
     shapes.add_rectangles(np.array(corners, dtype=float))
+    shapes.add_lines(np.array([[plane, 2, 2], [plane, 4, 9]], dtype=float))  # encloses nothing: left out
     widget.regions.region.value = "drawn"
     _measure(widget)
     expected_display = np.zeros(geometry.reorientation.target_shape, np.int32)
@@ -145,6 +146,7 @@ def test_a_shapes_rectangle_on_one_slice(make_napari_viewer, results, qtbot) -> 
     expected = region_curves(results.traversal, expected_labels, eigen=results.eigen)
     _check_figure(widget, expected, results.eigen)
     assert widget.regions.curves.threshold_mm3 is None
+    assert "shapes [2] are lines or paths" in widget.regions.panel.status.value
     assert [ax.get_gid() for ax in widget.figure.axes] == ["mean_intensity", "components"]
     # an ellipse on a 4D shapes layer made from the traversal layer (alpha axis first): about napari's own mask
     viewer.layers.selection.active = layer
