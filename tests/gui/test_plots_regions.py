@@ -272,3 +272,19 @@ def test_the_eigen_reconstruction_of_a_voxel_is_exact_with_every_component(cente
     else:
         decomposed = curves.mean_intensity
     np.testing.assert_allclose(total, decomposed, atol=1e-4)
+
+
+def test_region_numbers_from_the_lookup_table_and_from_sorting_agree() -> None:
+    from napari_latent.analysis.regions import TABLE_LABELS, _region_index
+
+    rng = np.random.default_rng(0)
+    small = rng.choice([0, 2, 7, 9], size=(5, 6, 7)).astype(np.int32)
+    large = np.where(small == 9, TABLE_LABELS + 5, small).astype(np.int64)
+    no_background = small + 1
+    for labels in (small, large, no_background):
+        values, index = _region_index(labels)
+        expected_values = np.unique(labels[labels != 0])
+        np.testing.assert_array_equal(values, expected_values)
+        assert index.dtype == np.int32 and index.shape == labels.shape
+        np.testing.assert_array_equal(index == 0, labels == 0)
+        np.testing.assert_array_equal(expected_values[index[labels != 0] - 1], labels[labels != 0])
