@@ -41,6 +41,7 @@ class BackgroundCanvas(FigureCanvasQTAgg):
         self._queue_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-latent-plot")
         self._queued: Future[None] | None = None
+        self._last: Future[None] | None = None  # the latest render submitted (queued or running)
         self._prepare: list[Callable[[], None]] = []
         self.rendered.connect(self.update)
 
@@ -60,15 +61,15 @@ class BackgroundCanvas(FigureCanvasQTAgg):
             if prepare is not None:
                 self._prepare.append(prepare)
             if self._queued is None:
-                self._queued = self._executor.submit(self._render)
+                self._queued = self._last = self._executor.submit(self._render)
             return self._queued
 
     def wait(self, timeout: float | None = 10.0) -> None:
-        """Block until the queued render (if any) is done (for tests and scripts)."""
+        """Block until the latest render (queued or already running) is done (for tests and scripts)."""
         with self._queue_lock:
-            queued = self._queued
-        if queued is not None:
-            queued.result(timeout)
+            last = self._last
+        if last is not None:
+            last.result(timeout)
 
     def _render(self) -> None:
         with self._queue_lock:

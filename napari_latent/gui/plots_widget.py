@@ -1,13 +1,18 @@
 """The Plots widget: matplotlib figures docked in napari.
 
-Three views, each fed by what the session's other widgets produce:
+Five views, each fed by what the session's other widgets (or the user's clicks and regions) produce:
 
 * **training losses**: the losses of the running (or last) training run, live, from the
   Model widget's progress events (the session's ``training_history``), redrawn at most
   once a second, into one persistent figure whose lines get new data (cheap to redraw);
 * **eigenvectors**: the eigenvectors of the session's eigen result against alpha (the MS
   paper's "polynomial series" figure);
-* **spectrum**: the eigenvalue spectrum.
+* **spectrum**: the eigenvalue spectrum;
+* **regions**: per-region curves over alpha (mean intensity, volume beyond a threshold in
+  mm³, eigencomponent contributions) of a painted Labels layer, a Shapes layer or a mask
+  file (:class:`~napari_latent.gui.regions_view.RegionsView`, measured in the background);
+* **voxel**: a click in the viewer plots that voxel's value over alpha
+  (:class:`~napari_latent.gui.regions_view.VoxelView`, read in the background).
 
 Clicking a component's curve (or its bar in the spectrum) selects that component's layer
 in the viewer. The eigen figures are the very figures of :mod:`napari_latent.analysis.plots`
@@ -30,9 +35,10 @@ from ..analysis.plots import figure_eigenvectors, figure_spectrum
 from .background_canvas import BackgroundCanvas
 from .layers import META_KEY
 from .layout import schedule_arrange
+from .regions_view import RegionsView, VoxelView
 from .session import get_session
 
-VIEWS = ("training losses", "eigenvectors", "spectrum")
+VIEWS = ("training losses", "eigenvectors", "spectrum", "regions", "voxel")
 #: Keys of training events that are not losses.
 NOT_LOSSES = {"epoch", "step", "images_per_s", "eta_s", "lr"}
 #: Shortest time between two redraws of the live training plot (ms).
@@ -72,6 +78,18 @@ def update_training_figure(figure: Figure, history: list[dict[str, Any]]) -> Non
                  fontsize=9)
 
 
+def _teardown(viewer: Any, regions: RegionsView, voxel: VoxelView) -> Callable[[], None]:
+    """What to undo when the dock is deleted: the viewer's callbacks into it, the voxel reader's thread."""
+    def teardown() -> None:
+        if voxel.on_click in viewer.mouse_drag_callbacks:
+            viewer.mouse_drag_callbacks.remove(voxel.on_click)
+        viewer.dims.events.current_step.disconnect(voxel.on_dims)
+        regions.close()
+        voxel.close()
+
+    return teardown
+
+
 class PlotsWidget(QWidget):
     """Docked plots of training and of the eigen analysis.
 
@@ -91,6 +109,9 @@ class PlotsWidget(QWidget):
         self._layout = QVBoxLayout(self)
         self._layout.addWidget(self.view)
         self._layout.addWidget(self.status)
+        self.regions = RegionsView(self)
+        self.voxel = VoxelView(self)
+        self._layout.addWidget(self.regions.controls.native)
         self.canvas: BackgroundCanvas | None = None
         self._training_figure = self._new_training_figure()
         self._training_canvas: BackgroundCanvas | None = None
@@ -105,6 +126,9 @@ class PlotsWidget(QWidget):
         events.training_started.connect(self._on_training_started)
         events.eigen.connect(self._on_eigen)
         events.model.connect(self.refresh)
+        napari_viewer.mouse_drag_callbacks.append(self.voxel.on_click)
+        napari_viewer.dims.events.current_step.connect(self.voxel.on_dims)
+        self.destroyed.connect(_teardown(napari_viewer, self.regions, self.voxel))
         if not self.session.training_history and self.session.eigen is not None:
             self.view.setCurrentText("eigenvectors")  # docked after an eigen analysis (or the demo sample)
         self.refresh()
@@ -118,8 +142,13 @@ class PlotsWidget(QWidget):
     def refresh(self) -> None:
         """Redraw the chosen view from the session's current results."""
         view = self.view.currentText()
+        self.regions.controls.visible = view == "regions"
         if view == "training losses":
             self._show_training()
+        elif view == "regions":
+            self.regions.show()
+        elif view == "voxel":
+            self.voxel.show()
         else:
             figure, message = self._eigen_figure(view)
             self.status.setText(message)
