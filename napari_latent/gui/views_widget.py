@@ -190,7 +190,7 @@ class ViewsWidget(Container):
                                 "alpha slider moves it), or an eigencomponent map layer")
         self.rendering = ComboBox(label="rendering", choices=list(RENDERINGS), value="attenuated_mip",
                                   tooltip="How the anatomy is rendered")
-        self.max_size = SpinBox(label="max size", min=16, max=1024, value=DEFAULT_MAX_SIZE,
+        self.max_size = SpinBox(label="max size", min=4, max=1024, value=DEFAULT_MAX_SIZE,
                                 tooltip="Voxels per axis of the 3D copies at most (block means of the source): "
                                 "napari renders a 3D layer from its whole volume, in memory")
         self.opacity = FloatSlider(label="overlay opacity", min=0.0, max=1.0, step=0.05, value=0.9)
