@@ -135,7 +135,8 @@ class _Source:
         affine = np.asarray(layer.affine.affine_matrix)
         if not np.allclose(affine, np.eye(len(affine))):
             extra["affine"] = affine
-        return cls(layer.name, layer.data, tuple(layer.scale), tuple(layer.translate),
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data  # the full resolution
+        return cls(layer.name, data, tuple(layer.scale), tuple(layer.translate),
                    [float(v) for v in layer.contrast_limits], extra, linear, tuple(str(u) for u in layer.units))
 
 
@@ -153,6 +154,7 @@ class _Saved:
 
     @classmethod
     def take(cls, viewer: Any) -> _Saved:
+        """The viewer's current view."""
         grid = viewer.canvas.grid
         camera = viewer.camera
         return cls([(layer, bool(layer.visible)) for layer in viewer.layers], int(viewer.dims.ndisplay),
