@@ -232,6 +232,26 @@ class ViewsWidget(Container):
         traversal = self.session.traversal
         return traversal if isinstance(traversal, AnyTraversal) else None
 
+    def _shown_layer(self, traversal: AnyTraversal, kind: str) -> Any:
+        """The 4D layer of ``kind`` (``"traversal"`` or ``"traversal_difference"``) showing ``traversal``, or None.
+
+        A store's layer names the store; an in-memory traversal's layer names none and has
+        the traversal's shape.
+        """
+        from .stores import layer_store
+
+        path = traversal.path.resolve() if isinstance(traversal, StoredTraversal) else None
+        shape = (len(traversal), *display_geometry(traversal.grid).reorientation.target_shape)
+        for layer in self.viewer.layers:
+            if _kind(layer) != kind or layer.ndim != 4:
+                continue
+            store = layer_store(layer)
+            if path is not None and store is not None and store.resolve() == path:
+                return layer
+            if path is None and store is None and tuple(layer.data.shape) == shape:
+                return layer
+        return None
+
     def _anatomy_choices(self, _widget: Any = None) -> list[str]:
         return [layer.name for layer in anatomy_layers(self.viewer)]
 
@@ -335,18 +355,22 @@ class ViewsWidget(Container):
                 raise UserInputError(NO_TRAVERSAL)
             overlay: _Source | AnyTraversal = traversal
             store = traversal.path if isinstance(traversal, StoredTraversal) else None
+            shown = self._shown_layer(traversal, "traversal_difference")
+            direction = traversal.direction.name if traversal.direction is not None else "traversal"
+            name = f"{shown.name} 3D" if shown is not None else f"{direction} difference 3D"
         else:
             layer = next((item for item in overlay_layers(self.viewer) if item.name == choice), None)
             if layer is None:
                 raise UserInputError(f"the overlay layer {choice!r} is gone; choose another")
-            overlay, store = _Source.from_layer(layer), None
-        return self._build_3d(anatomy, overlay, max_size, look, store, stop)
+            overlay, store, name = _Source.from_layer(layer), None, f"{layer.name} 3D"
+        return self._build_3d(anatomy, (overlay, name), max_size, look, store, stop)
 
-    def _build_3d(self, anatomy: _Source, overlay: _Source | AnyTraversal, max_size: int,
+    def _build_3d(self, anatomy: _Source, overlay_named: tuple[_Source | AnyTraversal, str], max_size: int,
                   look: tuple[str, float, float], store: Any,
                   stop: StopFlag) -> Operation[tuple[LayerDataTuple, LayerDataTuple] | None]:
         """In the worker: the block-mean copies of the anatomy and of the overlay, as layer data."""
         rendering, attenuation, opacity = look
+        overlay, name = overlay_named
         factors = block_factors(np.shape(anatomy.data), max_size)
         volume = yield from iter_block_mean([anatomy.data], factors, stop, f"downsampling {anatomy.name}")
         if volume is None:
@@ -361,14 +385,14 @@ class ViewsWidget(Container):
             "metadata": {META_KEY: {"kind": KIND_3D, "source_layer": anatomy.name, "factors": list(factors)}}}
         anatomy_data = (volume[0], anatomy_kwargs, "image")
         if isinstance(overlay, AnyTraversal):
-            overlay_data = yield from self._difference_3d(overlay, max_size, opacity, store, stop)
+            overlay_data = yield from self._difference_3d(overlay, name, max_size, opacity, store, stop)
         else:
-            overlay_data = yield from self._map_3d(overlay, max_size, opacity, stop)
+            overlay_data = yield from self._map_3d(overlay, name, max_size, opacity, stop)
         if overlay_data is None:
             return None
         return anatomy_data, overlay_data
 
-    def _difference_3d(self, traversal: AnyTraversal, max_size: int, opacity: float, store: Any,
+    def _difference_3d(self, traversal: AnyTraversal, name: str, max_size: int, opacity: float, store: Any,
                        stop: StopFlag) -> Operation[LayerDataTuple | None]:
         """Every alpha's block-mean frame minus the baseline's: a 4D in-memory overlay (the slider moves it)."""
         with self.session.stores.hold(store):  # never collected while it is read
@@ -384,8 +408,7 @@ class ViewsWidget(Container):
         alpha_scale, alpha_translate = alpha_placement(traversal.alphas)
         scale, translate = downsampled_placement((alpha_scale, *geometry.scale), (alpha_translate, *geometry.translate),
                                                  factors)
-        direction = traversal.direction.name if traversal.direction is not None else "traversal"
-        kwargs = {"name": f"{direction} difference 3D", "scale": scale, "translate": translate,
+        kwargs = {"name": name, "scale": scale, "translate": translate,
                   "colormap": volume_colormap(), "contrast_limits": limits, "rendering": "translucent",
                   "blending": "translucent", "opacity": opacity, "axis_labels": TRAVERSAL_AXIS_LABELS,
                   "units": ("dimensionless", "mm", "mm", "mm"),
@@ -395,7 +418,7 @@ class ViewsWidget(Container):
                                           "factors": list(factors)}}}
         return volumes, kwargs, "image"
 
-    def _map_3d(self, source: _Source, max_size: int, opacity: float,
+    def _map_3d(self, source: _Source, name: str, max_size: int, opacity: float,
                 stop: StopFlag) -> Operation[LayerDataTuple | None]:
         """The block-mean copy of a 3D map layer, with its (symmetric) contrast limits."""
         factors = block_factors(np.shape(source.data), max_size)
@@ -404,7 +427,7 @@ class ViewsWidget(Container):
             return None
         scale, translate = downsampled_placement(source.scale, source.translate, factors, source.linear)
         limit = max(abs(v) for v in source.contrast_limits) or 1.0
-        kwargs = {"name": f"{source.name} 3D", "scale": scale, "translate": translate, "units": source.units,
+        kwargs = {"name": name, "scale": scale, "translate": translate, "units": source.units,
                   **source.extra,
                   "colormap": volume_colormap(), "contrast_limits": [-limit, limit], "rendering": "translucent",
                   "blending": "translucent", "opacity": opacity,
@@ -503,17 +526,8 @@ class ViewsWidget(Container):
 
     def _traversal_layer_limits(self, traversal: AnyTraversal) -> list[float] | None:
         """The grey contrast limits of the layer that shows this traversal (None when it is not shown)."""
-        from .stores import layer_store
-
-        path = traversal.path.resolve() if isinstance(traversal, StoredTraversal) else None
-        for layer in self.viewer.layers:
-            if _kind(layer) != "traversal" or layer.ndim != 4:
-                continue
-            store = layer_store(layer)
-            if (path is not None and store is not None and store.resolve() == path) or \
-                    (path is None and tuple(layer.data.shape) == tuple(display_frames(traversal).shape)):
-                return [float(v) for v in layer.contrast_limits]
-        return None
+        layer = self._shown_layer(traversal, "traversal")
+        return None if layer is None else [float(v) for v in layer.contrast_limits]
 
     def _prepare_side(self, traversal: AnyTraversal, index: int, difference: bool,
                       limits: list[float] | None) -> Operation[tuple[AnyTraversal, LayerDataTuple, LayerDataTuple]]:

@@ -102,7 +102,7 @@ def test_show_in_3d_renders_downsampled_copies_that_overlay_the_source(traversal
     _wait(widget)
     assert viewer.dims.ndisplay == 3 and widget.mode == "3d"
     anatomy, overlay = widget.layers_3d
-    assert [anatomy.name, overlay.name] == ["anatomy 3D", "traversal difference 3D"]
+    assert [anatomy.name, overlay.name] == ["anatomy 3D", "anatomy traversal difference 3D"]
     # Only the 3D layers are shown: no lazy 2D layer is rendered (read whole) in 3D.
     assert [layer.name for layer in viewer.layers if layer.visible] == [anatomy.name, overlay.name]
     assert anatomy.rendering == "attenuated_mip" and overlay.rendering == "translucent"
@@ -244,6 +244,24 @@ def test_side_by_side_shows_alpha_0_and_the_chosen_alpha_in_linked_grid_cells(tr
     widget.end_side_by_side()
     assert not grid.enabled and widget.mode == ""
     assert left not in viewer.layers and right not in viewer.layers
+    assert {layer.name: layer.visible for layer in viewer.layers} == before
+
+
+def test_a_cancelled_build_changes_nothing(traversal_viewer, qtbot, monkeypatch) -> None:
+    viewer, widget, _ = traversal_viewer
+    before = {layer.name: layer.visible for layer in viewer.layers}
+    make = widget._make_3d
+
+    def cancelled(stop):
+        operation = make(stop)
+        stop.request()  # as Cancel does, before the first slab
+        return operation
+
+    monkeypatch.setattr(widget, "_make_3d", cancelled)
+    widget.show_3d()
+    _wait(widget)
+    assert widget.panel.status.value == "3D view cancelled"
+    assert widget.mode == "" and viewer.dims.ndisplay == 2 and not widget.layers_3d
     assert {layer.name: layer.visible for layer in viewer.layers} == before
 
 
