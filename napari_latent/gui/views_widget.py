@@ -266,21 +266,27 @@ class ViewsWidget(Container):
         return [(f"{alpha:g}", k) for k, alpha in enumerate(traversal.alphas)]
 
     def default_anatomy(self) -> str | None:
-        """The traversal's source layer when it is shown (else the first 3D image layer on its grid), or None."""
+        """The session traversal's source layer (else a 3D image layer on its grid, else the first), or None."""
         choices = self._anatomy_choices()
         if not choices:
             return None
-        named = []
-        for layer in self.viewer.layers:
+
+        def source_of(layer: Any) -> str | None:
             entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
             if entry.get("kind") == "traversal_difference" and entry.get("source_layer"):
-                named.append(str(entry["source_layer"]))
-            elif entry.get("kind") == "traversal" and layer.name.endswith(" traversal"):
-                named.append(layer.name[:-len(" traversal")])
+                return str(entry["source_layer"])
+            if entry.get("kind") == "traversal" and layer.name.endswith(" traversal"):
+                return layer.name[:-len(" traversal")]
+            return None
+
+        named: list[str | None] = []
         traversal = self._traversal()
         if traversal is not None:
+            named += [source_of(layer) for layer in (self._shown_layer(traversal, "traversal_difference"),
+                                                      self._shown_layer(traversal, "traversal")) if layer is not None]
             shape = display_geometry(traversal.grid).reorientation.target_shape
             named += [layer.name for layer in anatomy_layers(self.viewer) if tuple(layer.data.shape) == shape]
+        named += [source_of(layer) for layer in self.viewer.layers]
         return next((name for name in named if name in choices), choices[0])
 
     def _default_overlay(self) -> str | None:

@@ -290,14 +290,17 @@ def test_clear_messages_without_a_traversal_an_anatomy_or_an_overlay(make_napari
     widget.show_side_by_side()
     assert NO_TRAVERSAL in widget.panel.status.value and not viewer.canvas.grid.enabled
     volume, traversal = synthetic_traversal()
+    viewer.add_image(np.zeros((5, 6, 7), np.float32), name="decoy")
     add_or_update_layer(viewer, volume_layer_data(volume))
     assert widget.status.value == NOTHING_TO_OVERLAY
     widget.show_3d()
     assert NOTHING_TO_OVERLAY in widget.panel.status.value and viewer.dims.ndisplay == 2
-    assert widget.mode == "" and len(viewer.layers) == 1
-    # The session's traversal arrives: it becomes the overlay, and its farthest alpha the side-by-side choice.
+    assert widget.mode == "" and len(viewer.layers) == 2
+    # The session's traversal arrives: it becomes the overlay, the layer on its grid the anatomy, and its
+    # farthest alpha the side-by-side choice.
     get_session(viewer).traversal = traversal
     assert widget.overlay.value == SESSION_DIFFERENCE and widget.side_alpha.value == 4
+    assert widget.anatomy.value == "anatomy"
     widget.back_to_2d()
     widget.end_side_by_side()
     assert widget.mode == "" and viewer.dims.ndisplay == 2
