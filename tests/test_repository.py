@@ -85,7 +85,8 @@ def test_widgets_are_docked_in_workflow_order_and_in_menus() -> None:
 
     manifest = PluginManifest.from_file(ROOT / "napari_latent" / "napari.yaml")
     names = [w.display_name for w in manifest.contributions.widgets]
-    assert names == ["1 Model", "2 Invert", "3 Discover", "4 Traverse", "5 Eigen", "6 Explore", "7 Export", "8 Plots"]
+    assert names == ["1 Model", "2 Invert", "3 Discover", "4 Traverse", "5 Eigen", "6 Explore", "7 Export", "8 Plots",
+                     "9 Views"]
     widget_commands = {w.command for w in manifest.contributions.widgets}
     in_menus = {item.command for items in manifest.contributions.menus.values() for item in items}
     assert in_menus == widget_commands - {"napari-latent.model_widget"}
