@@ -32,6 +32,7 @@ from ..latent.traversal import StoredTraversal, Traversal
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..volumes.orientation import display_geometry
 from .layers import META_KEY, LayerDataTuple, grid_layer_data
+from .layout import schedule_arrange
 from .result_layers import (
     TRAVERSAL_AXIS_LABELS,
     difference_data,
@@ -174,6 +175,7 @@ class ViewsWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
+        schedule_arrange(napari_viewer)  # tab this dock with ours, fit the camera
         from .runner import OperationRunner, ProgressPanel
 
         self.viewer = napari_viewer
@@ -211,7 +213,7 @@ class ViewsWidget(Container):
         super().__init__(widgets=[self.status, self.title_3d, self.anatomy, self.overlay, self.rendering,
                                   self.max_size, self.opacity, self.attenuation, self.show_3d_button,
                                   self.back_button, self.title_side, self.side_alpha, self.side_right,
-                                  self.side_button, self.end_side_button, self.panel])
+                                  self.side_button, self.end_side_button, self.panel], scrollable=True)
         self.status.native.setWordWrap(True)
         self.show_3d_button.changed.connect(lambda: self.show_3d())
         self.back_button.changed.connect(lambda: self.back_to_2d())

@@ -43,6 +43,8 @@ def test_docks_are_tabbed_narrow_and_the_whole_slice_is_in_view(make_napari_view
     layer = _phantom_layer(viewer)
     docked = dock_widgets(viewer)
     _settle(qtbot, viewer)
+    # the arrangement runs in the event loop: on a loaded machine give it time
+    qtbot.waitUntil(lambda: main.width() == width and visible_fraction(viewer, layer) > 0.999, timeout=10_000)
     assert main.width() == width, "docking our widgets widened the window"
     docks = our_docks(viewer)
     assert len(docks) == len(docked) >= 8
@@ -54,7 +56,12 @@ def test_docks_are_tabbed_narrow_and_the_whole_slice_is_in_view(make_napari_view
     assert shown.width() <= max(dock_width(width), narrowest) + 20
     assert shown.width() <= 0.3 * width
     _height, canvas_width = viewer.canvas.size
-    assert canvas_width > shown.width() and canvas_width > 0.4 * width
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    left = [dock.width() for dock in main.findChildren(QDockWidget) if dock.isVisible()
+            and main.dockWidgetArea(dock) == Qt.DockWidgetArea.LeftDockWidgetArea]
+    assert canvas_width > shown.width() and canvas_width > max(left), "the canvas is the widest pane"
     if width >= 1920:
         assert canvas_width >= 0.5 * width
     assert visible_fraction(viewer, layer) == pytest.approx(1.0)
