@@ -80,8 +80,7 @@ class DiscoverWidget(Container):
         self.evaluation: Any = None
         super().__init__(widgets=[self.status, self.method, self.summary, self.space, *self.form.widgets,
                                   self.auto_gallery, self.evaluate, self.run_button, self.panel, self.table,
-                                  self.selected, self.out, self.save_button, self.gallery],
-                         scrollable=True)  # a tall widget: it scrolls inside its dock
+                                  self.selected, self.out, self.save_button, self.gallery])
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)

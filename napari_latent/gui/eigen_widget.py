@@ -126,7 +126,7 @@ class EigenWidget(Container):
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
         super().__init__(widgets=[self.status, self.traversal, self.mask, self.components, self.center,
-                                  self.run_button, self.panel], scrollable=True)
+                                  self.run_button, self.panel])
         self.run_button.changed.connect(lambda: self.run())
         self.session.events.traversal.connect(self._on_traversal)
         self.session.events.model.connect(self._refresh)

@@ -89,7 +89,7 @@ class ExploreWidget(Container):
         self.reset_button = PushButton(text="Reset sliders")
         self.traverse_button = PushButton(text="Traverse volume")
         super().__init__(widgets=[self.status, self.count, self.units, self.sliders_box, self.show_difference,
-                                  self.reset_button, self.traverse_button], scrollable=True)
+                                  self.reset_button, self.traverse_button])
         self.sliders: list[FloatSlider] = []
         self.preview: SlicePreview | None = None
         self.preview_layer: Any = None

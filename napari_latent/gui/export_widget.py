@@ -65,7 +65,7 @@ class ExportWidget(Container):
         super().__init__(widgets=[self.folder, self.layers, self.nifti_button, self.png_button,
                                   Label(value="<b>Traversal animation</b>"), self.traversal, self.format, self.fps,
                                   self.animation_button, Label(value="<b>Reproduce</b>"), self.script_button,
-                                  self.status, self.panel], scrollable=True)
+                                  self.status, self.panel])
         self.nifti_button.changed.connect(lambda: self.export_nifti())
         self.png_button.changed.connect(lambda: self.export_png())
         self.animation_button.changed.connect(lambda: self.export_animation())

@@ -117,7 +117,7 @@ class InvertWidget(Container):
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
         super().__init__(widgets=[self.status, self.layer, self.method, self.space, self.steps, self.run_button,
-                                  self.panel], scrollable=True)
+                                  self.panel])
         self.run_button.changed.connect(lambda: self.run())
         self.session.events.model.connect(self._on_model)
         napari_viewer.layers.events.inserted.connect(lambda event: self.layer.reset_choices())

@@ -4,10 +4,12 @@ napari docks every plugin widget at the width its widest label asks for, side by
 fits the camera once, when the first layer arrives. With a few of our widgets open the
 canvas became a strip and the brain was cut off at both sides. :func:`arrange` fixes that:
 
-* our docks (every dock whose widget comes from :mod:`napari_latent.gui`) are tabbed
-  together in the right dock area, at :func:`dock_width` of the window (a quarter, 320 to
-  520 pixels); their labels wrap and their drop-downs elide instead of widening the dock;
-* napari's layer list and layer controls get :func:`side_width` (a sixth, 200 to 280);
+* our docks (every dock whose widget comes from :mod:`napari_latent.gui`) scroll
+  vertically (:func:`scroll_in_dock`) and are tabbed together in the right dock area, at
+  :func:`dock_width` of the window (a quarter, 320 to 520 pixels); their labels wrap and
+  their drop-downs elide instead of widening the dock;
+* napari's layer list and layer controls get :func:`side_width` (a sixth, 200 to 280; their
+  own controls need about 380);
 * the camera is fitted to the layers (:func:`fit_view`), and fitted again whenever the
   canvas changes size while the camera is still where a fit left it (a user who zoomed or
   panned keeps the view).
@@ -32,14 +34,16 @@ SIDE_FRACTION = 1 / 6
 SIDE_LIMITS = (200, 280)
 #: Drop-downs are at least this many characters wide (longer entries are elided).
 COMBO_CHARS = 12
+#: Object name of the scroll areas :func:`scroll_in_dock` puts our widgets in.
+SCROLL_NAME = "napari-latent scroll"
 #: The narrowest a label or drop-down is squeezed to (pixels).
 MIN_FIELD = 120
 
 _FITTED: weakref.WeakKeyDictionary[Any, tuple[float, tuple[float, ...]]] = weakref.WeakKeyDictionary()
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
-#: The window's width before our latest docks arrived (docking may have widened the window),
+#: The window's size before our latest docks arrived (docking may have enlarged the window),
 #: kept while arrangements are pending.
-_WIDTH_BEFORE: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_SIZE_BEFORE: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
 _PENDING: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
@@ -79,19 +83,9 @@ def our_docks(viewer: Any) -> list[Any]:
 def let_shrink(widget: Any) -> None:
     """Let ``widget``'s labels wrap and its drop-downs elide, so that long text never widens its dock.
 
-    A scroll area (our tall widgets scroll inside their docks) scrolls vertically only: its
-    content follows the dock's width.
     """
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea
+    from qtpy.QtWidgets import QComboBox, QLabel
 
-    areas = widget.findChildren(QScrollArea)
-    if isinstance(widget, QScrollArea):
-        areas.append(widget)
-    for area in areas:
-        if area.widgetResizable():  # magicgui's, not a table's
-            area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-            area.setMinimumWidth(0)
     for combo in widget.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(COMBO_CHARS)
@@ -101,6 +95,37 @@ def let_shrink(widget: Any) -> None:
             label.setWordWrap(True)
         # a wrapped label still asks for a wide minimum (Qt keeps its lines long): narrower is fine
         label.setMinimumWidth(min(label.minimumSizeHint().width(), MIN_FIELD))
+
+
+def scroll_in_dock(dock: Any) -> Any:
+    """Put a dock's widget in a vertical scroll area (once), so that a tall widget never makes the window taller.
+
+    napari docks a widget as it is: a tall one (the Discover widget with its gallery) set the
+    window's minimum height. The scroll area keeps napari's view of the dock: its
+    ``inner_widget()`` is still our widget.
+
+    Returns
+    -------
+    QScrollArea
+        The scroll area now holding the dock's widget.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    content = dock.widget()
+    if isinstance(content, QScrollArea) and content.objectName() == SCROLL_NAME:
+        return content
+    inner = dock.inner_widget()
+    area = QScrollArea()
+    area.setObjectName(SCROLL_NAME)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area._magic_widget = inner  # napari's QtViewerDockWidget.inner_widget() returns it
+    area.setWidget(content)
+    dock.setWidget(area)
+    content.show()
+    return area
 
 
 def arrange(viewer: Any, width: int | None = None) -> None:
@@ -130,17 +155,20 @@ def arrange(viewer: Any, width: int | None = None) -> None:
             if dock not in main.tabifiedDockWidgets(first):
                 main.tabifyDockWidget(first, dock)
         for dock in group:
+            scroll_in_dock(dock)
             let_shrink(dock.widget())
-            # a hidden tab keeps the minimum width its labels had when it was shown: recompute it
-            dock.setMinimumWidth(0)
+            # a hidden tab keeps the minimum size its content had when it was shown: recompute it
+            dock.setMinimumSize(0, 0)
             dock.layout().invalidate()
-    before = _WIDTH_BEFORE.get(viewer)
-    if before is not None and main.width() > before and not (main.isMaximized() or main.isFullScreen()):
-        # docking our long labels widened the window; they wrap now, so it can have its width back
+    before = _SIZE_BEFORE.get(viewer)
+    if before is not None and (main.width() > before[0] or main.height() > before[1]) \
+            and not (main.isMaximized() or main.isFullScreen()):
+        # docking our widgets widened or heightened the window; they wrap and scroll now, so it
+        # can have its size back
         main.layout().invalidate()
         main.layout().activate()
-        main.resize(before, main.height())
-    width = int(before or width or main.width())
+        main.resize(min(main.width(), before[0]), min(main.height(), before[1]))
+    width = int(width or (before[0] if before else main.width()))
     if docks:
         visible = [dock for dock in group if dock.isVisible()] or group
         main.resizeDocks([visible[0]], [dock_width(width)], Qt.Orientation.Horizontal)
@@ -160,7 +188,7 @@ def schedule_arrange(viewer: Any) -> None:
     viewer = unwrap(viewer)
     main = getattr(getattr(viewer, "window", None), "_qt_window", None)
     if main is not None:
-        _WIDTH_BEFORE.setdefault(viewer, int(main.width()))
+        _SIZE_BEFORE.setdefault(viewer, (int(main.width()), int(main.height())))
     _PENDING[viewer] = _PENDING.get(viewer, 0) + 1
     ref = weakref.ref(viewer)
 
@@ -173,7 +201,7 @@ def schedule_arrange(viewer: Any) -> None:
         _PENDING[target] = _PENDING.get(target, 1) - 1
         if _PENDING[target] <= 0:  # the last arrangement: a later resize by the user is the user's
             _PENDING.pop(target, None)
-            _WIDTH_BEFORE.pop(target, None)
+            _SIZE_BEFORE.pop(target, None)
 
     QTimer.singleShot(0, later)
 
@@ -251,7 +279,7 @@ def visible_fraction(viewer: Any, layer: Any) -> float:
 def raise_dock(viewer: Any, widget: Any) -> bool:
     """Bring the tab of the dock holding ``widget`` (one of ours) to the front; False when it is not docked."""
     for dock in our_docks(viewer):
-        if dock.inner_widget() is widget or dock.widget() is getattr(widget, "native", widget):
+        if dock.inner_widget() is widget:
             dock.show()
             dock.raise_()
             return True

@@ -76,7 +76,7 @@ class ModelWidget(Container):
             Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.window,
             self.custom_window, self.epochs,
             self.latent_dim, self.batch_size, self.device, self.output, self.overwrite, self.train_button, self.panel,
-        ], scrollable=True)
+        ])
         self.load_button.changed.connect(lambda: self.load())
         self.demo_button.changed.connect(lambda: self.load_demo())
         self.train_button.changed.connect(lambda: self.train())

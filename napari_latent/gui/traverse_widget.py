@@ -161,7 +161,7 @@ class TraverseWidget(Container):
         self.panel = ProgressPanel()
         self.runner = OperationRunner(self.panel, lambda busy: setattr(self.run_button, "enabled", not busy))
         super().__init__(widgets=[self.status, self.codes, self.directions_file, self.direction, self.alphas,
-                                  self.units, self.save_to, self.run_button, self.panel], scrollable=True)
+                                  self.units, self.save_to, self.run_button, self.panel])
         self.run_button.changed.connect(lambda: self.run())
         self.directions_file.changed.connect(self._on_file_changed)
         for signal in (self.session.events.model, self.session.events.codes, self.session.events.last_codes):

@@ -213,7 +213,7 @@ class ViewsWidget(Container):
         super().__init__(widgets=[self.status, self.title_3d, self.anatomy, self.overlay, self.rendering,
                                   self.max_size, self.opacity, self.attenuation, self.show_3d_button,
                                   self.back_button, self.title_side, self.side_alpha, self.side_right,
-                                  self.side_button, self.end_side_button, self.panel], scrollable=True)
+                                  self.side_button, self.end_side_button, self.panel])
         self.status.native.setWordWrap(True)
         self.show_3d_button.changed.connect(lambda: self.show_3d())
         self.back_button.changed.connect(lambda: self.back_to_2d())

@@ -44,8 +44,9 @@ def test_docks_are_tabbed_narrow_and_the_whole_slice_is_in_view(make_napari_view
     docked = dock_widgets(viewer)
     _settle(qtbot, viewer)
     # the arrangement runs in the event loop: on a loaded machine give it time
-    qtbot.waitUntil(lambda: main.width() == width and visible_fraction(viewer, layer) > 0.999, timeout=10_000)
-    assert main.width() == width, "docking our widgets widened the window"
+    qtbot.waitUntil(lambda: main.width() == width and main.height() == height
+                    and visible_fraction(viewer, layer) > 0.999, timeout=10_000)
+    assert (main.width(), main.height()) == (width, height), "docking our widgets enlarged the window"
     docks = our_docks(viewer)
     assert len(docks) == len(docked) >= 8
     tabbed = set(main.tabifiedDockWidgets(docks[0]))
