@@ -15,6 +15,7 @@ from pathlib import Path
 
 import napari
 from napari.settings import get_settings
+from qtpy.QtWidgets import QScrollArea
 
 from napari_latent.gui.discover_widget import DiscoverWidget
 from napari_latent.gui.layers import volume_from_layer
@@ -57,9 +58,11 @@ def discover_screenshot() -> Path:
     app = napari.qt.get_qapp()
     for _ in range(20):
         app.processEvents()
-    scroll = getattr(widget._widget, "_scroll", None)  # magicgui's scroll area of a scrollable container
-    if scroll is not None:  # show the gallery: the part of the widget below the table
-        scroll.ensureWidgetVisible(widget.gallery.table.native, 0, 0)
+    scroll = widget.native.parentWidget()
+    while scroll is not None and not isinstance(scroll, QScrollArea):
+        scroll = scroll.parentWidget()
+    if scroll is not None:  # the dock's scroll area: show the gallery, below the table
+        scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
     for _ in range(20):
         app.processEvents()
     path = IMAGES / "napari_discover_widget.png"

@@ -16,7 +16,7 @@ from ..latent.discovery import METHODS, discovery_method, iter_discover, method_
 from ..latent.inversion import default_space
 from ..progress import Operation, StopFlag, stop_requested
 from .gallery_panel import GalleryPanel
-from .layout import schedule_arrange
+from .layout import schedule_arrange, span_full_width
 from .method_form import MethodForm, data_message, no_path
 from .runner import OperationRunner, ProgressPanel
 from .session import get_session
@@ -81,6 +81,8 @@ class DiscoverWidget(Container):
         super().__init__(widgets=[self.status, self.method, self.summary, self.space, *self.form.widgets,
                                   self.auto_gallery, self.evaluate, self.run_button, self.panel, self.table,
                                   self.selected, self.out, self.save_button, self.gallery])
+        for wide in (self.table, self.gallery):
+            span_full_width(wide)
         self.run_button.changed.connect(lambda: self.run())
         self.save_button.changed.connect(lambda: self.save())
         self.method.changed.connect(self._on_method)
@@ -235,6 +237,7 @@ class DiscoverWidget(Container):
                 self._filling = False
             return
         self.session.directions = self.directions  # renamed in place: assigning again tells the widgets
+        self.gallery.refresh_table()
         self._show_selected()
 
     def rename(self, index: int, name: str) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..analysis.direction_evaluation import DirectionEvaluation
 
 #: Thumbnail edge in pixels.
-THUMBNAIL = 64
+THUMBNAIL = 56
 #: Sort keys offered before the scores and factors.
 BASIC_SORTS = ("rank", "visible change")
 
@@ -289,7 +289,10 @@ class GalleryPanel(Container):
 
     def _row_text(self, gallery: Gallery, row: int) -> str:
         key = str(self.sort.value)
-        text = f"{gallery.indices[row]} {gallery.names[row]}"
+        index = gallery.indices[row]
+        directions = self._directions()
+        name = directions.names[index] if directions is not None and index < len(directions) else gallery.names[row]
+        text = f"{index} {name}"  # the current name: a direction renamed after the gallery was made
         if key.startswith("factor: ") and self.evaluation is not None:
             factor = key.removeprefix("factor: ")
             effect = self.evaluation.effects[gallery.indices[row], self.evaluation.factors.index(factor)]

@@ -284,3 +284,14 @@ def raise_dock(viewer: Any, widget: Any) -> bool:
             dock.raise_()
             return True
     return False
+
+
+def span_full_width(widget: Any) -> None:
+    """Let a magicgui widget in a labelled container use the whole row (its empty label column hidden).
+
+    For wide content (tables, galleries) in a narrow dock.
+    """
+    row = widget._labeled_widget() if hasattr(widget, "_labeled_widget") else None
+    label = getattr(row, "_label_widget", None)
+    if label is not None:
+        label.visible = False

@@ -65,6 +65,8 @@ def test_the_gallery_follows_a_discovery_sorts_and_selects(make_napari_viewer, t
     assert sorted({i.row() for i in widget.table.native.selectedIndexes()}) == [2]
     assert traverse.direction.value == 2
     assert [i.row() for i in table.native.selectionModel().selectedRows()] == [row]
+    widget.rename(2, "ventricles?")  # a rename shows in the gallery at once
+    assert table.native.item(table.rows.index(2), 0).text().startswith("2 ventricles?")
     widget.select(1)  # selected in the Discover table: the gallery row follows
     assert [i.row() for i in table.native.selectionModel().selectedRows()] == [table.rows.index(1)]
     # export in the table's order, atomically; bad paths are refused
