@@ -19,14 +19,18 @@ ANATOMICAL = "anatomical"
 
 #: Half-sizes of the central box searched for the lateral ventricles, as fractions of the
 #: head's half-extent along left-right, posterior-anterior and inferior-superior.
-VENTRICLE_BOX = (0.45, 0.7, 0.6)
+VENTRICLE_BOX = (0.2, 0.3, 0.2)
 
 #: A second dark component is kept (the other lateral ventricle) if it has at least this
 #: fraction of the largest one's voxels.
 SECOND_COMPONENT = 0.3
 
-#: The chosen components grow along the same dark region into a box this many times larger.
-GROW = 1.5
+#: The chosen components grow along the same dark class by up to this many mm (the horns
+#: and bodies of the ventricles that leave the central box).
+GROW_MM = 40.0
+
+#: The ventricles' median intensity is at most this fraction of the central box's median.
+DARKNESS = 0.6
 
 # Fewest voxels a head (foreground) and the ventricles may have.
 _MIN_HEAD_VOXELS = 512
@@ -127,16 +131,18 @@ def head_box(head: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
-                    box: tuple[float, float, float] = VENTRICLE_BOX, grow: bool = True) -> np.ndarray:
+                    box: tuple[float, float, float] = VENTRICLE_BOX, grow_mm: float = GROW_MM) -> np.ndarray:
     """Find the lateral ventricles of a T1-weighted brain: the dark CSF region near its centre.
 
-    The intensities inside a central box (``box`` times the head's half-extent around the
-    centre of its bounding box, in world axes: brain, no skull or scalp) are split into
-    three classes by multi-level Otsu thresholds (CSF, grey matter, white matter in T1);
-    the box's voxels of the darkest class are labelled into 6-connected components; the largest one, and the
-    second largest if it has at least 30 % of the largest's voxels (the two lateral
-    ventricles when they do not touch), are kept, with their enclosed holes (choroid
-    plexus) filled.
+    1. The brain's centre is the centroid of the brightest of three intensity classes of
+       the head (multi-level Otsu: white matter in T1; scalp fat too, which surrounds it).
+    2. The intensities inside a central box (``box`` times the head's half-extent around
+       that centre, in world axes) are split into three classes (CSF, grey matter, white
+       matter); the box's voxels of the darkest class are labelled into 6-connected
+       components; the largest one, and the second largest if it has at least 30 % of the
+       largest's voxels (the two lateral ventricles when they do not touch), are kept.
+    3. They grow along the same dark class into a box ``grow`` times larger (the horns and
+       the bodies that leave the central box), and enclosed holes (choroid plexus) are filled.
 
     Parameters
     ----------
@@ -148,6 +154,8 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
         bool mask of the head (the foreground).
     box : tuple of float
         Half-sizes of the searched box as fractions of the head's half-extent along x, y, z.
+    grow : float
+        How many times larger the box the ventricles may grow into is (1: no growing).
 
     Returns
     -------
@@ -157,19 +165,25 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
     Raises
     ------
     DataError
-        If no dark region is found near the centre.
+        If no region near the centre is clearly darker than the tissue around it.
     """
-    centre, half = head_box(head, affine)
+    values = data[head]
+    if values.size < _MIN_HEAD_VOXELS or float(values.max()) <= float(values.min()):
+        raise DataError("the scan's head is too small or constant to find the ventricles in")
+    _, half = head_box(head, affine)
+    bright = np.nonzero(head & (data >= float(threshold_multiotsu(values, classes=3)[1])))
+    ijk = np.vstack([np.array(bright, dtype=float).mean(axis=1, keepdims=True), [[1.0]]])
+    centre = (affine @ ijk)[:3, 0]
+
     inside = head.copy()
     for axis in range(3):
         inside &= np.abs(voxel_world(data.shape, affine, axis) - np.float32(centre[axis])) \
             <= np.float32(box[axis] * half[axis])
     values = data[inside]
-    if values.size < _MIN_VENTRICLE_VOXELS or float(values.max()) <= float(values.min()):
+    if values.size < _MIN_HEAD_VOXELS // 8 or float(values.max()) <= float(values.min()):
         raise DataError("the centre of the scan's head is too small or constant to find the ventricles in")
     threshold = float(threshold_multiotsu(values, classes=3)[0])
-    candidates = inside & (data < threshold)
-    labels, count = ndimage.label(candidates)
+    labels, count = ndimage.label(inside & (data < threshold))
     sizes = np.bincount(labels.ravel())[1:]
     if count == 0 or sizes.max() < _MIN_VENTRICLE_VOXELS:
         raise DataError("found no dark (CSF-like) region near the centre of the scan to take for the ventricles; "
@@ -179,14 +193,12 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
     if count > 1 and sizes[order[1]] >= SECOND_COMPONENT * sizes[order[0]]:
         keep.append(order[1] + 1)
     seeds = np.isin(labels, keep)
-    if grow:
-        # The parts of the same dark regions that reach out of the box (the horns and the bodies).
-        outer = head & (data < threshold)
-        for axis in range(3):
-            outer &= np.abs(voxel_world(data.shape, affine, axis) - np.float32(centre[axis])) \
-                <= np.float32(min(1.0, GROW * box[axis]) * half[axis])
-        labels, _ = ndimage.label(outer)
-        seeds = np.isin(labels, np.unique(labels[seeds & outer]))
+    if float(np.median(data[seeds])) > DARKNESS * float(np.median(values)):
+        raise DataError("found no region near the centre of the scan clearly darker than the tissue around it to "
+                        "take for the ventricles; the source must be a T1-weighted brain scan")
+    steps = round(grow_mm / float(np.linalg.norm(affine[:3, :3], axis=0).min()))
+    if steps > 0:
+        seeds = ndimage.binary_dilation(seeds, iterations=steps, mask=head & (data < threshold))
     return ndimage.binary_fill_holes(seeds)
 
 
