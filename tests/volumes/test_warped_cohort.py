@@ -243,7 +243,7 @@ def test_the_ventricle_volume_follows_the_disease_factor(cohort) -> None:
     # the written masks agree with the column
     voxel = abs(np.linalg.det(cohort.grid.affine[:3, :3]))
     counted = np.array([np.asarray(nib.load(p).dataobj).sum() * voxel for p in cohort.label_paths])
-    np.testing.assert_allclose(counted, volumes, rtol=0.1)
+    assert np.all((counted < 1.02 * volumes) & (counted > 0.85 * volumes))  # thin parts fall under 0.5
 
 
 def test_the_nuisances_vary_and_stay_in_their_ranges(cohort) -> None:

@@ -140,9 +140,11 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
        that centre, in world axes) are split into three classes (CSF, grey matter, white
        matter); the box's voxels of the darkest class are labelled into 6-connected
        components; the largest one, and the second largest if it has at least 30 % of the
-       largest's voxels (the two lateral ventricles when they do not touch), are kept.
-    3. They grow along the same dark class into a box ``grow`` times larger (the horns and
-       the bodies that leave the central box), and enclosed holes (choroid plexus) are filled.
+       largest's voxels (the two lateral ventricles when they do not touch), are kept if
+       their median intensity is below 0.6 of the box's median.
+    3. They grow by up to ``grow_mm`` along the same dark class (geodesic dilation: the
+       horns and the bodies that leave the central box), and enclosed holes (choroid
+       plexus) are filled.
 
     Parameters
     ----------
@@ -154,8 +156,9 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
         bool mask of the head (the foreground).
     box : tuple of float
         Half-sizes of the searched box as fractions of the head's half-extent along x, y, z.
-    grow : float
-        How many times larger the box the ventricles may grow into is (1: no growing).
+    grow_mm : float
+        How far (mm, in steps of the finest voxel size) the seeds may grow along the dark
+        class (0: no growing).
 
     Returns
     -------
@@ -165,7 +168,8 @@ def find_ventricles(data: np.ndarray, affine: np.ndarray, head: np.ndarray,
     Raises
     ------
     DataError
-        If no region near the centre is clearly darker than the tissue around it.
+        If the head is too small or constant, or no region near the centre is clearly
+        darker than the tissue around it.
     """
     values = data[head]
     if values.size < _MIN_HEAD_VOXELS or float(values.max()) <= float(values.min()):
