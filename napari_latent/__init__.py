@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "load_cohort": "napari_latent.volumes",
     "make_phantom_cohort": "napari_latent.volumes.phantoms",
     "make_phantom": "napari_latent.volumes.phantoms",
+    "make_warped_cohort": "napari_latent.volumes.warped",
     "load_model": "napari_latent.models.checkpoint",
     "wrap": "napari_latent.models.wrapped",
     "train_model": "napari_latent.training",

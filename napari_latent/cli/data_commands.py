@@ -12,12 +12,15 @@ from .common import CliError, add_volume_argument, fraction, positive_float, pos
 
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
-    """Write a synthetic brain-phantom cohort."""
-    from ..volumes.phantoms import make_phantom_cohort
-
+    """Write a synthetic brain-phantom cohort, or a cohort warped from a real scan (``--from-scan``)."""
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise CliError(f"{out}: exists and is not a folder")
+    if args.from_scan is not None and args.spacing is not None:
+        raise CliError("--spacing is for synthetic phantoms; a cohort warped from a scan takes its grid from "
+                       "--size (voxels per side of a cube that holds the head)")
+    if args.from_scan is not None and not args.from_scan.strip():
+        raise CliError("--from-scan needs 'anatomical' or the path of a scan")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise CliError(f"{out}: the folder is not empty (use --overwrite to write into it)")
     progress = None
@@ -31,15 +34,25 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        info = make_phantom_cohort(out, n_subjects=args.subjects, size=args.size, seed=args.seed,
-                                   spacing=args.spacing, disease_fraction=args.disease_fraction,
-                                   progress=progress)
+        if args.from_scan is not None:
+            from ..volumes.warped import make_warped_cohort
+
+            info = make_warped_cohort(out, source=args.from_scan, n_subjects=args.subjects, seed=args.seed,
+                                      size=args.size, disease_fraction=args.disease_fraction, progress=progress)
+            origin = f" warped from {info.source.path.name}"
+        else:
+            from ..volumes.phantoms import make_phantom_cohort
+
+            info = make_phantom_cohort(out, n_subjects=args.subjects, size=args.size, seed=args.seed,
+                                       spacing=args.spacing, disease_fraction=args.disease_fraction,
+                                       progress=progress)
+            origin = ""
     finally:
         if progress is not None:
             bar.close()
     groups = {g: info.groups.count(g) for g in sorted(set(info.groups))}
     summary = ", ".join(f"{n} {g}" for g, n in groups.items())
-    print(f"wrote {len(info.paths)} volumes ({summary}) and {info.csv_path.name} to {info.folder}")
+    print(f"wrote {len(info.paths)} volumes ({summary}){origin} and {info.csv_path.name} to {info.folder}")
     return 0
 
 
@@ -85,10 +98,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands."""
-    p = sub.add_parser("phantoms", help="write a synthetic brain-phantom cohort (the embedded default data)",
+    p = sub.add_parser("phantoms", help="write a synthetic brain-phantom cohort (the embedded default data), "
+                       "or one warped from a real scan",
                        description="Write 3D T1-like brain phantoms of healthy and disease (MS-like) subjects "
-                       "with known generating factors, and cohort.csv.")
+                       "with known generating factors, and cohort.csv. With --from-scan, every subject is a real "
+                       "T1 scan warped with known factors instead: ventricles enlarged by a known volume factor "
+                       "(disease), rotation, head size, intensity gamma, bias field and noise (nuisances).")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    p.add_argument("--from-scan", metavar="SCAN", default=None,
+                   help="warp a real T1-weighted brain scan instead of drawing phantoms: 'anatomical' for "
+                   "nibabel's example T1 (anatomical.nii), or a volume path (any format 'info' reads)")
     p.add_argument("--subjects", type=positive_int, default=20, help="number of subjects (default 20)")
     p.add_argument("--size", type=positive_int, default=64, help="voxels per side (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
