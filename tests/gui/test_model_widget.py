@@ -169,3 +169,25 @@ def test_an_official_stylegan2_ada_snapshot_opens_directly(widget: ModelWidget, 
     assert widget.load(hostile) is None
     assert "os.system" in widget.panel.status.value and not marker.exists()
     assert get_session(widget.viewer).model is model
+
+
+def test_a_preset_fills_the_form_and_sets_up_the_model(widget: ModelWidget, tiny_cohort: Path, tmp_path: Path) -> None:
+    from napari_latent.gui.model_widget import NO_PRESET
+    from napari_latent.training.presets import training_preset
+
+    widget.model_type.value = "vae"
+    widget.image_size.value = 128
+    widget.preset.value = "quality"
+    preset = training_preset("vae", "quality", 128)
+    assert widget.epochs.value == preset.train["epochs"] and widget.latent_dim.value == preset.model["latent_dim"]
+    assert "Preset quality for vae at 128 px" in widget.panel.status.value
+    assert widget.chosen_preset() is preset
+    widget.image_size.value = 256  # no preset at this size: said plainly, nothing else changes
+    assert "made for 64 and 128 pixels" in widget.panel.status.value
+    widget.data.value = tiny_cohort
+    widget.output.value = tmp_path / "m.safetensors"
+    widget.train()
+    widget.runner.wait(60)
+    assert "made for 64 and 128 pixels" in str(widget.runner.last_error) and not (tmp_path / "m.safetensors").exists()
+    widget.preset.value = NO_PRESET
+    assert widget.chosen_preset() is None
