@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -68,34 +67,6 @@ def write_traversal(volume_path: Path, folder: Path) -> Path:
     return writer.commit(facts, len(ALPHAS))
 
 
-class OursSampler(BlockSampler):
-    """:class:`BlockSampler` that also tracks the longest run of blocked samples inside our code."""
-
-    def __enter__(self) -> OursSampler:
-        self.run_ours = 0
-        self.longest_ours = 0
-        return super().__enter__()  # type: ignore[return-value]
-
-    def _run(self) -> None:
-        import traceback
-
-        while self.running:
-            time.sleep(0.02)
-            ticks = self.meter.ticks
-            if not ticks or time.perf_counter() - ticks[-1] < 0.1:
-                self.run_ours = 0
-                continue
-            frame = sys._current_frames().get(self.main)
-            if frame is None:
-                continue
-            stack = traceback.extract_stack(frame)
-            ours = [f for f in stack if "napari_latent" in f.filename and "benchmarks" not in f.filename]
-            place = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (stack[-1], *ours[-1:]))
-            self.counts[place] = self.counts.get(place, 0) + 1
-            self.run_ours = self.run_ours + 1 if ours else 0
-            self.longest_ours = max(self.longest_ours, self.run_ours)
-
-
 def settle(seconds: float = 0.5) -> None:
     from qtpy.QtWidgets import QApplication
 
@@ -109,7 +80,7 @@ def settle(seconds: float = 0.5) -> None:
 def stage(action: Callable[[], None]) -> dict[str, Any]:
     """Run ``action`` (which serves the event loop until it is done) with the gap meter and the sampler on."""
     meter = GapMeter()
-    sampler = OursSampler(meter)
+    sampler = BlockSampler(meter)
     start = time.perf_counter()
     with meter, sampler:
         meter.ticks.append(time.perf_counter())  # a block right at the start counts too (no tick yet)

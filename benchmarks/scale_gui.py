@@ -141,6 +141,8 @@ class BlockSampler:
     Every 20 ms, when the GUI thread's 10 ms timer has not ticked for 100 ms, the thread's
     innermost napari-latent frame and innermost frame are counted; :meth:`top` gives the most
     frequent places (each sample is 20 ms of blocked time), which tells our code from napari's.
+    ``longest_ours`` is the longest run of consecutive blocked samples with a napari-latent
+    frame on the stack.
     """
 
     def __init__(self, meter: Any) -> None:
@@ -156,6 +158,8 @@ class BlockSampler:
         import threading
 
         self.counts = {}
+        self.run_ours = 0  # consecutive blocked samples with a napari-latent frame on the stack
+        self.longest_ours = 0
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -172,6 +176,7 @@ class BlockSampler:
             time.sleep(0.02)
             ticks = self.meter.ticks
             if not ticks or time.perf_counter() - ticks[-1] < 0.1:
+                self.run_ours = 0
                 continue
             frame = sys._current_frames().get(self.main)
             if frame is None:
@@ -180,6 +185,8 @@ class BlockSampler:
             ours = [f for f in stack if "napari_latent" in f.filename and "benchmarks" not in f.filename]
             place = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (stack[-1], *ours[-1:]))
             self.counts[place] = self.counts.get(place, 0) + 1
+            self.run_ours = self.run_ours + 1 if ours else 0
+            self.longest_ours = max(self.longest_ours, self.run_ours)
 
     def top(self, count: int = 3) -> list[str]:
         """The most frequent blocked places, ``"<ms> ms: innermost <- innermost napari-latent frame"``."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -77,21 +79,33 @@ class PhantomFactors:
     noise: float = 0.02
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise DataError(f"phantom factor {f.name} must be a number, got {value!r}") from None
-            low, high = _FACTOR_RANGES[f.name]
-            if not math.isfinite(number) or not low <= number <= high:
-                raise DataError(f"phantom factor {f.name} must be between {low:g} and {high:g}, got {value!r}")
-            object.__setattr__(self, f.name, number)
+        check_factors(self, _FACTOR_RANGES, "phantom factor")
 
     def to_dict(self) -> dict[str, float]:
         """The factors as a plain dict, in :data:`FACTOR_NAMES` order."""
         values = asdict(self)
         return {name: float(values[name]) for name in FACTOR_NAMES}
+
+
+def check_factors(factors: Any, ranges: Mapping[str, tuple[float, float]], what: str) -> None:
+    """Make every field of a frozen factors dataclass a float within its range (in place).
+
+    Raises
+    ------
+    DataError
+        A field that is not a number, or outside ``ranges[name]``; ``what`` names it.
+    """
+    for f in fields(factors):
+        value = getattr(factors, f.name)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{what} {f.name} must be a number, got {value!r}") from None
+        low, high = ranges[f.name]
+        if not math.isfinite(number) or not low <= number <= high:
+            raise DataError(f"{what} {f.name} must be between {low:g} and {high:g}, got {value!r}")
+        object.__setattr__(factors, f.name, number)
+
 
 def sample_factors(group: str, rng: np.random.Generator) -> PhantomFactors:
     """Draw the factors of one subject of a group.

@@ -15,6 +15,7 @@ from ..._atomic import write_json_atomic, write_text_atomic
 from ...errors import DataError
 from ..grid import Grid
 from ..io import Volume, save_volume
+from ..phantoms.cohort import CohortInfo
 from .deform import VentricleWarp, displace, sample
 from .factors import HEAD_SIZE, ROTATION_LIMIT, WARPED_FACTOR_NAMES, WarpedFactors, sample_warped_factors
 from .source import WarpSource, prepare_source
@@ -163,21 +164,13 @@ def warp_subject(source: WarpSource, warp: VentricleWarp, factors: WarpedFactors
 
 
 @dataclass
-class WarpedCohortInfo:
-    """What :func:`make_warped_cohort` wrote.
+class WarpedCohortInfo(CohortInfo):
+    """What :func:`make_warped_cohort` wrote: :class:`~napari_latent.volumes.phantoms.CohortInfo`, and more.
 
     Attributes
     ----------
-    folder : Path
-        The output folder.
-    csv_path : Path
-        The ``cohort.csv`` table.
-    paths : list of Path
-        The subject volumes, in table order.
-    groups : list of str
-        ``"healthy"`` or ``"disease"`` per subject.
     factors : list of WarpedFactors
-        The known factors per subject.
+        The known factors per subject (the other fields as in ``CohortInfo``).
     ventricle_volumes_mm3 : list of float
         The ventricles' volume measured on each written subject (the ``ventricle_volume_mm3`` column).
     source : WarpSource
@@ -188,11 +181,7 @@ class WarpedCohortInfo:
         The ventricle masks (empty without labels).
     """
 
-    folder: Path
-    csv_path: Path
-    paths: list[Path]
-    groups: list[str]
-    factors: list[WarpedFactors]
+    factors: list[WarpedFactors]  # type: ignore[assignment]
     ventricle_volumes_mm3: list[float]
     source: WarpSource
     grid: Grid

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ...errors import DataError
+from ..phantoms.factors import check_factors
 
 #: The factors, in the order of the ``cohort.csv`` columns.
 WARPED_FACTOR_NAMES: tuple[str, ...] = ("ventricle_enlargement", "rotation_inplane", "head_size", "gamma",
@@ -64,16 +64,7 @@ class WarpedFactors:
     noise: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise DataError(f"factor {f.name} must be a number, got {value!r}") from None
-            low, high = WARPED_FACTOR_RANGES[f.name]
-            if not math.isfinite(number) or not low <= number <= high:
-                raise DataError(f"factor {f.name} must be between {low:g} and {high:g}, got {value!r}")
-            object.__setattr__(self, f.name, number)
+        check_factors(self, WARPED_FACTOR_RANGES, "factor")
 
     def to_dict(self) -> dict[str, float]:
         """The factors as a plain dict, in :data:`WARPED_FACTOR_NAMES` order."""
