@@ -29,7 +29,7 @@ from ..latent.traversal import StoredTraversal, Traversal, TraversalDirection
 from ..progress import Operation, StopFlag
 from ..volumes.slicing import SliceGeometry
 from .invert_widget import add_or_update_layer
-from .layers import META_KEY, LayerDataTuple, array_from_layer, layer_grid
+from .layers import META_KEY, LayerDataTuple, array_from_layer, layer_entry, layer_grid
 from .layout import schedule_arrange
 from .result_layers import eigen_layer_data
 from .session import get_session
@@ -52,7 +52,7 @@ def traversal_layers(viewer: Any) -> list[Any]:
     """The 4D traversal layers of a viewer (those carrying a traversal sidecar in their metadata)."""
     out = []
     for layer in viewer.layers:
-        entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+        entry = layer_entry(layer)
         if entry.get("kind") == "traversal" and isinstance(entry.get("sidecar"), dict) and layer.ndim == 4:
             out.append(layer)
     return out

@@ -63,6 +63,20 @@ def current_slice(viewer: Any, session: Session) -> tuple[LatentCodes, int] | No
     return codes, int(indices[np.argmin(np.abs(indices - plane))])
 
 
+def _fitting(found: tuple[LatentCodes, int] | None, model: Any,
+             directions: Directions) -> tuple[LatentCodes | None, int | None]:
+    """``found`` (codes and a slice) when the codes fit the model and the directions, else ``(None, None)``."""
+    if found is None or model is None:
+        return None, None
+    codes, index = found
+    try:
+        codes.check_model(model)
+        directions.check_codes(codes)
+    except UserInputError:
+        return None, None
+    return codes, index
+
+
 class GalleryTable:
     """The thumbnails: one table row per direction (name and scores, then ``-a``, 0, ``+a``).
 
@@ -196,44 +210,22 @@ class GalleryPanel(Container):
     # -- computing --------------------------------------------------------------------------------
     def start(self, directions: Directions) -> tuple[LatentCodes | None, int | None]:
         """The codes and slice the gallery starts from: the slice in view when the latest codes fit, else None."""
-        model = self.session.model
-        found = current_slice(self.viewer, self.session)
-        if found is None or model is None:
-            return None, None
-        codes, index = found
-        try:
-            codes.check_model(model)
-            directions.check_codes(codes)
-        except UserInputError:
-            return None, None
-        return codes, index
-
-    def operation(self, directions: Directions, stop: StopFlag | None = None) -> Operation[Gallery]:
-        """The gallery of ``directions`` at the current slice, as an operation (for any runner).
-
-        Call it in the GUI thread: it reads the viewer's position; the returned generator
-        does the decoding wherever it is run.
-        """
-        model = self.session.model
-        if model is None:
-            raise UserInputError("no model: load or train one in the Model widget first")
-        codes, index = self.start(directions)
-        return iter_direction_gallery(model, directions, codes, index, amount=float(self.amount.value), stop=stop)
+        return _fitting(current_slice(self.viewer, self.session), self.session.model, directions)
 
     def operation_for_later(self, stop: StopFlag | None = None) -> Callable[[Directions], Operation[Gallery]]:
-        """:meth:`operation` for directions not found yet: the slice and amount are read now (GUI thread)."""
+        """The gallery as an operation, for directions not found yet (or found now).
+
+        Call it in the GUI thread: the slice in view and the amount are read now; the
+        returned function makes the decoding generator, to run wherever.
+        """
         found = current_slice(self.viewer, self.session)
         amount = float(self.amount.value)
         model = self.session.model
+        if model is None:
+            raise UserInputError("no model: load or train one in the Model widget first")
 
         def later(directions: Directions) -> Operation[Gallery]:
-            codes, index = found if found is not None else (None, None)
-            if codes is not None:
-                try:
-                    codes.check_model(model)
-                    directions.check_codes(codes)
-                except UserInputError:
-                    codes, index = None, None
+            codes, index = _fitting(found, model, directions)
             return iter_direction_gallery(model, directions, codes, index, amount=amount, stop=stop)
 
         return later
@@ -246,7 +238,7 @@ class GalleryPanel(Container):
         directions = self._directions()
         if directions is None:
             raise UserInputError("no directions yet: run a discovery first")
-        return self.operation(directions, stop)
+        return self.operation_for_later(stop)(directions)
 
     # -- showing ----------------------------------------------------------------------------------
     def show(self, gallery: Gallery, evaluation: DirectionEvaluation | None = None) -> str:

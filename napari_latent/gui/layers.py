@@ -24,6 +24,13 @@ META_KEY = "napari_latent"
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 
+def layer_entry(layer: Any) -> dict[str, Any]:
+    """A layer's napari-latent facts (``layer.metadata["napari_latent"]``), or an empty dict."""
+    metadata = getattr(layer, "metadata", None)
+    entry = metadata.get(META_KEY) if isinstance(metadata, dict) else None
+    return entry if isinstance(entry, dict) else {}
+
+
 def grid_metadata(grid: Grid, **extra: Any) -> dict[str, Any]:
     """The metadata entry that ties a layer to its source grid."""
     geometry = display_geometry(grid)

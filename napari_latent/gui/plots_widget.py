@@ -33,7 +33,7 @@ from qtpy.QtWidgets import QComboBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ..analysis.plots import figure_eigenvectors, figure_spectrum
 from .background_canvas import BackgroundCanvas
-from .layers import META_KEY
+from .layers import layer_entry
 from .layout import schedule_arrange
 from .regions_view import RegionsView, VoxelView
 from .session import get_session
@@ -48,7 +48,7 @@ REDRAW_MS = 1000
 def component_layer(viewer: Any, component: int) -> Any:
     """The layer of eigencomponent ``component`` (1-based), or None."""
     for layer in reversed(list(viewer.layers)):
-        entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+        entry = layer_entry(layer)
         if entry.get("kind") == "eigen_component" and int(entry.get("component", -1)) == component:
             return layer
     return None

@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..volumes.grid import Grid
 from ..volumes.orientation import DisplayGeometry, display_geometry
-from .layers import META_KEY, layer_grid
+from .layers import layer_entry, layer_grid
 
 #: What the regions figure can show.
 MEASURES = ("all", "mean intensity", "thresholded volume", "eigencomponents")
@@ -105,7 +105,7 @@ def check_layer_on_grid(layer: Any, grid: Grid) -> DisplayGeometry:
             f"the layer {layer.name!r} is not on the traversal's grid: {_describe(shape, scale, origin)}, the "
             f"traversal {_describe(expected_shape, geometry.scale, geometry.translate)}; paint on a labels layer made "
             "from the traversal (select its layer, then napari's new-labels button)")
-    entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+    entry = layer_entry(layer)
     if isinstance(entry, dict) and "grid" in entry:
         recorded = layer_grid(layer.data, layer.metadata)
         if recorded != grid:

@@ -31,7 +31,7 @@ from ..analysis.regions import RegionCurves, region_curves, resolve_regions
 from ..errors import UserInputError
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..volumes.io import open_volume, volume_name
-from .layers import META_KEY, grid_layer_data, layer_grid
+from .layers import grid_layer_data, layer_entry, layer_grid
 from .regions import (
     MEASURES,
     VoxelReading,
@@ -58,25 +58,15 @@ NO_REGION = ("Paint a Labels layer (select the traversal layer, then napari's ne
              "layer on a slice, or choose a mask file; then Measure.")
 
 
-def _entry(layer: Any) -> dict[str, Any]:
-    entry = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
-    return entry if isinstance(entry, dict) else {}
-
-
 def traversal_layer_for(viewer: Any, traversal: Any) -> Any:
     """The 4D traversal layer that shows ``traversal`` (its store, or its images), else the first one, else None."""
     from .eigen_widget import traversal_layers
-    from .stores import layer_store
+    from .stores import layer_showing
 
+    shown = layer_showing(viewer, traversal) if traversal is not None else None
+    if shown is not None:
+        return shown
     layers = traversal_layers(viewer)
-    store = getattr(traversal, "path", None)
-    for layer in layers:
-        shown = layer_store(layer)
-        if store is not None and shown is not None and Path(shown).resolve() == Path(store).resolve():
-            return layer
-        images = getattr(traversal, "images", None)
-        if images is not None and isinstance(layer.data, np.ndarray) and np.shares_memory(layer.data, images):
-            return layer
     return layers[0] if layers else None
 
 
@@ -386,7 +376,7 @@ class VoxelView:
         traversal = self.session.traversal
         layer = traversal_layer_for(self.viewer, traversal)
         if layer is not None:
-            entry = _entry(layer)
+            entry = layer_entry(layer)
             alphas = np.asarray(entry.get("alphas", []), dtype=np.float64)
             grid = layer_grid(layer.data, layer.metadata, tuple(layer.scale)[1:], tuple(layer.translate)[1:])
             return layer, layer.data, alphas, grid, str(entry.get("units", "latent"))

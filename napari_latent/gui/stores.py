@@ -41,9 +41,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..latent.traversal import STORE_SUFFIX, is_store_path
 from ..user_cache import user_cache_folder
-from .layers import META_KEY
+from ..volumes.orientation import display_geometry
+from .layers import layer_entry
 
 #: Environment variable naming the folder of the GUI's temporary traversal stores.
 TRAVERSALS_ENV = "NAPARI_LATENT_TRAVERSALS"
@@ -96,12 +99,32 @@ def _safe_name(name: str) -> str:
 
 def layer_store(layer: Any) -> Path | None:
     """The traversal store a layer reads (from its metadata), or None."""
-    metadata = getattr(layer, "metadata", None)
-    entry = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-    if not isinstance(entry, dict):
-        return None
-    path = entry.get("store")
+    path = layer_entry(layer).get("store")
     return Path(path) if path else None
+
+
+def layer_showing(viewer: Any, traversal: Any, kind: str = "traversal") -> Any:
+    """The 4D layer of ``kind`` (``"traversal"``, ``"traversal_difference"``) that shows ``traversal``, or None.
+
+    A store's layer reads that store; an in-memory traversal's layer holds its images (or,
+    reading no store, has its display shape).
+    """
+    path = getattr(traversal, "path", None)
+    path = Path(path).resolve() if path is not None and is_store_path(path) else None
+    images = getattr(traversal, "images", None)
+    for layer in viewer.layers:
+        if layer_entry(layer).get("kind") != kind or layer.ndim != 4:
+            continue
+        store = layer_store(layer)
+        if path is not None:
+            if store is not None and store.resolve() == path:
+                return layer
+        elif store is None and images is not None and (
+                (isinstance(layer.data, np.ndarray) and np.shares_memory(layer.data, images))
+                or tuple(layer.data.shape) == (len(traversal), *display_geometry(traversal.grid).reorientation
+                                               .target_shape)):
+            return layer
+    return None
 
 
 def shown_stores(viewer: Any) -> set[Path]:

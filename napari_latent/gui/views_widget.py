@@ -31,7 +31,7 @@ from ..errors import UserInputError
 from ..latent.traversal import StoredTraversal, Traversal
 from ..progress import Operation, ProgressEvent, StopFlag
 from ..volumes.orientation import display_geometry
-from .layers import META_KEY, LayerDataTuple, grid_layer_data
+from .layers import META_KEY, LayerDataTuple, grid_layer_data, layer_entry
 from .layout import schedule_arrange
 from .result_layers import (
     TRAVERSAL_AXIS_LABELS,
@@ -72,9 +72,7 @@ OVERLAY_KINDS = ("eigen_component", "eigen_difference")
 
 
 def _kind(layer: Any) -> str:
-    metadata = getattr(layer, "metadata", None)
-    entry = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-    return str(entry.get("kind", "")) if isinstance(entry, dict) else ""
+    return str(layer_entry(layer).get("kind", ""))
 
 
 def _is_volume_image(layer: Any) -> bool:
@@ -237,22 +235,11 @@ class ViewsWidget(Container):
     def _shown_layer(self, traversal: AnyTraversal, kind: str) -> Any:
         """The 4D layer of ``kind`` (``"traversal"`` or ``"traversal_difference"``) showing ``traversal``, or None.
 
-        A store's layer names the store; an in-memory traversal's layer names none and has
-        the traversal's shape.
+        (:func:`~napari_latent.gui.stores.layer_showing`).
         """
-        from .stores import layer_store
+        from .stores import layer_showing
 
-        path = traversal.path.resolve() if isinstance(traversal, StoredTraversal) else None
-        shape = (len(traversal), *display_geometry(traversal.grid).reorientation.target_shape)
-        for layer in self.viewer.layers:
-            if _kind(layer) != kind or layer.ndim != 4:
-                continue
-            store = layer_store(layer)
-            if path is not None and store is not None and store.resolve() == path:
-                return layer
-            if path is None and store is None and tuple(layer.data.shape) == shape:
-                return layer
-        return None
+        return layer_showing(self.viewer, traversal, kind)
 
     def _anatomy_choices(self, _widget: Any = None) -> list[str]:
         return [layer.name for layer in anatomy_layers(self.viewer)]
