@@ -24,14 +24,15 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise CliError(f"{out}: the folder is not empty (use --overwrite to write into it)")
     progress = None
+    bars: list[Any] = []  # made at the first subject: a bad --from-scan fails without a bar
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=args.subjects, desc="phantoms", file=sys.stderr, dynamic_ncols=True)
-
         def progress(done: int, total: int) -> None:
-            bar.n = done
-            bar.refresh()
+            if not bars:
+                bars.append(tqdm(total=total, desc="phantoms", file=sys.stderr, dynamic_ncols=True))
+            bars[0].n = done
+            bars[0].refresh()
 
     try:
         if args.from_scan is not None:
@@ -48,7 +49,7 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
                                        progress=progress)
             origin = ""
     finally:
-        if progress is not None:
+        for bar in bars:
             bar.close()
     groups = {g: info.groups.count(g) for g in sorted(set(info.groups))}
     summary = ", ".join(f"{n} {g}" for g, n in groups.items())

@@ -224,7 +224,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="MODEL.safetensors", help="checkpoint to write (and resume)")
     p.add_argument("--preset", choices=("fast", "quality"), default=None,
                    help="a training recipe for the model at --size 64 or 128: fast (a first model in minutes) or "
-                   "quality (about 15 CPU-minutes for 40 volumes at 128 px); typed options win; see docs/training.md")
+                   "quality (about 15 minutes on 2 cores for 40 volumes at 128 px); typed options win; "
+                   "see docs/training.md")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the data (default 20)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's)")

@@ -62,8 +62,8 @@ class ModelWidget(Container):
         self.image_size = ComboBox(label="image size", choices=list(SUPPORTED_IMAGE_SIZES), value=64)
         self.preset = ComboBox(label="preset", choices=[NO_PRESET, *PRESET_NAMES], value=NO_PRESET,
                                tooltip="a training recipe for the model and image size (64 or 128): fast, a first "
-                               "model in minutes; quality, about 15 CPU-minutes for 40 volumes at 128 px. It sets "
-                               "the epochs (and the latent dim where it has one); see docs/training.md")
+                               "model in minutes; quality, about 15 minutes on 2 cores for 40 volumes at 128 px. "
+                               "It sets the epochs (and the latent dim where it has one); see docs/training.md")
         self.window = ComboBox(label="window", choices=[AUTO, *PRESETS, CUSTOM_WINDOW], value=AUTO,
                                tooltip="Intensities mapped to [-1, 1]: auto = per-volume percentiles (MR); "
                                "a CT preset or a custom LOW:HIGH in the volumes' units (Hounsfield units) "

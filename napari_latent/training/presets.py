@@ -7,7 +7,7 @@ A preset is a set of model settings (what ``--set`` would give) and run settings
     a first model in a few minutes: enough to check the data, the slicing and the pipeline;
 ``quality``
     the recipe to use before reading a traversal as anatomy: a bigger latent map or network
-    and more epochs (about 15 CPU-minutes on 2 cores for 40 volumes at 128 pixels).
+    and more epochs (about 15 minutes on 2 cores for 40 volumes at 128 pixels).
 
 Settings typed by the user win over the preset's::
 
