@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(**explicit, device=args.device, compile=args.compile,
                              checkpoint_every=args.checkpoint_every, precision="fp32" if args.no_amp else
                              (args.precision or "auto"), tensorboard=args.tensorboard, log_every=args.log_every,
-                             workers=args.workers)
+                             workers=args.workers, time_limit=args.time_limit)
     settings.validate()
     model_settings = parse_settings(args.set, model_setting_declarations(args.model), f"model {args.model!r}")
     for name in ("latent_dim", "beta"):
@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_checkpoint(result.path, checkpoint.model, checkpoint.slice_spec, checkpoint.training,
                         checkpoint.extras, state=None, half_precision=True)
     numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
-    state = "stopped early" if result.stopped else "done"
+    state = "stopped early" if result.stopped else "time limit reached" if result.time_limited else "done"
     print(f"{state}: {result.epochs_completed} epochs, {result.steps} steps; saved {result.path}"
           + (f" ({numbers})" if numbers else ""))
     return 0
@@ -227,6 +227,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "quality (about 15 minutes on 2 cores for 40 volumes at 128 px); typed options win; "
                    "see docs/training.md")
     p.add_argument("--epochs", type=positive_int, default=None, help="passes over the data (default 20)")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="MINUTES",
+                   help="a wall-clock budget for the training steps: when it is spent, the epoch in progress ends "
+                   "early, is validated and saved, and the run ends (with --epochs as the most it trains)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's)")
     p.add_argument("--size", type=int, choices=SUPPORTED_IMAGE_SIZES, default=64, help="image size (default 64)")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 
 from ..device import available_devices
 from ..errors import UserInputError
@@ -71,6 +81,10 @@ class ModelWidget(Container):
         self.custom_window = LineEdit(label="custom window", value="-1000:400", tooltip="LOW:HIGH, e.g. -160:240")
         self.custom_window.enabled = False
         self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=20)
+        self.time_limit = FloatSpinBox(label="time limit (min)", min=0.0, max=100_000.0, step=1.0, value=0.0,
+                                       tooltip="a wall-clock budget for the training steps; when it is spent the "
+                                       "epoch in progress ends early, is validated and saved (0: train all the "
+                                       "epochs)")
         self.latent_dim = SpinBox(label="latent dim", min=1, max=4096, value=32)
         self.batch_size = SpinBox(label="batch size", min=2, max=4096, value=32)
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
@@ -83,7 +97,7 @@ class ModelWidget(Container):
             self.info, self.checkpoint, self.load_button, self.demo_button,
             Label(value="<b>Train a new model</b>"), self.data, self.model_type, self.image_size, self.preset,
             self.window,
-            self.custom_window, self.epochs,
+            self.custom_window, self.epochs, self.time_limit,
             self.latent_dim, self.batch_size, self.device, self.output, self.overwrite, self.train_button, self.panel,
         ])
         self.load_button.changed.connect(lambda: self.load())
@@ -138,7 +152,7 @@ class ModelWidget(Container):
         if Path(output).exists() and not self.overwrite.value:
             raise UserInputError(f"{output} exists: tick 'replace an existing file' or choose another name")
         settings = TrainSettings(epochs=int(self.epochs.value), batch_size=int(self.batch_size.value),
-                                 device=str(self.device.value))
+                                 device=str(self.device.value), time_limit=float(self.time_limit.value) or None)
         settings.validate()
         spec = self.slice_spec()
         preset = self.chosen_preset()
@@ -153,7 +167,9 @@ class ModelWidget(Container):
                              f"window_name={spec.window_name!r})")
         self._train_call = (f"nl.train_model({data!r}, {str(self.model_type.value)!r}, out={output!r}, "
                             f"settings=nl.TrainSettings(epochs={settings.epochs}, batch_size={settings.batch_size}, "
-                            f"device={settings.device!r}){spec_argument}{arguments})")
+                            f"device={settings.device!r}"
+                            + (f", time_limit={settings.time_limit!r}" if settings.time_limit else "")
+                            + f"){spec_argument}{arguments})")
         return iter_train(data, str(self.model_type.value), out=output, settings=settings, spec=spec, stop=stop,
                           **model_settings)
 
@@ -212,7 +228,9 @@ class ModelWidget(Container):
         if result.stopped:
             return (f"Training cancelled after {result.steps} steps; the checkpoint is kept at {result.path}"
                     f" and loaded.\n{numbers}")
-        return f"Trained {result.model.name} for {result.epochs_completed} epochs; saved to {result.path}.\n{numbers}"
+        limit = " (the time limit ended the last one)" if result.time_limited else ""
+        return (f"Trained {result.model.name} for {result.epochs_completed} epochs{limit}; saved to {result.path}."
+                f"\n{numbers}")
 
     def _on_training_event(self, event: ProgressEvent) -> None:
         if event.stage in ("", "train"):

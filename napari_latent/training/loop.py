@@ -13,6 +13,7 @@ the seed, the step and the process rank).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class TrainResult:
     steps, epochs_completed : int
     stopped : bool
         True when the run ended early on request.
+    time_limited : bool
+        True when the run ended at its ``time_limit`` (its last epoch may be partial).
     history : list of dict
         Per-epoch means of the training losses and the validation metrics.
     final_metrics : dict
@@ -67,6 +70,7 @@ class TrainResult:
     stopped: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     final_metrics: dict[str, float] = field(default_factory=dict)
+    time_limited: bool = False
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -230,7 +234,8 @@ def _run(data: Any, net: GenerativeModel, out_path: Path | None, settings: Train
         run.close()
         if run.log is not None:
             run.log.close()
-    return TrainResult(run.finish(), run.written, run.step, run.epoch, stopped, run.history, run.last_metrics)
+    return TrainResult(run.finish(), run.written, run.step, run.epoch, stopped, run.history, run.last_metrics,
+                       run.time_limited)
 
 
 def _check_world_size(out_path: Path, facts: dict[str, Any]) -> None:
@@ -286,6 +291,8 @@ class _Run:
     last_metrics: dict[str, float] = field(default_factory=dict)
     written: Path | None = None
     loader: BatchLoader | None = None
+    time_limited: bool = False
+    deadline: float | None = None
 
     def batch_loader(self) -> BatchLoader:
         """The training slices' batch loader (its worker processes start once, stop in :meth:`close`)."""
@@ -339,12 +346,16 @@ class _Run:
         start_step = self.step
         stopped = False
         loader = self.batch_loader()
+        if settings.time_limit is not None:
+            self.deadline = time.monotonic() + 60.0 * settings.time_limit
         while self.epoch < settings.epochs and not stopped:
             batches = _batches(epoch_order(len(train), settings.seed, self.epoch, context), settings.batch_size)
             stopped = yield from self._iter_steps(batches, loader, augment, meter, start_step, total_steps, stop)
             if stopped:
                 break
             yield from self._iter_epoch_end(total_steps)
+            if self.time_limited:
+                break
             if stop_requested(stop):
                 stopped = self.epoch < settings.epochs
         if stopped:
@@ -380,9 +391,21 @@ class _Run:
                                 preview=preview, stage="train")
             if stop_requested(stop):
                 return True
+            if self._time_is_up():
+                self.time_limited = True
+                return False  # the epoch ends here: validated and saved as the run's last
             if self.step % settings.checkpoint_every == 0:
                 self.save()
         return False
+
+    def _time_is_up(self) -> bool:
+        """True once the time limit is spent (on any process: they all stop at the same step)."""
+        if self.deadline is None:
+            return False
+        if not self.context.is_distributed:
+            return time.monotonic() >= self.deadline
+        up = torch.tensor([float(time.monotonic() >= self.deadline)], device=self.device)
+        return bool(self.context.all_reduce_sum(up).item() > 0)
 
     def _iter_epoch_end(self, total_steps: int) -> Operation[None]:
         """End of epoch: validation, history, a preview and a checkpoint."""
@@ -399,9 +422,10 @@ class _Run:
         if self.log is not None:
             self.log.add_epoch(self.step, row, val)
             self.log.add_preview(self.step, preview, _preview_tag(objective))
-        yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch}/{settings.epochs} done", row,
+        label = " (time limit reached)" if self.time_limited else ""
+        yield ProgressEvent(self.step, total_steps, f"epoch {self.epoch}/{settings.epochs} done{label}", row,
                             preview=preview, stage="validate")
-        self.save(final=self.epoch >= settings.epochs)
+        self.save(final=self.epoch >= settings.epochs or self.time_limited)
 
     def _log_step(self, metrics: dict[str, float], rate: float, preview: Any) -> None:
         """A step's losses, learning rates and speed (and a preview grid, when one was made) to TensorBoard."""

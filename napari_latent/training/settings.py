@@ -52,6 +52,11 @@ class TrainSettings:
         when distributed); None chooses: 0 on the CPU, up to 4 on CUDA
         (:func:`~napari_latent.training.slice_dataset.default_workers`). Like ``device``, a
         resumed run takes it from the current call, not from the checkpoint.
+    time_limit : float or None
+        A wall-clock budget in minutes for the training steps (data preparation excluded):
+        once it is spent, the epoch in progress ends early, is validated, and the run ends
+        with a final checkpoint, as if ``epochs`` had been reached. None trains for
+        ``epochs``. A resumed run takes it from the current call (a new budget).
     tensorboard : str or None
         A TensorBoard log folder (needs the ``tensorboard`` package): losses every
         ``log_every`` steps, learning rates, images per second, validation metrics and a
@@ -76,6 +81,7 @@ class TrainSettings:
     workers: int | None = None
     tensorboard: str | None = None
     log_every: int = 10
+    time_limit: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for impossible settings."""
@@ -95,6 +101,8 @@ class TrainSettings:
             raise UserInputError(f"workers must be 0 or more, got {self.workers}")
         if self.log_every < 1:
             raise UserInputError(f"the logging interval must be at least 1 step, got {self.log_every}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise UserInputError(f"the time limit must be positive (minutes), got {self.time_limit}")
         if self.precision not in PRECISIONS:
             raise UserInputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
 
@@ -118,7 +126,7 @@ class TrainSettings:
 #: Settings a resumed run takes from the caller rather than from its checkpoint: how and
 #: where it runs, not what it computes (``epochs`` may also be raised).
 RESUME_OVERRIDES = ("device", "precision", "compile", "checkpoint_every", "preview_every", "tensorboard",
-                    "log_every", "workers")
+                    "log_every", "workers", "time_limit")
 
 
 class ResumeWarning(UserWarning):

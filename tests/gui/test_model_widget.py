@@ -57,6 +57,21 @@ def test_a_tiny_training_run_completes_from_the_widget(widget: ModelWidget, tiny
     assert widget.runner.last_event is not None and widget.runner.last_event.stage in ("train", "validate")
 
 
+def test_a_time_limit_ends_the_run_and_says_so(widget: ModelWidget, tiny_cohort: Path, tmp_path: Path,
+                                               qtbot) -> None:
+    out = tmp_path / "timed.safetensors"
+    _configure(widget, tiny_cohort, out, epochs=5000)
+    widget.time_limit.value = 0.02  # 1.2 s of steps
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120_000)
+    result = widget.runner.last_result
+    assert widget.runner.last_error is None
+    assert result.time_limited and not result.stopped and result.epochs_completed < 5000
+    assert read_checkpoint(out, device="cpu").training["settings"]["time_limit"] == 0.02
+    assert "(the time limit ended the last one)" in widget.panel.status.value
+    assert "time_limit=0.02" in widget._train_call
+
+
 def test_cancel_stops_at_the_next_step_and_keeps_the_checkpoint(widget: ModelWidget, tiny_cohort: Path,
                                                                  tmp_path: Path, qtbot) -> None:
     out = tmp_path / "cancelled.safetensors"
