@@ -48,6 +48,7 @@ import numpy as np
 
 from ..latent.codes import LatentCodes
 from ..latent.directions import Directions
+from ..latent.discovery.supervised_readout import best_readouts
 from ..models.base import GenerativeModel
 
 #: Reconstruction PSNR (dB, images in [-1, 1]) below which a model's traversals are not to be trusted.
@@ -245,4 +246,18 @@ def baseline_summary(directions: Directions, index: int = 0) -> str | None:
                  f"{pixel.get('pixels')} pixels, C {pixel.get('C'):g})")
     elif pixel.get("skipped"):
         text += f"; pixel baseline skipped: {pixel['skipped']}"
+    readouts = readout_summary(directions, index)
+    if readouts is not None:
+        text += f"; {readouts}"
     return text
+
+
+def readout_summary(directions: Directions, index: int = 0, count: int = 3) -> str | None:
+    """The factors a supervised direction reads out best on held-out subjects, as one phrase (None without any).
+
+    See :mod:`napari_latent.latent.discovery.supervised_readout`.
+    """
+    best = best_readouts(directions.info.get("factor_readout") or {}, index, count)
+    if not best:
+        return None
+    return "factor readout along it (held-out subjects, R²): " + ", ".join(f"{name} {r2:.2f}" for name, r2 in best)

@@ -14,6 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from .base import GenerativeModel, LatentWeights, ModelConfig, register_model
 from .blocks import DownPath, UpPath
 
@@ -28,10 +29,20 @@ class VAEConfig(ModelConfig):
         Weight of the KL term (1 is the plain VAE; larger values favour disentangling).
     blocks_per_level : int
         Residual blocks per resolution level.
+    ssim_weight : float
+        Weight of an SSIM term in the reconstruction loss, per pixel: ``(1 - SSIM)`` next to
+        the MSE (0: squared error only; see
+        :mod:`napari_latent.training.objectives.reconstruction`).
     """
 
     beta: float = 1.0
     blocks_per_level: int = 1
+    ssim_weight: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ssim_weight < 0:
+            raise UserInputError(f"the SSIM weight must be non-negative, got {self.ssim_weight}")
 
 
 @register_model

@@ -64,6 +64,10 @@ class VQVAEConfig(ModelConfig):
         processes) falls below this is dead and restarted at a random encoder output.
     blocks_per_level : int
         Residual blocks per resolution level.
+    ssim_weight : float
+        Weight of an SSIM term in the reconstruction loss, per pixel: ``(1 - SSIM)`` next to
+        the MSE (0: squared error only; see
+        :mod:`napari_latent.training.objectives.reconstruction`).
     """
 
     latent_dim: int = 0
@@ -74,6 +78,7 @@ class VQVAEConfig(ModelConfig):
     ema_decay: float = 0.99
     dead_code_threshold: float = 1.0
     blocks_per_level: int = 1
+    ssim_weight: float = 0.0
 
     derived: ClassVar[tuple[str, ...]] = ("latent_dim",)
 
@@ -88,6 +93,8 @@ class VQVAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.ssim_weight < 0:
+            raise UserInputError(f"the SSIM weight must be non-negative, got {self.ssim_weight}")
         if self.codebook_size < 2:
             raise UserInputError(f"the codebook needs at least 2 codes, got {self.codebook_size}")
         if self.code_dim < 1:

@@ -68,6 +68,10 @@ def test_supervised_report_has_the_held_out_accuracy(capsys, tmp_path: Path, tin
     pixel = data["info"]["baselines"]["pixel"]
     assert f"pixel logistic regression {pixel['accuracy']:.3f}" in stdout
     assert Directions.load(out).info["baselines"]["pixel"]["accuracy"] == pixel["accuracy"]
+    # the factor readout: every varying phantom factor, None with 2 held-out subjects (too few for an R²)
+    readout = data["info"]["factor_readout"]
+    assert "ventricle_enlargement" in readout and readout["ventricle_enlargement"]["r2"] == [None, None]
+    assert "factor readout" not in stdout
     # 8 subjects hold out 2: nothing is above chance, and the command says so
     kinds = [w["kind"] for w in data["warnings"]]
     assert ("chance" in kinds) == (row["accuracy"] <= row["chance_accuracy_95"])

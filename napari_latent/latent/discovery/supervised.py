@@ -110,6 +110,7 @@ from .supervised_fit import (
     project_out,
     subject_folds,
 )
+from .supervised_readout import factor_readouts
 
 __all__ = ["CLASSIFIERS", "MIN_BAND_SLICES", "MIN_SUBJECTS_PER_GROUP", "MIN_VARIANCE_RATIO", "SLICE_BAND",
            "SLICE_BAND_STEP", "choose_slice_band", "informative_subspace", "iter_supervised", "parse_slices",
@@ -461,6 +462,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
             "slices": [low, high], "band_cv_accuracy": band_cv, "aggregate": bool(aggregate)}
     if measured is not None:
         info["baselines"] = measured
+    info["factor_readout"] = factor_readouts(codes, cohort_codes.subject, in_band, vectors, cohort, train_subjects,
+                                             val_subjects)
     settings = {"classifier": classifier, "strength": strength, "val_fraction": val_fraction, "seed": seed,
                 "slices": slices if isinstance(slices, str) else [float(v) for v in slices],
                 "column": column, "quantile": quantile, "positive": positive_name, "inversion": inversion,

@@ -58,6 +58,7 @@ import torch
 
 from ...models.vae import kl_to_standard_normal
 from .base import Objective, register_objective
+from .reconstruction import reconstruction_error
 
 
 def _zero(parameters: list[torch.nn.Parameter]) -> None:
@@ -157,9 +158,9 @@ class IntroVAEObjective(Objective):
         with self.precision.autocast():
             mean, logvar, z = self._posterior_sample(images, generator)
             recon = self.dec(z)
-            sse = (recon.float() - images).pow(2).flatten(1).sum(1).mean()
+            error, sse = reconstruction_error(recon, images, config.ssim_weight)
             kl = kl_to_standard_normal(mean.float(), logvar.float()).sum(1).mean()
-            loss_decoder = config.recon_weight * sse
+            loss_decoder = config.recon_weight * error
             loss = config.beta * kl + loss_decoder
         self.precision.backward(loss / pixels, self.optimizer_encoder, self.optimizer_decoder)
         self._step_both()
@@ -185,9 +186,9 @@ class IntroVAEObjective(Objective):
             with self.precision.autocast():
                 mean, logvar, z = self._posterior_sample(images, generator)
                 recon = self.dec(z)
-                sse = (recon.float() - images).pow(2).flatten(1).sum(1).mean()
+                error, _ = reconstruction_error(recon, images, config.ssim_weight)
                 kl = kl_to_standard_normal(mean.float(), logvar.float()).sum(1).mean()
-                loss_1 = config.beta * kl + config.recon_weight * sse
+                loss_1 = config.beta * kl + config.recon_weight * error
             self.precision.backward(loss_1 / pixels, self.optimizer_encoder)
         _zero(self.decoder_params)  # under DDP pass 1 also reached the decoder: not the encoder's business
 
@@ -215,11 +216,11 @@ class IntroVAEObjective(Objective):
             with self.precision.autocast():
                 generated = self.dec(torch.cat([pending["z"], pending["z_p"]]))
                 recon = generated[:n]
-                sse = (recon.float() - images).pow(2).flatten(1).sum(1).mean()
+                error, sse = reconstruction_error(recon, images, config.ssim_weight)
                 mean_g, logvar_g = self.enc(generated)
                 kl_g = kl_to_standard_normal(mean_g.float(), logvar_g.float()).sum(1)
                 kl_rec, kl_sam = kl_g[:n].mean(), kl_g[n:].mean()
-                loss = config.alpha * (kl_rec + kl_sam) + config.recon_weight * sse
+                loss = config.alpha * (kl_rec + kl_sam) + config.recon_weight * error
             self.precision.backward(loss / pixels, self.optimizer_decoder)
         _zero(self.encoder_params)  # under DDP pass 3 also reached the encoder: discard
         self._step(self.optimizer_decoder, self.decoder_params)

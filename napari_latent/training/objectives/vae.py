@@ -4,6 +4,8 @@ Loss per image: the sum of squared errors over pixels (a Gaussian likelihood wit
 variance) plus ``beta`` times the KL divergence of the posterior from N(0, I), summed over
 latent dimensions (Kingma & Welling 2014; Higgins et al. 2017). The loss is reported per
 pixel (divided by the pixel count) so that numbers are comparable across image sizes.
+With ``ssim_weight`` the squared error gains an SSIM term
+(:mod:`~napari_latent.training.objectives.reconstruction`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 
 from ...models.vae import kl_to_standard_normal
 from .base import Objective, register_objective
+from .reconstruction import reconstruction_error
 
 
 @register_objective
@@ -34,8 +37,8 @@ class VAEObjective(Objective):
         pixels = images[0].numel()
         with self.precision.autocast():
             out = self.network(images, generator)
-            sse = (out["reconstruction"].float() - images).pow(2).flatten(1).sum(1).mean()
+            error, sse = reconstruction_error(out["reconstruction"], images, self.model.config.ssim_weight)
             kl = kl_to_standard_normal(out["mean"].float(), out["logvar"].float()).sum(1).mean()
-            loss = (sse + self.model.config.beta * kl) / pixels
+            loss = (error + self.model.config.beta * kl) / pixels
         self.precision.minimize(loss, self.optimizer, self.settings.grad_clip, self.model.parameters())
         return {"loss": loss.item(), "mse": sse.item() / pixels, "kl": kl.item()}

@@ -7,7 +7,8 @@ optimiser step it moves by exponential moving averages of the encoder outputs as
 each code (their appendix A.1; Razavi et al. 2019), with Laplace smoothing of the cluster
 sizes. The loss is reported per pixel, like the VAE objective's: ``loss = mse +
 commitment_weight * commitment`` where ``commitment`` is the per-image commitment sum
-divided by the pixel count.
+divided by the pixel count. With ``ssim_weight`` the squared error gains an SSIM term
+(:mod:`~napari_latent.training.objectives.reconstruction`).
 
 Codebook life cycle:
 
@@ -36,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from .base import Objective, register_objective
+from .reconstruction import reconstruction_error
 
 
 @register_objective
@@ -62,10 +64,10 @@ class VQVAEObjective(Objective):
                 self.initialize_codebook(self.model.encode_map(images), generator)
         with self.precision.autocast():
             out = self.network(images)
-            sse = (out["reconstruction"].float() - images).pow(2).flatten(1).sum(1).mean()
+            error, sse = reconstruction_error(out["reconstruction"], images, config.ssim_weight)
             z_e = out["z_e"].float()
             commit = (z_e - out["z_q"].float().detach()).pow(2).flatten(1).sum(1).mean()
-            loss = (sse + config.commitment * commit) / pixels
+            loss = (error + config.commitment * commit) / pixels
         self.precision.minimize(loss, self.optimizer, self.settings.grad_clip, self.model.parameters())
         with torch.no_grad():
             counts, restarted = self.update_codebook(z_e.detach(), out["indices"], generator)

@@ -1,0 +1,89 @@
+"""The factor readout of a supervised direction: subject means in the band, a line fitted on training subjects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_latent.analysis.trust import baseline_summary, readout_summary
+from napari_latent.latent.cohort_codes import CohortCodes
+from napari_latent.latent.discovery import discover
+from napari_latent.latent.discovery.supervised_readout import (
+    best_readouts,
+    factor_readouts,
+    held_out_r2,
+    subject_positions,
+)
+from napari_latent.models.base import build_model, model_fingerprint
+from napari_latent.volumes.cohort import Cohort, Subject
+
+DIM = 6
+
+
+def graded_codes(seed: int = 0) -> tuple[CohortCodes, np.ndarray]:
+    """32 subjects x 10 slices: a severity factor moves the codes along a known direction, a nuisance does not."""
+    rng = np.random.default_rng(seed)
+    truth = np.array([1.0, 2.0, 0.0, 0.0, -1.0, 0.0]) / np.sqrt(6.0)
+    groups = ["healthy", "disease"] * 16
+    severity = np.array([rng.normal(1.0, 0.05) if g == "healthy" else rng.uniform(1.4, 2.0) for g in groups])
+    nuisance = rng.uniform(0.9, 1.1, len(groups))
+    subject = np.repeat(np.arange(32), 10)
+    codes = rng.normal(0.0, 0.7, (320, DIM)) + 3.0 * (severity[subject] - 1.0)[:, None] * truth
+    subjects = [Subject(Path(f"sub-{i:03d}.nii.gz"), g, {"severity": float(severity[i]),
+                                                         "head_size": float(nuisance[i]), "constant": 1.0})
+                for i, g in enumerate(groups)]
+    cohort = Cohort(Path("."), subjects)
+    return CohortCodes(torch.from_numpy(codes).float(), subject, np.tile(np.linspace(0, 1, 10), 32), cohort,
+                       "z"), truth
+
+
+def test_subject_positions_are_band_means() -> None:
+    codes = np.array([[1.0, 0.0], [3.0, 0.0], [10.0, 0.0], [5.0, 0.0]])
+    subject = np.array([0, 0, 0, 1])
+    in_band = np.array([True, True, False, True])
+    positions = subject_positions(codes, subject, in_band, np.array([1.0, 0.0]), 3)
+    assert positions[0] == 2.0 and positions[1] == 5.0 and np.isnan(positions[2])
+
+
+def test_held_out_r2_of_a_line_and_of_noise() -> None:
+    rng = np.random.default_rng(1)
+    positions = rng.normal(size=40)
+    train, held_out = np.arange(40) < 30, np.arange(40) >= 30
+    exact = held_out_r2(positions, 2.0 * positions + 1.0, train, held_out)
+    assert exact["r2"] == pytest.approx(1.0) and exact["pearson"] == pytest.approx(1.0)
+    noise = held_out_r2(positions, rng.normal(size=40), train, held_out)
+    assert noise["r2"] < 0.2
+    too_few = held_out_r2(positions, positions, train, np.arange(40) >= 38)
+    assert np.isnan(too_few["r2"])
+
+
+def test_the_supervised_direction_reads_out_the_severity_not_the_nuisance() -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", image_size=32, latent_dim=DIM, base_channels=8, max_channels=32)
+    model.fingerprint = model_fingerprint(model)
+    codes, _ = graded_codes()
+    found = discover(model, "supervised", data=codes, slices="all", permutations=5)
+    readout = found.info["factor_readout"]
+    assert set(readout) == {"severity", "head_size"}  # the constant column is skipped
+    assert readout["severity"]["r2"][0] > 0.5 and readout["severity"]["pearson"][0] > 0.8
+    assert readout["head_size"]["r2"][0] < 0.3
+    assert len(readout["severity"]["r2"]) == len(found) == 2
+    assert best_readouts(readout, 0)[0][0] == "severity"
+    assert readout_summary(found, 0).startswith("factor readout along it (held-out subjects, R²): severity 0.")
+    assert "factor readout along it" in baseline_summary(found, 0)
+
+
+def test_factor_readouts_fit_on_training_subjects_and_score_on_held_out_ones() -> None:
+    codes, truth = graded_codes(seed=2)
+    array = codes.codes.double().numpy()
+    everything = np.ones(len(array), bool)
+    factor = np.asarray(codes.cohort.column("severity"))
+    train, val = np.arange(0, 24), np.arange(24, 32)
+    found = factor_readouts(array, codes.subject, everything, [truth], codes.cohort, train, val)["severity"]["r2"][0]
+    positions = (array @ truth).reshape(32, 10).mean(1)
+    slope, intercept = np.polyfit(positions[train], factor[train], 1)
+    residual = ((factor[val] - slope * positions[val] - intercept) ** 2).sum()
+    assert found == pytest.approx(1.0 - residual / ((factor[val] - factor[val].mean()) ** 2).sum())
