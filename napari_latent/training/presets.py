@@ -75,19 +75,23 @@ class TrainingPreset:
 
 def _presets() -> dict[tuple[str, str, int], TrainingPreset]:
     recipes = [
-        # VAE and IntroVAE: a wider network, a lighter KL (sharper reconstructions), more epochs.
+        # VAE and IntroVAE: a wider network, a lighter KL (sharper reconstructions), an SSIM term (measured on the
+        # VAE at 64 px, 3 minutes: SSIM 0.48 -> 0.53, MSE 0.050 -> 0.042), more epochs.
         TrainingPreset("vae", "fast", 64, {}, {"epochs": 5}, "the default network, 5 epochs"),
-        TrainingPreset("vae", "quality", 64, {"base_channels": 32, "beta": 0.25}, {"epochs": 40},
-                       "twice the channels, KL weight 0.25, 40 epochs"),
+        TrainingPreset("vae", "quality", 64, {"base_channels": 32, "beta": 0.25, "ssim_weight": 0.1}, {"epochs": 40},
+                       "twice the channels, KL weight 0.25, an SSIM loss term (0.1), 40 epochs"),
         TrainingPreset("vae", "fast", 128, {}, {"epochs": 3}, "the default network, 3 epochs"),
-        TrainingPreset("vae", "quality", 128, {"base_channels": 32, "beta": 0.25, "latent_dim": 64}, {"epochs": 12},
-                       "twice the channels, KL weight 0.25, 64 latent dimensions, 12 epochs"),
+        TrainingPreset("vae", "quality", 128, {"base_channels": 32, "beta": 0.25, "latent_dim": 64,
+                                               "ssim_weight": 0.1}, {"epochs": 12},
+                       "twice the channels, KL weight 0.25, 64 latent dimensions, an SSIM loss term (0.1), 12 epochs"),
         TrainingPreset("introvae", "fast", 64, {}, {"epochs": 5}, "the default network, 5 epochs"),
-        TrainingPreset("introvae", "quality", 64, {"base_channels": 32, "beta": 0.25}, {"epochs": 40},
-                       "twice the channels, KL weight 0.25, 40 epochs"),
+        TrainingPreset("introvae", "quality", 64, {"base_channels": 32, "beta": 0.25, "ssim_weight": 0.1},
+                       {"epochs": 40}, "twice the channels, KL weight 0.25, an SSIM loss term (0.1), 40 epochs"),
         TrainingPreset("introvae", "fast", 128, {}, {"epochs": 3}, "the default network, 3 epochs"),
-        TrainingPreset("introvae", "quality", 128, {"base_channels": 32, "beta": 0.25, "latent_dim": 64},
-                       {"epochs": 10}, "twice the channels, KL weight 0.25, 64 latent dimensions, 10 epochs"),
+        TrainingPreset("introvae", "quality", 128, {"base_channels": 32, "beta": 0.25, "latent_dim": 64,
+                                                    "ssim_weight": 0.1},
+                       {"epochs": 10}, "twice the channels, KL weight 0.25, 64 latent dimensions, an SSIM loss term "
+                       "(0.1), 10 epochs"),
         # VQ-VAE: a finer quantised map is what sharpens it (a 32 x 32 map at 128 pixels).
         TrainingPreset("vqvae", "fast", 64, {"latent_resolution": 16}, {"epochs": 5},
                        "a 16 x 16 code map, 5 epochs"),

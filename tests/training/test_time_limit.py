@@ -52,7 +52,8 @@ def test_cli_time_limit(tiny_cohort: Path, tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().out.startswith("time limit reached: ")
     assert read_checkpoint(out, device="cpu").training["completed"] is True
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", str(tiny_cohort), "--model", "vae", "--time-limit", "0", "--out", str(tmp_path / "x.safetensors")])
+        main(["train", str(tiny_cohort), "--model", "vae", "--time-limit", "0", "--out",
+              str(tmp_path / "x.safetensors")])
     assert exit_info.value.code == 2
     assert "--time-limit: expected a positive number" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()

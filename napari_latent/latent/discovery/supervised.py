@@ -64,6 +64,17 @@ three), and ``aggregate=True`` (training on subject mean codes) raises the subje
 (0.90 against 0.85) but lowers the slice accuracy (0.74 against 0.82); the SVM on slices stays
 the default. See ``docs/directions.md``.
 
+Long codes
+----------
+Codes of more than :data:`~napari_latent.latent.discovery.supervised_fit.MAX_CODE_DIMENSIONS`
+(256) numbers (a VQ-VAE's quantised map: 16 384 at 128 pixels; a StyleGAN's w+) are first
+reduced to the 256 leading principal components of the *training subjects'* codes
+(:class:`~napari_latent.latent.discovery.supervised_fit.CodeReduction`); everything above
+runs in that space and the directions are mapped back to code space. Conditioning stays
+exact (orthogonal in the reduced space is orthogonal in code space). ``info["reduced_to"]``
+gives the dimensions kept and the share of the variance they hold. Without it the band search
+and the chance level take minutes per discovery on such codes.
+
 Labels are the ``group`` column of the cohort table (two groups), or a numeric column
 split at a quantile (above: positive).
 """
@@ -98,10 +109,12 @@ from .supervised_baselines import (
 )
 from .supervised_fit import (
     CLASSIFIERS,
+    MAX_CODE_DIMENSIONS,
     MIN_BAND_SLICES,
     MIN_VARIANCE_RATIO,
     SLICE_BAND,
     SLICE_BAND_STEP,
+    CodeReduction,
     accuracy,
     choose_slice_band,
     fit_normal,
@@ -264,16 +277,24 @@ def _training_set(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray,
             np.array([labels[subject == s][0] for s in present]))
 
 
+def _conditions(condition: Directions | None, space: str, reduction: CodeReduction | None) -> list[np.ndarray]:
+    """The conditioning directions as vectors (in the reduced space when the codes are reduced)."""
+    if condition is None:
+        return []
+    if condition.space != space:
+        raise UserInputError(f"conditioning directions are in space {condition.space!r}, not {space!r}")
+    vectors = [condition.vectors[i].double().numpy() for i in range(len(condition))]
+    # orthogonal to basis.T @ c in the reduced space is orthogonal to c in code space, exactly
+    return [reduction.reduce_direction(v) for v in vectors] if reduction is not None else vectors
+
+
 def _directions(train_codes: np.ndarray, train_labels: np.ndarray, classifier: str, strength: float, seed: int,
-                condition: Directions | None, space: str) -> tuple[list[np.ndarray], list[float], np.ndarray]:
+                conditions: list[np.ndarray]) -> tuple[list[np.ndarray], list[float], np.ndarray]:
     """The classifier's unit normal and the mean difference (conditions projected out), their offsets, the means."""
     weights, intercept, mean = fit_normal(train_codes, train_labels, classifier, strength, seed)
     norm = np.linalg.norm(weights)
     if norm < 1e-12:
         raise DataError("the classifier found no separating direction (all weights are zero)")
-    conditions = [condition.vectors[i].double().numpy() for i in range(len(condition))] if condition else []
-    if condition is not None and condition.space != space:
-        raise UserInputError(f"conditioning directions are in space {condition.space!r}, not {space!r}")
     normal = project_out(weights / norm, conditions)
     offset = (intercept - float(weights @ mean)) / norm
     positive_mean = train_codes[train_labels == 1].mean(0)
@@ -428,13 +449,18 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     codes = cohort_codes.codes.double().numpy()
     code_labels = per_subject[cohort_codes.subject]
     train_mask = np.isin(cohort_codes.subject, train_subjects)
+    reduction = None
+    if codes.shape[1] > MAX_CODE_DIMENSIONS:
+        reduction = CodeReduction.fit(codes[train_mask], seed=seed)
+        codes = reduction.reduce(codes)
+    conditions = _conditions(condition, space, reduction)
     low, high, band_cv, in_band = _slice_band(codes, code_labels, cohort_codes, train_mask, band, classifier,
                                               strength, seed)
     train_mask &= in_band
 
     def fit(train_codes: np.ndarray, train_labels: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
         points, targets = _training_set(train_codes, train_labels, cohort_codes.subject[train_mask], aggregate)
-        found, found_offsets, _ = _directions(points, targets, classifier, strength, seed, condition, space)
+        found, found_offsets, _ = _directions(points, targets, classifier, strength, seed, conditions)
         return found[:count], found_offsets[:count]
 
     vectors, offsets = fit(codes[train_mask], code_labels[train_mask])
@@ -450,6 +476,9 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     yield ProgressEvent(1, 1, f"separated {positive_name} from {negative_name}", {"accuracy": scores["accuracy"][0]},
                         stage="discover")
     code_std = [float((codes @ v).std()) for v in vectors]
+    readouts = factor_readouts(codes, cohort_codes.subject, in_band, vectors, cohort, train_subjects, val_subjects)
+    if reduction is not None:
+        vectors, offsets = (list(items) for items in zip(*(reduction.expand(v, b) for v, b in zip(vectors, offsets))))
     names = [f"{negative_name} → {positive_name} ({classifier})",
              f"{negative_name} → {positive_name} (mean difference)"]
     subjects = [s.name for s in cohort.subjects]
@@ -459,11 +488,12 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
             "conditioned_on": condition.names if condition is not None else [],
             "group_mean_distance": float(np.linalg.norm(means)),
             "subspace_dimensions": int(informative_subspace(codes[train_mask])[1].shape[1]),
-            "slices": [low, high], "band_cv_accuracy": band_cv, "aggregate": bool(aggregate)}
+            "slices": [low, high], "band_cv_accuracy": band_cv, "aggregate": bool(aggregate),
+            "reduced_to": None if reduction is None else {"dimensions": reduction.dimensions,
+                                                          "explained_variance": reduction.explained}}
     if measured is not None:
         info["baselines"] = measured
-    info["factor_readout"] = factor_readouts(codes, cohort_codes.subject, in_band, vectors, cohort, train_subjects,
-                                             val_subjects)
+    info["factor_readout"] = readouts
     settings = {"classifier": classifier, "strength": strength, "val_fraction": val_fraction, "seed": seed,
                 "slices": slices if isinstance(slices, str) else [float(v) for v in slices],
                 "column": column, "quantile": quantile, "positive": positive_name, "inversion": inversion,
