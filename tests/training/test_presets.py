@@ -27,11 +27,13 @@ def test_every_preset_builds_and_quality_is_at_least_fast(family: str, size: int
         assert model.image_size == size and preset.family == family and preset.summary
         for key, value in preset.model.items():
             assert getattr(model.config, key) == value
-    assert quality.train["epochs"] > fast.train["epochs"]
     # more capacity: a bigger network, or a bigger latent (a VQ-VAE's finer code map has fewer layers)
     big, small = build_model(family, **quality.model_settings()), build_model(family, **fast.model_settings())
     assert big.config.latent_dim >= small.config.latent_dim
     assert _parameters(big) >= _parameters(small) or big.config.latent_dim > small.config.latent_dim
+    # and more training, unless the network is wider at full resolution, where the compute is (the VAE at 128
+    # px: 2 epochs of twice the channels fill the 15 minutes)
+    assert quality.train["epochs"] > fast.train["epochs"] or big.config.base_channels > small.config.base_channels
 
 
 def test_the_table_covers_every_trainable_builtin_family() -> None:
