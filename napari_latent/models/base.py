@@ -125,6 +125,10 @@ class ModelConfig:
     #: Settings that follow from others and are not chosen by users (a VQ-VAE's
     #: ``latent_dim``); forms and option lists leave them out.
     derived: ClassVar[tuple[str, ...]] = ()
+    #: Fields that only weight a training loss term and were added after checkpoints existed:
+    #: left out of :func:`model_fingerprint` (the weights identify the model), so that codes and
+    #: directions saved with an older version still match the same model.
+    training_only: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for unsupported settings."""
@@ -398,7 +402,8 @@ def model_fingerprint(model: GenerativeModel) -> str:
     """A short hash of a model's name, settings and weights (identifies the exact model)."""
     digest = hashlib.sha256()
     digest.update(model.name.encode())
-    digest.update(json.dumps(model.config.to_json(), sort_keys=True).encode())
+    settings = {k: v for k, v in model.config.to_json().items() if k not in model.config.training_only}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -10,6 +10,7 @@ on the KL term (Higgins et al. 2017).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +39,8 @@ class VAEConfig(ModelConfig):
     beta: float = 1.0
     blocks_per_level: int = 1
     ssim_weight: float = 0.0
+
+    training_only: ClassVar[tuple[str, ...]] = ("ssim_weight",)
 
     def validate(self) -> None:
         super().validate()

@@ -81,6 +81,7 @@ class VQVAEConfig(ModelConfig):
     ssim_weight: float = 0.0
 
     derived: ClassVar[tuple[str, ...]] = ("latent_dim",)
+    training_only: ClassVar[tuple[str, ...]] = ("ssim_weight",)
 
     def __post_init__(self) -> None:
         if self.latent_dim == 0:

@@ -54,3 +54,18 @@ def test_every_autoencoder_trains_with_the_ssim_term(family: str, extra: dict, t
 def test_a_negative_ssim_weight_is_refused(family: str) -> None:
     with pytest.raises(UserInputError, match="SSIM weight must be non-negative"):
         build_model(family, image_size=32, ssim_weight=-1.0)
+
+
+@pytest.mark.parametrize("family", ["vae", "vqvae"])
+def test_the_ssim_weight_does_not_change_the_fingerprint(family: str) -> None:
+    """A loss weight is not the model: codes saved before the setting existed still match (the weights decide)."""
+    from napari_latent.models.base import model_fingerprint
+
+    torch.manual_seed(0)
+    plain = build_model(family, image_size=32)
+    torch.manual_seed(0)
+    weighted = build_model(family, image_size=32, ssim_weight=0.1)
+    assert model_fingerprint(plain) == model_fingerprint(weighted)
+    with torch.no_grad():
+        next(weighted.parameters()).add_(1.0)
+    assert model_fingerprint(plain) != model_fingerprint(weighted)
