@@ -33,7 +33,7 @@ def test_time_limit_ends_the_run_early_with_a_validated_final_checkpoint(tiny_co
 
 
 def test_without_a_time_limit_the_run_trains_its_epochs(tiny_cohort: Path) -> None:
-    result = train_model(tiny_cohort, "vae", settings=TrainSettings(epochs=2, **FAST), **TINY)
+    result = train_model(tiny_cohort, "vae", settings=TrainSettings(epochs=2, **{**FAST, "batch_size": 64}), **TINY)
     assert not result.time_limited and result.epochs_completed == 2
 
 

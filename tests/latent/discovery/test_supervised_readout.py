@@ -93,7 +93,7 @@ def test_long_codes_are_reduced_on_training_subjects_and_directions_map_back(mon
     from napari_latent.latent.discovery.supervised_fit import MAX_CODE_DIMENSIONS, CodeReduction
 
     rng = np.random.default_rng(3)
-    dim = 1000
+    dim = 400
     truth = rng.normal(size=dim)
     truth /= np.linalg.norm(truth)
     groups = ["healthy", "disease"] * 16
