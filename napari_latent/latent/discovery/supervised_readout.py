@@ -46,16 +46,13 @@ def held_out_r2(positions: np.ndarray, factor: np.ndarray, train: np.ndarray, he
     fit_on, score_on = known & train, known & held_out
     if fit_on.sum() < 2 or score_on.sum() < MIN_HELD_OUT or np.ptp(positions[fit_on]) == 0:
         return {"r2": float("nan"), "pearson": float("nan")}
+    from sklearn.metrics import r2_score
+
     slope, intercept = np.polyfit(positions[fit_on], factor[fit_on], 1)
-    predicted = slope * positions[score_on] + intercept
-    truth = factor[score_on]
-    residual = float(((truth - predicted) ** 2).sum())
-    total = float(((truth - truth.mean()) ** 2).sum())
-    r2 = 1.0 - residual / total if total > 0 else float("nan")
-    spread = positions[score_on].std() * truth.std()
-    pearson = float(((positions[score_on] - positions[score_on].mean()) * (truth - truth.mean())).mean() / spread) \
-        if spread > 0 else float("nan")
-    return {"r2": float(r2), "pearson": pearson}
+    truth, seen = factor[score_on], positions[score_on]
+    r2 = float(r2_score(truth, slope * seen + intercept)) if np.ptp(truth) > 0 else float("nan")
+    pearson = float(np.corrcoef(seen, truth)[0, 1]) if np.ptp(seen) > 0 and np.ptp(truth) > 0 else float("nan")
+    return {"r2": r2, "pearson": pearson}
 
 
 def varying_factors(cohort: Cohort) -> list[str]:
