@@ -6,7 +6,8 @@
 For every cohort (a phantom folder with cohort.csv) the codes of the model (default: the demo
 model; inverted as the supervised method does: the encoder where there is one) are computed
 once; then, for each variant (classifier svm / logistic / lda; training on every slice or on
-each subject's mean code; the automatic slice band or every slice), the supervised method runs
+each subject's mean code; the automatic slice band or every slice; ridge, and with ``--factor``
+the ridge regression onto the factor), the supervised method runs
 on ``--splits`` subject splits with its baselines (shuffled-label chance, pixel logistic
 regression on the same split and band). Printed per variant: mean held-out slice accuracy,
 subject accuracy, chance (mean and 95th percentile), the fraction of splits above chance
@@ -36,6 +37,10 @@ VARIANTS = {
     "lda, auto band": {"classifier": "lda"},
     "lda, subject means": {"classifier": "lda", "aggregate": True},
     "lda, every slice": {"classifier": "lda", "slices": "all"},
+    "ridge, auto band": {"classifier": "ridge"},
+    # with --factor: the ridge regression onto that factor (classifier ridge, target FACTOR)
+    "ridge on the factor, auto band": {"classifier": "ridge", "target": "FACTOR"},
+    "ridge on the factor, subject means": {"classifier": "ridge", "target": "FACTOR", "aggregate": True},
 }
 
 
@@ -61,11 +66,16 @@ def main() -> None:
               f"(slices / subjects) | {args.factor or 'factor'} R² (mean / lowest) | s per split |")
         print("|---|---|---|---|---|---|---|---|")
         for name in args.variants:
+            settings = dict(VARIANTS[name])
+            if settings.get("target") == "FACTOR":
+                if not args.factor:
+                    continue
+                settings["target"] = args.factor
             rows = []
             began = time.perf_counter()
             for seed in range(args.splits):
                 found = discover(model, "supervised", data=codes, seed=seed, count=1,
-                                 permutations=args.permutations, **VARIANTS[name])
+                                 permutations=args.permutations, **settings)
                 pixel = found.info["baselines"]["pixel"]
                 readout = (found.info["factor_readout"].get(args.factor) or {"r2": [np.nan]})["r2"][0] \
                     if args.factor else np.nan

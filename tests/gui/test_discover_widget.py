@@ -181,6 +181,10 @@ def test_fields_are_generated_from_the_method_descriptions(widget: DiscoverWidge
     widget.slices.value = "0.2:0.8"
     widget.column.value = " age "
     assert widget.form.values("supervised") == {"slices": (0.2, 0.8), "column": "age"}
+    widget.form.fields["classifier"].value = "ridge"
+    widget.form.fields["target"].value = "ventricle_enlargement"
+    assert widget.form.values("supervised") == {"slices": (0.2, 0.8), "column": "age", "classifier": "ridge",
+                                                "target": "ventricle_enlargement"}
 
 
 def test_a_plugin_method_gets_its_fields(make_napari_viewer, plugin_method: str) -> None:

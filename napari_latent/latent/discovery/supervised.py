@@ -64,6 +64,18 @@ three), and ``aggregate=True`` (training on subject mean codes) raises the subje
 (0.90 against 0.85) but lowers the slice accuracy (0.74 against 0.82); the SVM on slices stays
 the default. See ``docs/directions.md``.
 
+A graded target
+---------------
+With ``classifier="ridge"`` and ``target`` a numeric cohort column (a disease factor, a
+measured volume, a score), the first direction is the ridge regression of the codes onto the
+column (:func:`~napari_latent.latent.discovery.supervised_fit.fit_regression`) instead of a
+classifier's normal: the direction along which the column is read out best, turned to point
+to the positive group, with its threshold halfway between the group means. A classifier's
+normal follows whatever separates the groups most, which may be all-or-nothing or a mixture
+of changes; the regression follows how much of the column a subject has. The band is still
+chosen by separating the groups, and the chance level shuffles each subject's label and value
+together.
+
 Long codes
 ----------
 Codes of more than :data:`~napari_latent.latent.discovery.supervised_fit.MAX_CODE_DIMENSIONS`
@@ -118,6 +130,7 @@ from .supervised_fit import (
     accuracy,
     choose_slice_band,
     fit_normal,
+    fit_regression,
     held_out_scores,
     informative_subspace,
     project_out,
@@ -127,7 +140,7 @@ from .supervised_readout import factor_readouts
 
 __all__ = ["CLASSIFIERS", "MIN_BAND_SLICES", "MIN_SUBJECTS_PER_GROUP", "MIN_VARIANCE_RATIO", "SLICE_BAND",
            "SLICE_BAND_STEP", "choose_slice_band", "informative_subspace", "iter_supervised", "parse_slices",
-           "project_out", "split_subjects_stratified", "subject_folds", "subject_labels"]
+           "project_out", "split_subjects_stratified", "subject_folds", "subject_labels", "target_values"]
 
 MIN_SUBJECTS_PER_GROUP = 2
 
@@ -232,9 +245,27 @@ def _band(slices: str | tuple[float, float]) -> tuple[float, float] | str:
 
 
 
+def target_values(cohort: Cohort, target: str) -> np.ndarray:
+    """The regression target of every subject: a numeric cohort column without empty values that varies.
+
+    Raises
+    ------
+    DataError
+        For a missing or non-numeric column, an empty value, or a column with one value.
+    """
+    values = np.asarray(cohort.column(target), dtype=np.float64)
+    if np.isnan(values).any():
+        raise DataError(f"target column {target!r} has empty values; the ridge direction needs one for every volume")
+    if np.ptp(values) == 0:
+        raise DataError(f"target column {target!r} has the same value for every volume; there is nothing to regress on")
+    return values
+
+
 def _check_cohort(cohort: Cohort, settings: Mapping[str, Any]) -> None:
-    """Fail on unusable labels before the (slow) codes of the cohort are computed."""
+    """Fail on unusable labels (and target) before the (slow) codes of the cohort are computed."""
     subject_labels(cohort, settings.get("column"), settings.get("positive"), settings.get("quantile", 0.5))
+    if settings.get("target") is not None:
+        target_values(cohort, settings["target"])
 
 
 def _iter_codes(model: GenerativeModel, data: str | os.PathLike[str] | Cohort | CohortCodes,
@@ -267,14 +298,15 @@ def _slice_band(codes: np.ndarray, code_labels: np.ndarray, cohort_codes: Cohort
     return low, high, band_cv, in_band
 
 
-def _training_set(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray,
-                  aggregate: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's training points: every code, or (``aggregate``) each subject's mean code."""
+def _training_set(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, aggregate: bool,
+                  values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The classifier's training points, labels and values: every code, or (``aggregate``) each subject's mean."""
     if not aggregate:
-        return codes, labels
+        return codes, labels, values
     present = np.unique(subject)
-    return (np.stack([codes[subject == s].mean(0) for s in present]),
-            np.array([labels[subject == s][0] for s in present]))
+    first = np.array([np.flatnonzero(subject == s)[0] for s in present])
+    return (np.stack([codes[subject == s].mean(0) for s in present]), labels[first],
+            None if values is None else values[first])
 
 
 def _conditions(condition: Directions | None, space: str, reduction: CodeReduction | None) -> list[np.ndarray]:
@@ -289,9 +321,18 @@ def _conditions(condition: Directions | None, space: str, reduction: CodeReducti
 
 
 def _directions(train_codes: np.ndarray, train_labels: np.ndarray, classifier: str, strength: float, seed: int,
-                conditions: list[np.ndarray]) -> tuple[list[np.ndarray], list[float], np.ndarray]:
-    """The classifier's unit normal and the mean difference (conditions projected out), their offsets, the means."""
-    weights, intercept, mean = fit_normal(train_codes, train_labels, classifier, strength, seed)
+                conditions: list[np.ndarray],
+                values: np.ndarray | None = None) -> tuple[list[np.ndarray], list[float], np.ndarray]:
+    """The classifier's unit normal and the mean difference (conditions projected out), their offsets, the means.
+
+    With target ``values`` the first direction is the ridge regression of the values on the
+    codes instead, turned to point to the positive group, with its offset at the midpoint of
+    the group means.
+    """
+    if values is None:
+        weights, intercept, mean = fit_normal(train_codes, train_labels, classifier, strength, seed)
+    else:
+        (weights, mean), intercept = fit_regression(train_codes, values), 0.0
     norm = np.linalg.norm(weights)
     if norm < 1e-12:
         raise DataError("the classifier found no separating direction (all weights are zero)")
@@ -300,9 +341,12 @@ def _directions(train_codes: np.ndarray, train_labels: np.ndarray, classifier: s
     positive_mean = train_codes[train_labels == 1].mean(0)
     negative_mean = train_codes[train_labels == 0].mean(0)
     means = positive_mean - negative_mean
+    if values is not None and float(means @ normal) < 0:
+        normal = -normal  # a target that falls with the positive group (e.g. a volume that shrinks)
     mean_direction = project_out(means, conditions)
     midpoint = 0.5 * (positive_mean + negative_mean)
-    offsets = [offset if not conditions else -float(midpoint @ normal), -float(midpoint @ mean_direction)]
+    at_midpoint = bool(conditions) or values is not None
+    offsets = [offset if not at_midpoint else -float(midpoint @ normal), -float(midpoint @ mean_direction)]
     return [normal, mean_direction], offsets, means
 
 
@@ -321,13 +365,13 @@ def _scores(codes: np.ndarray, code_labels: np.ndarray, subject: np.ndarray, in_
 
 def _iter_baselines(cohort_codes: CohortCodes, codes: np.ndarray, code_labels: np.ndarray, in_band: np.ndarray,
                     train_mask: np.ndarray, fit: DirectionFit, observed: list[float], permutations: int,
-                    seed: int) -> Operation[dict[str, Any]]:
+                    seed: int, code_values: np.ndarray | None = None) -> Operation[dict[str, Any]]:
     """The shuffled-label chance level of each direction and the pixel baseline, on the same split and band."""
     subject = cohort_codes.subject[in_band]
     train = train_mask[in_band]
     yield ProgressEvent(0, 2, f"chance level: {permutations} fits on shuffled labels", stage="baselines")
     shuffled = shuffled_baseline(codes[in_band], code_labels[in_band], subject, train, fit, observed, permutations,
-                                 seed)
+                                 seed, None if code_values is None else code_values[in_band])
     yield ProgressEvent(1, 2, "pixel baseline: logistic regression on the slice images", stage="baselines")
     features, reason = pixel_features(cohort_codes, in_band)
     pixel: dict[str, Any] = {"skipped": reason}
@@ -345,8 +389,11 @@ def _iter_baselines(cohort_codes: CohortCodes, codes: np.ndarray, code_labels: n
         Setting("positive", "str", None, "the group the direction points to (default: disease if present)",
                 label="positive group"),
         Setting("quantile", "float", 0.5, "split point of a numeric column (above: positive)"),
-        Setting("classifier", "choice", "svm", "linear SVM (InterFaceGAN), logistic regression, or linear "
-                "discriminant analysis with shrinkage (lda)", choices=CLASSIFIERS),
+        Setting("classifier", "choice", "svm", "linear SVM (InterFaceGAN), logistic regression, linear "
+                "discriminant analysis with shrinkage (lda), or ridge (least squares; with a target, a regression "
+                "onto it)", choices=CLASSIFIERS),
+        Setting("target", "str", None, "a numeric cohort column the ridge direction regresses on (classifier "
+                "ridge): the direction along which it is read out best, e.g. ventricle_enlargement"),
         Setting("strength", "float", 1.0, "inverse regularisation C of the classifier"),
         Setting("val_fraction", "float", 0.25, "fraction of subjects per group held out to measure accuracy"),
         Setting("slices", "str", "auto", "the slices that train and score the classifier: auto (the band of slice "
@@ -372,7 +419,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
                     data: str | os.PathLike[str] | Cohort | CohortCodes | None = None,
                     labels: str | os.PathLike[str] | None = None, column: str | None = None,
                     positive: str | None = None, quantile: float = 0.5, classifier: str = "svm",
-                    strength: float = 1.0, val_fraction: float = 0.25, slices: str | tuple[float, float] = "auto",
+                    target: str | None = None, strength: float = 1.0, val_fraction: float = 0.25,
+                    slices: str | tuple[float, float] = "auto",
                     aggregate: bool = False, baselines: bool = True, permutations: int = PERMUTATIONS,
                     condition: Directions | None = None,
                     inversion: str = "auto", steps: int = 100, seed: int = 0, count: int = 2,
@@ -394,9 +442,17 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         The group the direction points to (default ``disease`` if present).
     quantile : float
         Split point of a numeric column.
-    classifier : {"svm", "logistic", "lda"}
-        Linear SVM (InterFaceGAN), logistic regression, or linear discriminant analysis with
-        Ledoit-Wolf shrinkage.
+    classifier : {"svm", "logistic", "lda", "ridge"}
+        Linear SVM (InterFaceGAN), logistic regression, linear discriminant analysis with
+        Ledoit-Wolf shrinkage, or ridge (least squares on the labels; with ``target``, the
+        regression onto it).
+    target : str, optional
+        With ``classifier="ridge"``: a numeric cohort column (for example a disease factor,
+        or a measured volume). The first direction is then the ridge regression of the codes
+        (each subject's mean code with ``aggregate``) onto it, turned to point to the
+        positive group, with its threshold halfway between the group means: the direction
+        along which the column is read out best, not the one that separates the groups best.
+        The slice band is still chosen by separating the groups.
     strength : float
         Inverse regularisation ``C`` of the classifier (not used by ``lda``).
     val_fraction : float
@@ -437,10 +493,12 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     if count not in (1, 2):
         raise UserInputError("the supervised method gives 1 or 2 directions (the normal, and the mean difference)")
     band = _band(slices)
+    if target is not None and classifier != "ridge":
+        raise UserInputError(f"target {target!r} is regressed on by the ridge direction only; use classifier ridge")
     if data is None:
         raise UserInputError("the supervised method needs labelled data (a folder of volumes with cohort.csv)")
     space = model.check_space(space or default_space(model))
-    label_settings = {"column": column, "positive": positive, "quantile": quantile}
+    label_settings = {"column": column, "positive": positive, "quantile": quantile, "target": target}
     cohort_codes = yield from _iter_codes(model, data, labels, space, label_settings, inversion, steps, stop)
     cohort = cohort_codes.cohort
     per_subject, positive_name, negative_name = subject_labels(cohort, column, positive, quantile)
@@ -448,6 +506,7 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
                                                              cohort.participant_groups())
     codes = cohort_codes.codes.double().numpy()
     code_labels = per_subject[cohort_codes.subject]
+    code_values = None if target is None else target_values(cohort, target)[cohort_codes.subject]
     train_mask = np.isin(cohort_codes.subject, train_subjects)
     reduction = None
     if codes.shape[1] > MAX_CODE_DIMENSIONS:
@@ -458,19 +517,24 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
                                               strength, seed)
     train_mask &= in_band
 
-    def fit(train_codes: np.ndarray, train_labels: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-        points, targets = _training_set(train_codes, train_labels, cohort_codes.subject[train_mask], aggregate)
-        found, found_offsets, _ = _directions(points, targets, classifier, strength, seed, conditions)
+    def fit(train_codes: np.ndarray, train_labels: np.ndarray,
+            train_values: np.ndarray | None = None) -> tuple[list[np.ndarray], list[float]]:
+        points, point_labels, point_values = _training_set(train_codes, train_labels, cohort_codes.subject[train_mask],
+                                                           aggregate, train_values)
+        found, found_offsets, _ = _directions(points, point_labels, classifier, strength, seed, conditions,
+                                              point_values)
         return found[:count], found_offsets[:count]
 
-    vectors, offsets = fit(codes[train_mask], code_labels[train_mask])
-    means = _training_set(codes[train_mask], code_labels[train_mask], cohort_codes.subject[train_mask], aggregate)
-    means = means[0][means[1] == 1].mean(0) - means[0][means[1] == 0].mean(0)
+    train_values = None if code_values is None else code_values[train_mask]
+    vectors, offsets = fit(codes[train_mask], code_labels[train_mask], train_values)
+    points, point_labels, _ = _training_set(codes[train_mask], code_labels[train_mask],
+                                            cohort_codes.subject[train_mask], aggregate)
+    means = points[point_labels == 1].mean(0) - points[point_labels == 0].mean(0)
     scores = _scores(codes, code_labels, cohort_codes.subject, in_band, train_mask, vectors, offsets, val_subjects)
     measured: dict[str, Any] | None = None
     if baselines:
         measured = yield from _iter_baselines(cohort_codes, codes, code_labels, in_band, train_mask, fit,
-                                              scores["accuracy"], int(permutations), seed)
+                                              scores["accuracy"], int(permutations), seed, code_values)
         for key in ("chance_accuracy", "chance_accuracy_95", "p_value"):
             scores[key] = [chance[key] for chance in measured["shuffled"]]
     yield ProgressEvent(1, 1, f"separated {positive_name} from {negative_name}", {"accuracy": scores["accuracy"][0]},
@@ -479,10 +543,10 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     readouts = factor_readouts(codes, cohort_codes.subject, in_band, vectors, cohort, train_subjects, val_subjects)
     if reduction is not None:
         vectors, offsets = (list(items) for items in zip(*(reduction.expand(v, b) for v, b in zip(vectors, offsets))))
-    names = [f"{negative_name} → {positive_name} ({classifier})",
+    names = [f"{negative_name} → {positive_name} ({classifier if target is None else f'ridge on {target}'})",
              f"{negative_name} → {positive_name} (mean difference)"]
     subjects = [s.name for s in cohort.subjects]
-    info = {"positive": positive_name, "negative": negative_name, "column": column,
+    info = {"positive": positive_name, "negative": negative_name, "column": column, "target": target,
             "train_subjects": [subjects[i] for i in train_subjects],
             "validation_subjects": [subjects[i] for i in val_subjects],
             "conditioned_on": condition.names if condition is not None else [],
@@ -494,7 +558,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
     if measured is not None:
         info["baselines"] = measured
     info["factor_readout"] = readouts
-    settings = {"classifier": classifier, "strength": strength, "val_fraction": val_fraction, "seed": seed,
+    settings = {"classifier": classifier, "target": target, "strength": strength, "val_fraction": val_fraction,
+                "seed": seed,
                 "slices": slices if isinstance(slices, str) else [float(v) for v in slices],
                 "column": column, "quantile": quantile, "positive": positive_name, "inversion": inversion,
                 "aggregate": bool(aggregate), "baselines": bool(baselines), "permutations": int(permutations)}

@@ -44,8 +44,9 @@ PIXEL_SIZE = 32
 #: Inverse regularisation strengths the pixel baseline's inner cross-validation chooses from.
 PIXEL_C_GRID = (0.001, 0.01, 0.1, 1.0)
 
-#: Fits a set of directions on training codes and labels: returns (vectors, offsets).
-DirectionFit = Callable[[np.ndarray, np.ndarray], tuple[Sequence[np.ndarray], Sequence[float]]]
+#: Fits a set of directions on training codes, labels and (for a regression target, else None)
+#: target values: returns (vectors, offsets).
+DirectionFit = Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[Sequence[np.ndarray], Sequence[float]]]
 
 
 def pixel_features(cohort_codes: CohortCodes, mask: np.ndarray,
@@ -137,7 +138,7 @@ def pixel_baseline(features: np.ndarray, labels: np.ndarray, subject: np.ndarray
 
 def shuffled_baseline(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, train: np.ndarray,
                       fit: DirectionFit, observed: Sequence[float], permutations: int = PERMUTATIONS,
-                      seed: int = 0) -> list[dict[str, float]]:
+                      seed: int = 0, values: np.ndarray | None = None) -> list[dict[str, float]]:
     """The chance distribution of each direction's held-out accuracy, from shuffled training labels.
 
     Parameters
@@ -150,13 +151,17 @@ def shuffled_baseline(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray
         ``(n,)`` True for the training subjects' codes; the rest are held out and scored with
         their true labels.
     fit : callable
-        ``fit(train_codes, train_labels) -> (vectors, offsets)``: the direction procedure itself.
+        ``fit(train_codes, train_labels, train_values) -> (vectors, offsets)``: the direction
+        procedure itself.
     observed : sequence of float
         The directions' held-out slice accuracies with the true labels (for the p-values).
     permutations : int
         Shuffles (whole training subjects' labels are permuted).
     seed : int
         Seed of the shuffles.
+    values : numpy.ndarray, optional
+        ``(n,)`` the regression target of each code (its subject's value), shuffled with the
+        labels (a subject's label and value move together).
 
     Returns
     -------
@@ -166,14 +171,18 @@ def shuffled_baseline(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray
     """
     rng = np.random.default_rng(seed)
     train_subjects = np.unique(subject[train])
-    truth = np.array([labels[subject == s][0] for s in train_subjects])
+    first = np.array([np.flatnonzero(subject == s)[0] for s in train_subjects])
+    truth = labels[first]
+    known_values = None if values is None else values[first]
     position = np.searchsorted(train_subjects, subject[train])
     held_codes, held_labels, held_subject = codes[~train], labels[~train], subject[~train]
     slices: list[list[float]] = [[] for _ in observed]
     subjects: list[list[float]] = [[] for _ in observed]
     for _ in range(int(permutations)):
-        shuffled = rng.permutation(truth)[position]
-        vectors, offsets = fit(codes[train], shuffled)
+        order = rng.permutation(len(truth))  # the same draws as rng.permutation(truth)
+        shuffled = truth[order][position]
+        shuffled_values = None if known_values is None else known_values[order][position]
+        vectors, offsets = fit(codes[train], shuffled, shuffled_values)
         for k, (vector, offset) in enumerate(zip(vectors, offsets)):
             scores = held_codes @ vector + offset
             slices[k].append(accuracy(scores, held_labels))

@@ -1,7 +1,8 @@
 """The linear classifier of the supervised method, and how it is scored.
 
-The classifier (a linear SVM, or logistic regression) sees the codes within their
-informative subspace (:func:`informative_subspace`); :func:`choose_slice_band` picks the band
+The classifier (a linear SVM, logistic regression, LDA with shrinkage, or ridge) sees the
+codes within their informative subspace (:func:`informative_subspace`); with a numeric
+target, :func:`fit_regression` regresses the codes onto it instead; :func:`choose_slice_band` picks the band
 of slice positions it separates best by leave-subjects-out cross-validation among the
 training subjects; :func:`held_out_scores` measures a direction on held-out subjects. See
 :mod:`napari_latent.latent.discovery.supervised` for the method.
@@ -16,7 +17,11 @@ import numpy as np
 
 from ...errors import UserInputError
 
-CLASSIFIERS = ("svm", "logistic", "lda")
+CLASSIFIERS = ("svm", "logistic", "lda", "ridge")
+
+#: Ridge penalties the ridge classifier and regression choose from by leave-one-out
+#: (generalised) cross-validation on their training points.
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
 
 def project_out(vector: np.ndarray, conditions: list[np.ndarray]) -> np.ndarray:
@@ -111,14 +116,18 @@ def make_classifier(kind: str, strength: float, seed: int) -> Any:
     ``svm`` (InterFaceGAN's linear SVM, inverse regularisation ``strength``), ``logistic``
     (logistic regression, ``C = strength``) or ``lda`` (linear discriminant analysis with
     Ledoit-Wolf shrinkage of the within-class covariance, ``solver="lsqr", shrinkage="auto"``;
-    ``strength`` is not used: the shrinkage is estimated from the data).
+    ``strength`` is not used: the shrinkage is estimated from the data) or ``ridge``
+    (least squares on the labels as -1/+1 with an L2 penalty chosen from
+    :data:`RIDGE_ALPHAS` by efficient leave-one-out cross-validation; ``strength`` is not used).
     """
     # Imported here: scikit-learn takes a second to import, and every CLI command loads this
     # module to describe the supervised method's options.
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
     from sklearn.svm import LinearSVC
 
+    if kind == "ridge":
+        return RidgeClassifierCV(alphas=RIDGE_ALPHAS)
     if kind == "lda":
         return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     if kind == "svm":
@@ -142,6 +151,21 @@ def fit_normal(codes: np.ndarray, labels: np.ndarray, kind: str, strength: float
     model_ = make_classifier(kind, strength, seed)
     model_.fit((codes - mean) @ basis, labels)
     return basis @ np.asarray(model_.coef_, dtype=np.float64).ravel(), float(model_.intercept_[0]), mean
+
+
+def fit_regression(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression of ``values`` on the codes: its (unnormalised) weights in code space, and the subspace's mean.
+
+    The regression sees the codes within their informative subspace, as the classifiers do;
+    its penalty is chosen from :data:`RIDGE_ALPHAS` by efficient leave-one-out
+    cross-validation (``sklearn.linear_model.RidgeCV``). Its weights point to where the
+    values grow: the direction along which they are read out best by a straight line.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    mean, basis = informative_subspace(codes)
+    model_ = RidgeCV(alphas=RIDGE_ALPHAS).fit((codes - mean) @ basis, values)
+    return basis @ np.asarray(model_.coef_, dtype=np.float64).ravel(), mean
 
 
 def subject_folds(subjects: np.ndarray, labels: np.ndarray, seed: int) -> list[np.ndarray]:

@@ -88,7 +88,7 @@ def test_shuffled_baseline_counts_the_shuffles_that_reach_the_observed_accuracy(
     codes = rng.normal(size=(60, 3))
     train = subject < 8
 
-    def fit(x: np.ndarray, y: np.ndarray):
+    def fit(x: np.ndarray, y: np.ndarray, values: np.ndarray | None):
         return [np.array([1.0, 0.0, 0.0])], [0.0]  # ignores the labels: every shuffle scores the same
 
     fixed = codes[~train] @ np.array([1.0, 0.0, 0.0])
@@ -131,3 +131,24 @@ def test_lda_and_subject_means_find_the_known_direction(model, settings) -> None
     found = discover(model, "supervised", data=codes, slices="all", baselines=False, **settings)
     assert float(found.vectors[0].double() @ torch.from_numpy(truth)) > 0.9
     assert found.scores["accuracy"][0] > 0.85 and found.info["aggregate"] == settings.get("aggregate", False)
+
+
+def test_shuffled_baseline_moves_each_subjects_target_value_with_its_label() -> None:
+    subject = np.repeat(np.arange(12), 4)
+    labels = (subject % 2).astype(int)
+    values = (10.0 * subject + labels).astype(float)  # a value names its subject and its label
+    codes = np.random.default_rng(0).normal(size=(48, 2))
+    train = subject < 8
+    pairs = {(int(labels[i]), float(values[i])) for i in np.flatnonzero(train)}
+    seen: list[np.ndarray] = []
+
+    def fit(x: np.ndarray, y: np.ndarray, v: np.ndarray | None):
+        assert v is not None
+        assert {(int(a), float(b)) for a, b in zip(y, v)} == pairs  # the same (label, value) pairs, moved together
+        slice_subject = subject[train]
+        assert all(len(set(v[slice_subject == s])) == 1 for s in range(8))  # whole subjects move
+        seen.append(v.copy())
+        return [np.array([1.0, 0.0])], [0.0]
+
+    shuffled_baseline(codes, labels, subject, train, fit, [0.5], permutations=6, seed=2, values=values)
+    assert len(seen) == 6 and any(not np.array_equal(v, values[train]) for v in seen)
