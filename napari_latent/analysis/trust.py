@@ -27,6 +27,12 @@ Chance (``kind="chance"``)
 Pixel baseline (``kind="pixel_baseline"``)
     A supervised direction whose held-out accuracy does not exceed that of a logistic
     regression on the slice pixels, on the same split and band: the model adds nothing.
+Readout (``kind="readout"``)
+    A supervised direction fitted to a graded column (``classifier="ridge"``, ``target=``)
+    whose held-out readout of that column (R² of a line fitted on the training subjects,
+    :mod:`~napari_latent.latent.discovery.supervised_readout`) is below
+    :data:`MIN_READOUT_R2` (0.5): it explains less than half of how the column varies among
+    the held-out subjects, so a traversal along it need not show more or less of it.
 Inversion (``kind="inversion"``)
     The traversed subject's mean per-slice reconstruction MSE (``LatentCodes.errors``, model
     units: images in [-1, 1]) more than :data:`MAX_INVERSION_RATIO` (2) times the model's
@@ -57,8 +63,10 @@ MIN_PSNR_DB = 20.0
 MIN_SSIM = 0.6
 #: How many times the model's validation MSE a subject's mean inversion MSE may reach.
 MAX_INVERSION_RATIO = 2.0
+#: Held-out R² below which a direction fitted to a graded column does not read it out.
+MIN_READOUT_R2 = 0.5
 
-KINDS = ("reconstruction", "reconstruction_unknown", "chance", "pixel_baseline", "inversion")
+KINDS = ("reconstruction", "reconstruction_unknown", "chance", "pixel_baseline", "readout", "inversion")
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,11 @@ def reconstruction_warnings(model: GenerativeModel, metrics: Mapping[str, Any] |
 
 
 def direction_warnings(directions: Directions, index: int = 0) -> list[TrustWarning]:
-    """Warnings when a supervised direction is at chance or does not beat the pixel baseline.
+    """Warnings when a supervised direction is at chance, does not beat the pixel baseline, or misses its target.
 
-    Directions without baselines (other methods, or ``baselines=False``) give none.
+    Directions without baselines (other methods, or ``baselines=False``) give none of the
+    first two; the readout check applies to the first direction of a supervised run with a
+    ``target``.
     """
     scores = directions.scores
     if "accuracy" not in scores or index >= len(scores["accuracy"]):
@@ -166,7 +176,25 @@ def direction_warnings(directions: Directions, index: int = 0) -> list[TrustWarn
         out.append(TrustWarning("pixel_baseline", f"direction {name!r} does not beat the pixel baseline: held-out "
                                 f"accuracy {accuracy:.3f} against {pixel_accuracy:.3f} for a logistic regression on "
                                 "the slice images of the same subjects", accuracy, pixel_accuracy))
-    return out
+    return out + _readout_warnings(directions, index)
+
+
+def _readout_warnings(directions: Directions, index: int) -> list[TrustWarning]:
+    """The readout check of a direction fitted to a graded column (see the module docstring)."""
+    target = directions.info.get("target")
+    if index != 0 or not target:
+        return []
+    found = ((directions.info.get("factor_readout") or {}).get(target)) or {}
+    r2 = _number((found.get("r2") or [None])[0])
+    name = directions.names[index]
+    if r2 is None:
+        return [TrustWarning("readout", f"direction {name!r} could not be checked against its target {target!r}: "
+                             "too few held-out subjects with a value", None, MIN_READOUT_R2)]
+    if r2 >= MIN_READOUT_R2:
+        return []
+    return [TrustWarning("readout", f"direction {name!r} does not read out its target {target!r} on held-out "
+                         f"subjects: R² {r2:.2f}, below {MIN_READOUT_R2:g}; a traversal along it need not show more "
+                         f"or less {target}", r2, MIN_READOUT_R2)]
 
 
 def inversion_warnings(model: GenerativeModel, codes: LatentCodes,

@@ -11,6 +11,7 @@ import torch
 from napari_latent.analysis.trust import (
     MAX_INVERSION_RATIO,
     MIN_PSNR_DB,
+    MIN_READOUT_R2,
     MIN_SSIM,
     baseline_summary,
     direction_warnings,
@@ -102,6 +103,24 @@ def test_direction_warnings_follow_the_baselines() -> None:
     sefa = Directions(torch.eye(2, 4), "z", "vae", "", "sefa", {}, ["a", "b"], {"eigenvalue": [2.0, 1.0]},
                       [1.0, 1.0], {})
     assert direction_warnings(sefa) == [] and baseline_summary(sefa) is None
+
+
+def test_a_direction_that_misses_its_target_gets_the_readout_warning() -> None:
+    def with_target(r2: float | None, target: str | None = "ventricle_enlargement") -> Directions:
+        found = supervised(0.85, 0.5, 0.7, 0.01, pixel=0.8)
+        info = {**found.info, "target": target, "factor_readout": {"ventricle_enlargement": {"r2": [r2, 0.9]}}}
+        return Directions(found.vectors, "z", "vae", "", "supervised", {}, found.names, found.scores,
+                          found.code_std, info)
+
+    (warning,) = direction_warnings(with_target(0.2))
+    assert warning.kind == "readout" and warning.value == 0.2 and warning.threshold == MIN_READOUT_R2
+    assert "does not read out its target 'ventricle_enlargement' on held-out subjects: R² 0.20, below 0.5" in \
+        warning.message
+    assert direction_warnings(with_target(0.7)) == []
+    assert direction_warnings(with_target(0.2), index=1) == []  # the mean difference was not fitted to it
+    assert direction_warnings(with_target(0.2, target=None)) == []  # a classifier's normal: no target to miss
+    (unknown,) = direction_warnings(with_target(None))
+    assert unknown.kind == "readout" and "could not be checked" in unknown.message
 
 
 def test_random_labels_trigger_the_chance_warning_end_to_end() -> None:

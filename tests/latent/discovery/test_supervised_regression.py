@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_latent.analysis.trust import direction_warnings
 from napari_latent.errors import DataError, UserInputError
 from napari_latent.latent.cohort_codes import CohortCodes
 from napari_latent.latent.discovery import discover
@@ -80,6 +81,7 @@ def test_ridge_on_a_target_reads_it_out_better_than_the_group_normal(model: torc
     assert 0.3 < ridge.scores["chance_accuracy"][0] < 0.7
     assert ridge.names[0] == "healthy → disease (ridge on severity)"
     assert ridge.info["target"] == "severity" and ridge.settings["target"] == "severity"
+    assert "readout" not in [w.kind for w in direction_warnings(ridge)]
 
 
 def test_a_target_that_falls_with_the_disease_still_points_to_the_disease(model: torch.nn.Module) -> None:
