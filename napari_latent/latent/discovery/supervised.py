@@ -72,8 +72,10 @@ column (:func:`~napari_latent.latent.discovery.supervised_fit.fit_regression`) i
 classifier's normal: the direction along which the column is read out best, turned to point
 to the positive group, with its threshold halfway between the group means. A classifier's
 normal follows whatever separates the groups most, which may be all-or-nothing or a mixture
-of changes; the regression follows how much of the column a subject has. The band is still
-chosen by separating the groups, and the chance level shuffles each subject's label and value
+of changes; the regression follows how much of the column a subject has. With
+``slices="auto"`` the band is the one where the column is read out best (the readout of
+:mod:`~napari_latent.latent.discovery.supervised_readout`, cross-validated over the training
+subjects with the same folds), and the chance level shuffles each subject's label and value
 together.
 
 Long codes
@@ -136,7 +138,7 @@ from .supervised_fit import (
     project_out,
     subject_folds,
 )
-from .supervised_readout import factor_readouts
+from .supervised_readout import choose_readout_band, factor_readouts
 
 __all__ = ["CLASSIFIERS", "MIN_BAND_SLICES", "MIN_SUBJECTS_PER_GROUP", "MIN_VARIANCE_RATIO", "SLICE_BAND",
            "SLICE_BAND_STEP", "choose_slice_band", "informative_subspace", "iter_supervised", "parse_slices",
@@ -282,11 +284,19 @@ def _iter_codes(model: GenerativeModel, data: str | os.PathLike[str] | Cohort | 
 
 
 def _slice_band(codes: np.ndarray, code_labels: np.ndarray, cohort_codes: CohortCodes, train_mask: np.ndarray,
-                band: str | tuple[float, float], classifier: str, strength: float,
-                seed: int) -> tuple[float, float, float | None, np.ndarray]:
-    """The band ``(low, high)``, its cross-validated accuracy (``"auto"`` only) and which codes lie in it."""
+                band: str | tuple[float, float], classifier: str, strength: float, seed: int,
+                code_values: np.ndarray | None = None,
+                aggregate: bool = False) -> tuple[float, float, float | None, np.ndarray]:
+    """The band ``(low, high)``, its cross-validated score (``"auto"`` only) and which codes lie in it.
+
+    The score is the classifier's accuracy, or with a target the readout's R².
+    """
     band_cv = None
-    if band == "auto":
+    if band == "auto" and code_values is not None:
+        low, high, band_cv = choose_readout_band(codes[train_mask], code_values[train_mask], code_labels[train_mask],
+                                                 cohort_codes.subject[train_mask], cohort_codes.position[train_mask],
+                                                 aggregate, seed)
+    elif band == "auto":
         low, high, band_cv = choose_slice_band(codes[train_mask], code_labels[train_mask],
                                                cohort_codes.subject[train_mask], cohort_codes.position[train_mask],
                                                classifier, strength, seed)
@@ -452,7 +462,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         (each subject's mean code with ``aggregate``) onto it, turned to point to the
         positive group, with its threshold halfway between the group means: the direction
         along which the column is read out best, not the one that separates the groups best.
-        The slice band is still chosen by separating the groups.
+        With ``slices="auto"`` the band is the one where the column is read out best
+        (cross-validated over the training subjects, ``info["band_cv_r2"]``).
     strength : float
         Inverse regularisation ``C`` of the classifier (not used by ``lda``).
     val_fraction : float
@@ -484,7 +495,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         Scores ``accuracy`` (held-out slices in the band), ``subject_accuracy``,
         ``train_accuracy`` and ``separation`` (d' of held-out projections); ``info`` names the
         groups and subjects and gives the band (``slices``) and, for ``"auto"``, its
-        cross-validated training accuracy (``band_cv_accuracy``). With ``baselines``: scores
+        cross-validated training accuracy (``band_cv_accuracy``; with a target, its readout
+        R², ``band_cv_r2``). With ``baselines``: scores
         ``chance_accuracy`` (mean held-out accuracy on shuffled labels), ``chance_accuracy_95``
         and ``p_value``, and ``info["baselines"]`` (``shuffled``: those numbers with the subject
         level; ``pixel``: the pixel baseline's ``accuracy``, ``subject_accuracy``, ``C``, or
@@ -514,7 +526,7 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         codes = reduction.reduce(codes)
     conditions = _conditions(condition, space, reduction)
     low, high, band_cv, in_band = _slice_band(codes, code_labels, cohort_codes, train_mask, band, classifier,
-                                              strength, seed)
+                                              strength, seed, code_values, aggregate)
     train_mask &= in_band
 
     def fit(train_codes: np.ndarray, train_labels: np.ndarray,
@@ -552,7 +564,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
             "conditioned_on": condition.names if condition is not None else [],
             "group_mean_distance": float(np.linalg.norm(means)),
             "subspace_dimensions": int(informative_subspace(codes[train_mask])[1].shape[1]),
-            "slices": [low, high], "band_cv_accuracy": band_cv, "aggregate": bool(aggregate),
+            "slices": [low, high], "band_cv_accuracy": band_cv if target is None else None,
+            "band_cv_r2": band_cv if target is not None else None, "aggregate": bool(aggregate),
             "reduced_to": None if reduction is None else {"dimensions": reduction.dimensions,
                                                           "explained_variance": reduction.explained}}
     if measured is not None:

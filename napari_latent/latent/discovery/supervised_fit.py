@@ -176,6 +176,23 @@ def subject_folds(subjects: np.ndarray, labels: np.ndarray, seed: int) -> list[n
     return [np.concatenate(parts) for parts in zip(*(np.array_split(g, count) for g in groups))]
 
 
+def candidate_bands(subject: np.ndarray, position: np.ndarray, width: float = SLICE_BAND,
+                    step: float = SLICE_BAND_STEP) -> list[tuple[float, float, np.ndarray]]:
+    """The bands a slice band is chosen from: every slice, then the bands of ``width`` every ``step``.
+
+    A band counts only when every subject has at least :data:`MIN_BAND_SLICES` slices in it;
+    every slice always counts. Returns ``(low, high, mask of the codes in it)``.
+    """
+    subjects = np.unique(subject)
+    starts = np.arange(0.0, 1.0 - width + 1e-9, step)
+    out = []
+    for low, high in [(0.0, 1.0)] + [(round(float(a), 6), round(float(a + width), 6)) for a in starts]:
+        band = (position >= low) & (position <= high)
+        if (low, high) == (0.0, 1.0) or min(int((band & (subject == s)).sum()) for s in subjects) >= MIN_BAND_SLICES:
+            out.append((low, high, band))
+    return out
+
+
 def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, position: np.ndarray,
                       kind: str = "svm", strength: float = 1.0, seed: int = 0, width: float = SLICE_BAND,
                       step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
@@ -193,12 +210,8 @@ def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray
     if np.bincount(per_subject, minlength=2).min() < 2:
         return 0.0, 1.0, None
     folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
-    starts = np.arange(0.0, 1.0 - width + 1e-9, step)
     best: tuple[float, float, float] | None = None
-    for low, high in [(0.0, 1.0)] + [(round(float(a), 6), round(float(a + width), 6)) for a in starts]:
-        band = (position >= low) & (position <= high)
-        if min(int((band & (subject == s)).sum()) for s in subjects) < MIN_BAND_SLICES:
-            continue
+    for low, high, band in candidate_bands(subject, position, width, step):
         correct = 0
         for held_out in folds:
             test, train = band & held_out, band & ~held_out

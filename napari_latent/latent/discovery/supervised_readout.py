@@ -15,6 +15,10 @@ each factor the subject has (for example the ventricle enlargement of the diseas
 
 Factors are the cohort table's numeric columns that vary; a factor with fewer than two
 known training or three known held-out values is skipped.
+
+A direction fitted to one column (``classifier="ridge"``, ``target=``) is read out in the
+band where that column is read out best: :func:`choose_readout_band` scores every candidate
+band by the same readout, cross-validated over the training subjects.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ...volumes.cohort import Cohort
+from .supervised_fit import SLICE_BAND, SLICE_BAND_STEP, candidate_bands, fit_regression, subject_folds
 
 #: Known held-out values a factor needs for a readout.
 MIN_HELD_OUT = 3
@@ -97,3 +102,63 @@ def best_readouts(readouts: dict[str, Any], index: int = 0, count: int = 3) -> l
     known = [(name, float(r["r2"][index])) for name, r in readouts.items()
              if index < len(r["r2"]) and r["r2"][index] is not None and np.isfinite(r["r2"][index])]
     return sorted(known, key=lambda item: -item[1])[:count]
+
+
+def subject_means(codes: np.ndarray, subject: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The subjects present, and each one's mean code ``(n_subjects, d)``."""
+    present, owner = np.unique(subject, return_inverse=True)
+    sums = np.zeros((len(present), codes.shape[1]))
+    np.add.at(sums, owner, codes)
+    return present, sums / np.bincount(owner)[:, None]
+
+
+def cross_validated_readout(codes: np.ndarray, values: np.ndarray, subject: np.ndarray, folds: list[np.ndarray],
+                            aggregate: bool) -> float:
+    """Leave-subjects-out R² of the ridge readout of ``values`` (one per code, its subject's).
+
+    In each fold the regression is fitted on the other subjects (their mean codes with
+    ``aggregate``, else their codes), a line from mean projection to value is fitted on them,
+    and each held-out subject's value is predicted from its own mean projection; the R² is
+    over every subject's prediction, pooled across the folds.
+    """
+    from sklearn.metrics import r2_score
+
+    predicted: list[np.ndarray] = []
+    truth: list[np.ndarray] = []
+    for held_out in folds:
+        train = ~held_out
+        _, means = subject_means(codes[train], subject[train])
+        known = subject_means(values[train][:, None], subject[train])[1][:, 0]  # a subject's codes share its value
+        weights, _ = fit_regression(means, known) if aggregate else fit_regression(codes[train], values[train])
+        slope, intercept = np.polyfit(means @ weights, known, 1)
+        _, held_means = subject_means(codes[held_out], subject[held_out])
+        predicted.append(slope * (held_means @ weights) + intercept)
+        truth.append(subject_means(values[held_out][:, None], subject[held_out])[1][:, 0])
+    everything = np.concatenate(truth)
+    return float(r2_score(everything, np.concatenate(predicted))) if np.ptp(everything) > 0 else float("nan")
+
+
+def choose_readout_band(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, subject: np.ndarray,
+                        position: np.ndarray, aggregate: bool = False, seed: int = 0, width: float = SLICE_BAND,
+                        step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
+    """The band of slice positions where ``values`` are read out best, and its cross-validated R².
+
+    The candidates and the folds are those of
+    :func:`~napari_latent.latent.discovery.supervised_fit.choose_slice_band` (leave-subjects-out
+    over the given training codes, each fold holding out subjects of both groups); each band
+    is scored by :func:`cross_validated_readout`. On a tie the wider candidate wins. Returns
+    ``(0, 1, None)`` when a group has fewer than two subjects.
+    """
+    subjects = np.unique(subject)
+    per_subject = np.array([labels[subject == s][0] for s in subjects])
+    if np.bincount(per_subject, minlength=2).min() < 2:
+        return 0.0, 1.0, None
+    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
+    best: tuple[float, float, float] | None = None
+    for low, high, band in candidate_bands(subject, position, width, step):
+        score = cross_validated_readout(codes[band], values[band], subject[band], [f[band] for f in folds], aggregate)
+        if np.isfinite(score) and (best is None or score > best[0] + 1e-9):
+            best = (score, low, high)
+    if best is None:
+        return 0.0, 1.0, None
+    return best[1], best[2], best[0]

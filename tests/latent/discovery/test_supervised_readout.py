@@ -13,6 +13,8 @@ from napari_latent.latent.cohort_codes import CohortCodes
 from napari_latent.latent.discovery import discover
 from napari_latent.latent.discovery.supervised_readout import (
     best_readouts,
+    choose_readout_band,
+    cross_validated_readout,
     factor_readouts,
     held_out_r2,
     subject_positions,
@@ -87,3 +89,48 @@ def test_factor_readouts_fit_on_training_subjects_and_score_on_held_out_ones() -
     slope, intercept = np.polyfit(positions[train], factor[train], 1)
     residual = ((factor[val] - slope * positions[val] - intercept) ** 2).sum()
     assert found == pytest.approx(1.0 - residual / ((factor[val] - factor[val].mean()) ** 2).sum())
+
+
+def banded_codes(seed: int = 0) -> tuple[CohortCodes, np.ndarray]:
+    """24 subjects x 40 slices: the severity shows only in the slices at positions 0.6-0.7."""
+    rng = np.random.default_rng(seed)
+    groups = ["healthy", "disease"] * 12
+    severity = np.array([rng.normal(1.0, 0.05) if g == "healthy" else rng.uniform(1.2, 2.5) for g in groups])
+    subject = np.repeat(np.arange(24), 40)
+    position = np.tile(np.linspace(0, 1, 40), 24)
+    shown = (position >= 0.6) & (position <= 0.7)
+    codes = rng.normal(0.0, 0.5, (960, DIM))
+    codes[shown, 1] += 2.0 * (severity[subject[shown]] - 1.0)
+    subjects = [Subject(Path(f"sub-{i:03d}.nii.gz"), g, {"severity": float(severity[i])})
+                for i, g in enumerate(groups)]
+    return CohortCodes(torch.from_numpy(codes).float(), subject, position, Cohort(Path("."), subjects), "z"), severity
+
+
+@pytest.mark.parametrize("aggregate", [False, True])
+def test_the_readout_band_is_where_the_factor_shows(aggregate: bool) -> None:
+    codes, severity = banded_codes()
+    array, subject, position = codes.codes.double().numpy(), codes.subject, codes.position
+    labels = (np.arange(24) % 2)[subject]
+    low, high, r2 = choose_readout_band(array, severity[subject], labels, subject, position, aggregate)
+    assert low >= 0.5 and high <= 0.8 and r2 > 0.7
+    folds = [np.isin(subject, np.arange(k, 24, 4)) for k in range(4)]
+    shown = (position >= 0.6) & (position <= 0.7)
+    elsewhere = position < 0.4
+    inside = cross_validated_readout(array[shown], severity[subject][shown], subject[shown],
+                                     [f[shown] for f in folds], aggregate)
+    outside = cross_validated_readout(array[elsewhere], severity[subject][elsewhere], subject[elsewhere],
+                                      [f[elsewhere] for f in folds], aggregate)
+    assert inside > 0.7 and outside < 0.2
+
+
+def test_a_target_picks_its_band_by_the_readout() -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", image_size=32, latent_dim=DIM, base_channels=8, max_channels=32)
+    model.fingerprint = model_fingerprint(model)
+    codes, _ = banded_codes(seed=1)
+    found = discover(model, "supervised", data=codes, classifier="ridge", target="severity", aggregate=True,
+                     permutations=5, count=1)
+    low, high = found.info["slices"]
+    assert 0.5 <= low and high <= 0.8
+    assert found.info["band_cv_r2"] > 0.7 and found.info["band_cv_accuracy"] is None
+    assert found.info["factor_readout"]["severity"]["r2"][0] > 0.7
