@@ -11,7 +11,8 @@ the ridge regression onto the factor), the supervised method runs
 on ``--splits`` subject splits with its baselines (shuffled-label chance, pixel logistic
 regression on the same split and band). Printed per variant: mean held-out slice accuracy,
 subject accuracy, chance (mean and 95th percentile), the fraction of splits above chance
-(p < 0.05), the pixel baseline's accuracy, and with ``--factor`` the factor's readout along the
+(p < 0.05), the pixel baseline's accuracy (and, for a direction fitted to the factor, the pixel
+ridge regression onto it: accuracy, median readout R²), and with ``--factor`` the factor's readout along the
 direction (held-out subjects' R², mean and lowest over the splits; see
 ``napari_latent.latent.discovery.supervised_readout``).
 """
@@ -79,15 +80,21 @@ def main() -> None:
                 pixel = found.info["baselines"]["pixel"]
                 readout = (found.info["factor_readout"].get(args.factor) or {"r2": [np.nan]})["r2"][0] \
                     if args.factor else np.nan
+                regression = found.info["baselines"].get("pixel_regression") or {}
                 rows.append((found.scores["accuracy"][0], found.scores["subject_accuracy"][0],
                              found.scores["chance_accuracy"][0], found.scores["chance_accuracy_95"][0],
                              float(found.scores["p_value"][0] < 0.05), pixel.get("accuracy", np.nan),
-                             pixel.get("subject_accuracy", np.nan), readout))
+                             pixel.get("subject_accuracy", np.nan), readout,
+                             regression.get("accuracy", np.nan),
+                             np.nan if regression.get("readout_r2") is None else regression["readout_r2"]))
             m = np.mean(rows, axis=0)
             lowest = np.min(np.asarray(rows)[:, 7])
             seconds = (time.perf_counter() - began) / args.splits
+            # a direction fitted to the factor: also the pixel ridge regression onto it (accuracy; median readout R²)
+            versus = "" if np.isnan(m[8]) else \
+                f"; pixel ridge {m[8]:.3f}, R² {np.median(np.asarray(rows)[:, 9]):.2f} (median)"
             print(f"| {name} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} / {m[3]:.3f} | {m[4]:.1f} | "
-                  f"{m[5]:.3f} / {m[6]:.3f} | {m[7]:.2f} / {lowest:.2f} | {seconds:.1f} |", flush=True)
+                  f"{m[5]:.3f} / {m[6]:.3f}{versus} | {m[7]:.2f} / {lowest:.2f} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

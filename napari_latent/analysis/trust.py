@@ -26,7 +26,9 @@ Chance (``kind="chance"``)
     i.e. not above chance at the 5% level.
 Pixel baseline (``kind="pixel_baseline"``)
     A supervised direction whose held-out accuracy does not exceed that of a logistic
-    regression on the slice pixels, on the same split and band: the model adds nothing.
+    regression on the slice pixels, on the same split and band: the model adds nothing. A
+    direction fitted to a graded column is also compared with the pixel ridge regression onto
+    that column (its accuracy, and its readout R²).
 Readout (``kind="readout"``)
     A supervised direction fitted to a graded column (``classifier="ridge"``, ``target=``)
     whose held-out readout of that column (R² of a line fitted on the training subjects,
@@ -176,7 +178,29 @@ def direction_warnings(directions: Directions, index: int = 0) -> list[TrustWarn
         out.append(TrustWarning("pixel_baseline", f"direction {name!r} does not beat the pixel baseline: held-out "
                                 f"accuracy {accuracy:.3f} against {pixel_accuracy:.3f} for a logistic regression on "
                                 "the slice images of the same subjects", accuracy, pixel_accuracy))
-    return out + _readout_warnings(directions, index)
+    return out + _pixel_regression_warnings(directions, index, accuracy) + _readout_warnings(directions, index)
+
+
+def _pixel_regression_warnings(directions: Directions, index: int, accuracy: float) -> list[TrustWarning]:
+    """A direction fitted to a graded column against the pixel ridge regression onto the same column."""
+    target = directions.info.get("target")
+    regression = ((directions.info.get("baselines") or {}).get("pixel_regression")) or {}
+    if index != 0 or not target or _number(regression.get("accuracy")) is None:
+        return []
+    out = []
+    pixel_accuracy = float(regression["accuracy"])
+    name = directions.names[index]
+    if accuracy <= pixel_accuracy:
+        out.append(TrustWarning("pixel_baseline", f"direction {name!r} does not beat the pixel regression onto "
+                                f"{target!r}: held-out accuracy {accuracy:.3f} against {pixel_accuracy:.3f}",
+                                accuracy, pixel_accuracy))
+    r2 = _number((((directions.info.get("factor_readout") or {}).get(target)) or {}).get("r2", [None])[0])
+    pixel_r2 = _number(regression.get("readout_r2"))
+    if r2 is not None and pixel_r2 is not None and r2 <= pixel_r2:
+        out.append(TrustWarning("pixel_baseline", f"direction {name!r} reads out {target!r} no better than the "
+                                f"pixel regression onto it: held-out R² {r2:.2f} against {pixel_r2:.2f}", r2,
+                                pixel_r2))
+    return out
 
 
 def _readout_warnings(directions: Directions, index: int) -> list[TrustWarning]:
@@ -274,6 +298,12 @@ def baseline_summary(directions: Directions, index: int = 0) -> str | None:
                  f"{pixel.get('pixels')} pixels, C {pixel.get('C'):g})")
     elif pixel.get("skipped"):
         text += f"; pixel baseline skipped: {pixel['skipped']}"
+    regression = ((directions.info.get("baselines") or {}).get("pixel_regression")) or {}
+    if index == 0 and _number(regression.get("accuracy")) is not None:
+        r2 = _number(regression.get("readout_r2"))
+        text += (f"; pixel ridge regression onto {directions.info.get('target')} {regression['accuracy']:.3f} "
+                 f"(subjects {regression['subject_accuracy']:.3f}, readout R² "
+                 f"{'n/a' if r2 is None else format(r2, '.2f')})")
     readouts = readout_summary(directions, index)
     if readouts is not None:
         text += f"; {readouts}"

@@ -123,6 +123,28 @@ def test_a_direction_that_misses_its_target_gets_the_readout_warning() -> None:
     assert unknown.kind == "readout" and "could not be checked" in unknown.message
 
 
+def test_a_target_direction_is_compared_with_the_pixel_regression_onto_its_target() -> None:
+    found = supervised(0.85, 0.5, 0.7, 0.01, pixel=0.8)
+
+    def against(accuracy: float, readout: float) -> Directions:
+        baselines = {**found.info["baselines"], "pixel_regression": {
+            "accuracy": accuracy, "subject_accuracy": accuracy, "readout_r2": readout, "alpha": 10.0,
+            "skipped": None}}
+        info = {"baselines": baselines, "target": "ventricle_enlargement",
+                "factor_readout": {"ventricle_enlargement": {"r2": [0.7, 0.1]}}}
+        return Directions(found.vectors, "z", "vae", "", "supervised", {}, found.names, found.scores,
+                          found.code_std, info)
+
+    assert direction_warnings(against(0.8, 0.5)) == []
+    warnings = direction_warnings(against(0.9, 0.75))
+    assert [w.kind for w in warnings] == ["pixel_baseline", "pixel_baseline"]
+    assert "does not beat the pixel regression onto 'ventricle_enlargement': held-out accuracy 0.850 against " \
+        "0.900" in warnings[0].message
+    assert "no better than the pixel regression onto it: held-out R² 0.70 against 0.75" in warnings[1].message
+    assert "pixel ridge regression onto ventricle_enlargement 0.800 (subjects 0.800, readout R² 0.50)" in \
+        baseline_summary(against(0.8, 0.5))
+
+
 def test_random_labels_trigger_the_chance_warning_end_to_end() -> None:
     from napari_latent.latent.cohort_codes import CohortCodes
     from napari_latent.latent.discovery import discover

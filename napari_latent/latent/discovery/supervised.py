@@ -119,6 +119,7 @@ from .supervised_baselines import (
     DirectionFit,
     pixel_baseline,
     pixel_features,
+    pixel_regression_baseline,
     shuffled_baseline,
 )
 from .supervised_fit import (
@@ -387,9 +388,14 @@ def _iter_baselines(cohort_codes: CohortCodes, codes: np.ndarray, code_labels: n
     pixel: dict[str, Any] = {"skipped": reason}
     if features is not None:
         pixel = {**pixel_baseline(features, code_labels[in_band], subject, train, seed), "skipped": None}
+    out = {"shuffled": shuffled, "pixel": pixel, "permutations": int(permutations),
+           "pixel_size": PIXEL_SIZE, "pixel_c_grid": list(PIXEL_C_GRID)}
+    if code_values is not None:
+        out["pixel_regression"] = {"skipped": reason} if features is None else {
+            **pixel_regression_baseline(features, code_values[in_band], code_labels[in_band], subject, train),
+            "skipped": None}
     yield ProgressEvent(2, 2, "baselines measured", stage="baselines")
-    return {"shuffled": shuffled, "pixel": pixel, "permutations": int(permutations),
-            "pixel_size": PIXEL_SIZE, "pixel_c_grid": list(PIXEL_C_GRID)}
+    return out
 
 
 @register_method(
@@ -500,7 +506,8 @@ def iter_supervised(model: GenerativeModel, *, space: str | None = None,
         ``chance_accuracy`` (mean held-out accuracy on shuffled labels), ``chance_accuracy_95``
         and ``p_value``, and ``info["baselines"]`` (``shuffled``: those numbers with the subject
         level; ``pixel``: the pixel baseline's ``accuracy``, ``subject_accuracy``, ``C``, or
-        ``skipped`` with the reason).
+        ``skipped`` with the reason; with a target, ``pixel_regression``: the pixel ridge
+        regression onto it, ``accuracy``, ``subject_accuracy``, ``readout_r2``, ``alpha``).
     """
     if count not in (1, 2):
         raise UserInputError("the supervised method gives 1 or 2 directions (the normal, and the mean difference)")

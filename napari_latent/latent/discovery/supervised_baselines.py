@@ -23,6 +23,15 @@ Pixels (no model)
     the training subjects (the folds of
     :func:`~napari_latent.latent.discovery.supervised_fit.subject_folds`). A direction that
     does not beat it adds nothing a plain image classifier does not already see.
+Pixels, regressed onto the target (a direction fitted to a graded column)
+    A direction fitted to a numeric column (``classifier="ridge"``, ``target=``) has seen the
+    column's values, which the logistic regression on the groups has not. Its fair
+    comparison is a ridge regression of the same column on the same standardised pixels
+    (penalty chosen from :data:`PIXEL_RIDGE_ALPHAS` by efficient leave-one-out
+    cross-validation), trained on the same training slices, thresholded halfway between the
+    training groups' mean predictions and read out as the direction is (each subject's mean
+    prediction, a line fitted on the training subjects, R² on the held-out subjects):
+    :func:`pixel_regression_baseline`.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import torch
 from ...volumes.io import open_volume
 from ..cohort_codes import CohortCodes
 from .supervised_fit import accuracy, subject_folds
+from .supervised_readout import held_out_r2
 
 #: Shuffled-label fits per direction (p-values resolve to 1 / (PERMUTATIONS + 1)).
 PERMUTATIONS = 100
@@ -43,6 +53,9 @@ PERMUTATIONS = 100
 PIXEL_SIZE = 32
 #: Inverse regularisation strengths the pixel baseline's inner cross-validation chooses from.
 PIXEL_C_GRID = (0.001, 0.01, 0.1, 1.0)
+
+#: Ridge penalties of the pixel regression baseline (standardised pixels: larger than the codes').
+PIXEL_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))
 
 #: Fits a set of directions on training codes, labels and (for a regression target, else None)
 #: target values: returns (vectors, offsets).
@@ -134,6 +147,45 @@ def pixel_baseline(features: np.ndarray, labels: np.ndarray, subject: np.ndarray
     return {"accuracy": accuracy(scores, labels[~train]),
             "subject_accuracy": _subject_accuracy(scores, labels[~train], subject[~train]),
             "C": best_c, "cv_accuracy": best_cv, "pixels": int(features.shape[1])}
+
+
+def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: np.ndarray, subject: np.ndarray,
+                              train: np.ndarray) -> dict[str, Any]:
+    """Held-out accuracy and readout of a standardised ridge regression of the target on pixels.
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(n, p)`` flattened images.
+    values, labels, subject : numpy.ndarray
+        ``(n,)`` target value (the subject's), label (1 = positive) and subject of each image.
+    train : numpy.ndarray
+        ``(n,)`` True for the training subjects' images; the rest are held out.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (held-out slices, thresholded halfway between the training groups' mean
+        predictions), ``subject_accuracy``, ``readout_r2`` (held-out subjects, as the
+        direction's factor readout; None when too few) and ``alpha`` (chosen).
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fitted = make_pipeline(StandardScaler(), RidgeCV(alphas=PIXEL_RIDGE_ALPHAS)).fit(features[train], values[train])
+    predicted = fitted.predict(features)
+    positive, negative = predicted[train & (labels == 1)].mean(), predicted[train & (labels == 0)].mean()
+    decision = (predicted - 0.5 * (positive + negative)) * (1.0 if positive >= negative else -1.0)
+    present, owner = np.unique(subject, return_inverse=True)
+    positions = np.bincount(owner, weights=predicted) / np.bincount(owner)
+    per_subject_values = np.bincount(owner, weights=values) / np.bincount(owner)
+    readout = held_out_r2(positions, per_subject_values, np.isin(present, subject[train]),
+                          np.isin(present, subject[~train]))["r2"]
+    return {"accuracy": accuracy(decision[~train], labels[~train]),
+            "subject_accuracy": _subject_accuracy(decision[~train], labels[~train], subject[~train]),
+            "readout_r2": float(readout) if np.isfinite(readout) else None,
+            "alpha": float(fitted[-1].alpha_)}
 
 
 def shuffled_baseline(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, train: np.ndarray,

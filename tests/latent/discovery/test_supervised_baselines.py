@@ -14,6 +14,7 @@ from napari_latent.latent.discovery.supervised_baselines import (
     PIXEL_C_GRID,
     pixel_baseline,
     pixel_features,
+    pixel_regression_baseline,
     shuffled_baseline,
 )
 from napari_latent.models.base import build_model, model_fingerprint
@@ -110,6 +111,23 @@ def test_pixel_baseline_separates_separable_images_and_picks_c_by_subject_cv() -
     assert result["C"] in PIXEL_C_GRID and result["cv_accuracy"] > 0.7 and result["pixels"] == 50
 
 
+def test_pixel_regression_follows_a_pixel_that_tracks_the_target() -> None:
+    rng = np.random.default_rng(0)
+    subject = np.repeat(np.arange(16), 6)
+    labels = (subject % 2).astype(int)
+    per_subject = np.where(np.arange(16) % 2 == 1, rng.uniform(1.4, 2.0, 16), rng.normal(1.0, 0.05, 16))
+    values = per_subject[subject]
+    features = rng.normal(size=(96, 40))
+    features[:, 3] += 8.0 * values
+    train = subject < 12
+    result = pixel_regression_baseline(features, values, labels, subject, train)
+    assert result["accuracy"] > 0.9 and result["subject_accuracy"] == 1.0 and result["readout_r2"] > 0.8
+    falling = pixel_regression_baseline(features, -values, labels, subject, train)  # a target that falls
+    assert falling["accuracy"] == result["accuracy"]
+    noise = pixel_regression_baseline(rng.normal(size=(96, 40)), values, labels, subject, train)
+    assert noise["readout_r2"] < 0.5
+
+
 @pytest.mark.slow
 def test_pixel_features_are_the_slices_the_codes_come_from(model, tiny_cohort: Path) -> None:
     codes = run_operation(iter_cohort_codes(model, tiny_cohort, "z"))
@@ -122,6 +140,11 @@ def test_pixel_features_are_the_slices_the_codes_come_from(model, tiny_cohort: P
     found = discover(model, "supervised", data=codes, slices="all", permutations=10)
     pixel = found.info["baselines"]["pixel"]
     assert pixel["skipped"] is None and pixel["pixels"] == 32 * 32 and 0.0 <= pixel["accuracy"] <= 1.0
+    assert "pixel_regression" not in found.info["baselines"]  # no target: no regression to compare with
+    fitted = discover(model, "supervised", data=codes, slices="all", permutations=5, classifier="ridge",
+                      target="ventricle_enlargement")
+    regression = fitted.info["baselines"]["pixel_regression"]
+    assert regression["skipped"] is None and 0.0 <= regression["accuracy"] <= 1.0 and regression["alpha"] > 0
 
 
 @pytest.mark.parametrize("settings", [{"classifier": "lda"}, {"aggregate": True},

@@ -131,6 +131,6 @@ def test_a_target_picks_its_band_by_the_readout() -> None:
     found = discover(model, "supervised", data=codes, classifier="ridge", target="severity", aggregate=True,
                      permutations=5, count=1)
     low, high = found.info["slices"]
-    assert 0.5 <= low and high <= 0.8
+    assert low >= 0.5 and high <= 0.8
     assert found.info["band_cv_r2"] > 0.7 and found.info["band_cv_accuracy"] is None
     assert found.info["factor_readout"]["severity"]["r2"][0] > 0.7
