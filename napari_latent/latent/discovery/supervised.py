@@ -392,7 +392,7 @@ def _iter_baselines(cohort_codes: CohortCodes, codes: np.ndarray, code_labels: n
            "pixel_size": PIXEL_SIZE, "pixel_c_grid": list(PIXEL_C_GRID)}
     if code_values is not None:
         out["pixel_regression"] = {"skipped": reason} if features is None else {
-            **pixel_regression_baseline(features, code_values[in_band], code_labels[in_band], subject, train),
+            **pixel_regression_baseline(features, code_values[in_band], code_labels[in_band], subject, train, seed),
             "skipped": None}
     yield ProgressEvent(2, 2, "baselines measured", stage="baselines")
     return out

@@ -27,8 +27,8 @@ Pixels, regressed onto the target (a direction fitted to a graded column)
     A direction fitted to a numeric column (``classifier="ridge"``, ``target=``) has seen the
     column's values, which the logistic regression on the groups has not. Its fair
     comparison is a ridge regression of the same column on the same standardised pixels
-    (penalty chosen from :data:`PIXEL_RIDGE_ALPHAS` by efficient leave-one-out
-    cross-validation), trained on the same training slices, thresholded halfway between the
+    (penalty chosen from :data:`PIXEL_RIDGE_ALPHAS` by leave-subjects-out cross-validation on
+    the training subjects), trained on the same training slices, thresholded halfway between the
     training groups' mean predictions and read out as the direction is (each subject's mean
     prediction, a line fitted on the training subjects, R² on the held-out subjects):
     :func:`pixel_regression_baseline`.
@@ -55,7 +55,7 @@ PIXEL_SIZE = 32
 PIXEL_C_GRID = (0.001, 0.01, 0.1, 1.0)
 
 #: Ridge penalties of the pixel regression baseline (standardised pixels: larger than the codes').
-PIXEL_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))
+PIXEL_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(0, 7, 15))
 
 #: Fits a set of directions on training codes, labels and (for a regression target, else None)
 #: target values: returns (vectors, offsets).
@@ -149,9 +149,27 @@ def pixel_baseline(features: np.ndarray, labels: np.ndarray, subject: np.ndarray
             "C": best_c, "cv_accuracy": best_cv, "pixels": int(features.shape[1])}
 
 
+def _ridge_predictions(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                       alphas: Sequence[float]) -> np.ndarray:
+    """Predictions ``(len(alphas), n_test)`` of ridge regressions with an intercept, from one SVD."""
+    centre, offset = x_train.mean(0), y_train.mean()
+    u, singular, vt = np.linalg.svd(x_train - centre, full_matrices=False)
+    projected = (x_test - centre) @ vt.T
+    rotated = u.T @ (y_train - offset)
+    return np.stack([projected @ (singular / (singular**2 + a) * rotated) + offset for a in alphas])
+
+
 def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: np.ndarray, subject: np.ndarray,
-                              train: np.ndarray) -> dict[str, Any]:
+                              train: np.ndarray, seed: int = 0,
+                              alphas: Sequence[float] = PIXEL_RIDGE_ALPHAS) -> dict[str, Any]:
     """Held-out accuracy and readout of a standardised ridge regression of the target on pixels.
+
+    The penalty is chosen from ``alphas`` by leave-subjects-out cross-validation on the
+    training subjects (the folds of
+    :func:`~napari_latent.latent.discovery.supervised_fit.subject_folds`; squared error of
+    the held-out slices' predictions), as the logistic baseline chooses its ``C``: a slice's
+    neighbours in the same subject are nearly the same image, so a leave-one-slice-out choice
+    would pick almost no penalty and overfit the training subjects.
 
     Parameters
     ----------
@@ -161,19 +179,38 @@ def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: 
         ``(n,)`` target value (the subject's), label (1 = positive) and subject of each image.
     train : numpy.ndarray
         ``(n,)`` True for the training subjects' images; the rest are held out.
+    seed : int
+        Seed of the cross-validation folds.
+    alphas : sequence of float
+        Candidate penalties.
 
     Returns
     -------
     dict
         ``accuracy`` (held-out slices, thresholded halfway between the training groups' mean
         predictions), ``subject_accuracy``, ``readout_r2`` (held-out subjects, as the
-        direction's factor readout; None when too few) and ``alpha`` (chosen).
+        direction's factor readout; None when too few), ``alpha`` (chosen) and ``cv_mse``
+        (its cross-validated squared error; None with fewer than two training subjects per group).
     """
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    fitted = make_pipeline(StandardScaler(), RidgeCV(alphas=PIXEL_RIDGE_ALPHAS)).fit(features[train], values[train])
+    x, y, s = features[train], values[train], subject[train]
+    subjects = np.unique(s)
+    per_subject = np.array([labels[train][s == k][0] for k in subjects])
+    best_alpha, best_error = float(alphas[len(alphas) // 2]), None
+    if np.bincount(per_subject, minlength=2).min() >= 2:
+        errors = np.zeros(len(alphas))
+        for fold in subject_folds(subjects, per_subject, seed):
+            held = np.isin(s, fold)
+            scaler = StandardScaler().fit(x[~held])
+            predicted = _ridge_predictions(scaler.transform(x[~held]), y[~held], scaler.transform(x[held]), alphas)
+            errors += ((predicted - y[held]) ** 2).sum(1)
+        errors /= len(y)
+        best = int(np.argmin(errors))
+        best_alpha, best_error = float(alphas[best]), float(errors[best])
+    fitted = make_pipeline(StandardScaler(), Ridge(alpha=best_alpha)).fit(x, y)
     predicted = fitted.predict(features)
     positive, negative = predicted[train & (labels == 1)].mean(), predicted[train & (labels == 0)].mean()
     decision = (predicted - 0.5 * (positive + negative)) * (1.0 if positive >= negative else -1.0)
@@ -185,7 +222,7 @@ def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: 
     return {"accuracy": accuracy(decision[~train], labels[~train]),
             "subject_accuracy": _subject_accuracy(decision[~train], labels[~train], subject[~train]),
             "readout_r2": float(readout) if np.isfinite(readout) else None,
-            "alpha": float(fitted[-1].alpha_)}
+            "alpha": best_alpha, "cv_mse": best_error}
 
 
 def shuffled_baseline(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, train: np.ndarray,

@@ -12,6 +12,7 @@ from napari_latent.latent.cohort_codes import CohortCodes, iter_cohort_codes
 from napari_latent.latent.discovery import discover
 from napari_latent.latent.discovery.supervised_baselines import (
     PIXEL_C_GRID,
+    PIXEL_RIDGE_ALPHAS,
     pixel_baseline,
     pixel_features,
     pixel_regression_baseline,
@@ -122,6 +123,7 @@ def test_pixel_regression_follows_a_pixel_that_tracks_the_target() -> None:
     train = subject < 12
     result = pixel_regression_baseline(features, values, labels, subject, train)
     assert result["accuracy"] > 0.9 and result["subject_accuracy"] == 1.0 and result["readout_r2"] > 0.8
+    assert result["alpha"] in PIXEL_RIDGE_ALPHAS and result["cv_mse"] is not None  # chosen by subject folds
     falling = pixel_regression_baseline(features, -values, labels, subject, train)  # a target that falls
     assert falling["accuracy"] == result["accuracy"]
     noise = pixel_regression_baseline(rng.normal(size=(96, 40)), values, labels, subject, train)
