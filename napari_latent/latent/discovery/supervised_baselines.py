@@ -26,8 +26,8 @@ Pixels (no model)
 Pixels, regressed onto the target (a direction fitted to a graded column)
     A direction fitted to a numeric column (``classifier="ridge"``, ``target=``) has seen the
     column's values, which the logistic regression on the groups has not. Its fair
-    comparison is a ridge regression of the same column on the same standardised pixels
-    (penalty chosen from :data:`PIXEL_RIDGE_ALPHAS` by leave-subjects-out cross-validation on
+    comparison is a ridge regression of the same column on the same pixels (centred, not
+    standardised; penalty chosen from :data:`PIXEL_RIDGE_ALPHAS` by leave-subjects-out cross-validation on
     the training subjects), trained on the same training slices, thresholded halfway between the
     training groups' mean predictions and read out as the direction is (each subject's mean
     prediction, a line fitted on the training subjects, R² on the held-out subjects):
@@ -54,8 +54,8 @@ PIXEL_SIZE = 32
 #: Inverse regularisation strengths the pixel baseline's inner cross-validation chooses from.
 PIXEL_C_GRID = (0.001, 0.01, 0.1, 1.0)
 
-#: Ridge penalties of the pixel regression baseline (standardised pixels: larger than the codes').
-PIXEL_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(0, 7, 15))
+#: Ridge penalties of the pixel regression baseline (centred pixels, in image units).
+PIXEL_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))
 
 #: Fits a set of directions on training codes, labels and (for a regression target, else None)
 #: target values: returns (vectors, offsets).
@@ -162,9 +162,12 @@ def _ridge_predictions(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndar
 def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: np.ndarray, subject: np.ndarray,
                               train: np.ndarray, seed: int = 0,
                               alphas: Sequence[float] = PIXEL_RIDGE_ALPHAS) -> dict[str, Any]:
-    """Held-out accuracy and readout of a standardised ridge regression of the target on pixels.
+    """Held-out accuracy and readout of a ridge regression of the target on the (centred) pixels.
 
-    The penalty is chosen from ``alphas`` by leave-subjects-out cross-validation on the
+    The pixels are not standardised: they share one intensity scale, and a pixel that barely
+    varies among the training slices (background at the edge of the field of view) would
+    otherwise be scaled up until a held-out subject's slight difference there dominates the
+    prediction. The penalty is chosen from ``alphas`` by leave-subjects-out cross-validation on the
     training subjects (the folds of
     :func:`~napari_latent.latent.discovery.supervised_fit.subject_folds`; squared error of
     the held-out slices' predictions), as the logistic baseline chooses its ``C``: a slice's
@@ -204,13 +207,13 @@ def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: 
         errors = np.zeros(len(alphas))
         for fold in subject_folds(subjects, per_subject, seed):
             held = np.isin(s, fold)
-            scaler = StandardScaler().fit(x[~held])
+            scaler = StandardScaler(with_std=False).fit(x[~held])
             predicted = _ridge_predictions(scaler.transform(x[~held]), y[~held], scaler.transform(x[held]), alphas)
             errors += ((predicted - y[held]) ** 2).sum(1)
         errors /= len(y)
         best = int(np.argmin(errors))
         best_alpha, best_error = float(alphas[best]), float(errors[best])
-    fitted = make_pipeline(StandardScaler(), Ridge(alpha=best_alpha)).fit(x, y)
+    fitted = make_pipeline(StandardScaler(with_std=False), Ridge(alpha=best_alpha)).fit(x, y)
     predicted = fitted.predict(features)
     positive, negative = predicted[train & (labels == 1)].mean(), predicted[train & (labels == 0)].mean()
     decision = (predicted - 0.5 * (positive + negative)) * (1.0 if positive >= negative else -1.0)
