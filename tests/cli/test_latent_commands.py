@@ -197,7 +197,8 @@ def test_help_lists_every_method_with_its_settings(capsys) -> None:
     assert "methods (--method NAME):" in text
     for name in ("axes", "jacobian", "pca", "sefa", "supervised", "voynov"):
         assert f"{name}: " in text
-    assert "--deformator {linear,orthonormal,proj}" in text and "--classifier {svm,logistic,lda}" in text
+    assert "--deformator {linear,orthonormal,proj}" in text and "--classifier {svm,logistic,lda,ridge}" in text
+    assert "--target TEXT" in text
     assert "--slices auto|all|LOW:HIGH" in text and "--layers N,N-M" in text and "--eval-samples N" in text
     assert "supervised: inversion steps where volumes are optimised (default 100); voynov: training steps" in text
     assert "steps=2000" in text and "data: required --data" in text

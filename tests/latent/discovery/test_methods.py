@@ -61,7 +61,7 @@ def test_the_builtin_descriptions() -> None:
     voynov = discovery_method("voynov")
     assert voynov.defaults()["steps"] == 2000 and discovery_method("supervised").defaults()["steps"] == 100
     assert voynov.setting("deformator").choices == ("linear", "orthonormal", "proj")
-    assert discovery_method("supervised").setting("classifier").choices == ("svm", "logistic", "lda")
+    assert discovery_method("supervised").setting("classifier").choices == ("svm", "logistic", "lda", "ridge")
     assert discovery_method("sefa").setting("layers").kind == "ints"
     assert discovery_method("supervised").setting("condition").kind == "object"
     assert discovery_method("supervised").data.required and not discovery_method("pca").data.required
