@@ -10,6 +10,7 @@ training subjects; :func:`held_out_scores` measures a direction on held-out subj
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +194,29 @@ def candidate_bands(subject: np.ndarray, position: np.ndarray, width: float = SL
     return out
 
 
+def best_band(subject: np.ndarray, labels: np.ndarray, position: np.ndarray,
+              score: Callable[[np.ndarray, list[np.ndarray]], float], seed: int = 0, width: float = SLICE_BAND,
+              step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
+    """The candidate band (:func:`candidate_bands`) with the best cross-validated ``score``, and that score.
+
+    ``score(band, folds)`` gets the mask of the codes in a band and the leave-subjects-out
+    folds of :func:`subject_folds` (masks over every code); a NaN score does not count, and on
+    a tie the wider candidate wins. Returns ``(0, 1, None)`` when a group has fewer than two
+    subjects, or no band could be scored.
+    """
+    subjects = np.unique(subject)
+    per_subject = np.array([labels[subject == s][0] for s in subjects])
+    if np.bincount(per_subject, minlength=2).min() < 2:
+        return 0.0, 1.0, None
+    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
+    best: tuple[float, float, float] | None = None
+    for low, high, band in candidate_bands(subject, position, width, step):
+        value = score(band, folds)
+        if np.isfinite(value) and (best is None or value > best[0] + 1e-9):
+            best = (value, low, high)
+    return (0.0, 1.0, None) if best is None else (best[1], best[2], best[0])
+
+
 def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, position: np.ndarray,
                       kind: str = "svm", strength: float = 1.0, seed: int = 0, width: float = SLICE_BAND,
                       step: float = SLICE_BAND_STEP) -> tuple[float, float, float | None]:
@@ -202,27 +226,18 @@ def choose_slice_band(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray
     ``step``; a band counts only when every subject has at least :data:`MIN_BAND_SLICES`
     slices in it. Only the given
     (training) codes are used, in the leave-subjects-out folds of :func:`subject_folds`; on a
-    tie the wider candidate wins. Returns ``(0, 1, None)`` when a group has fewer than two
-    subjects.
+    tie the wider candidate wins (:func:`best_band`). Returns ``(0, 1, None)`` when a group has
+    fewer than two subjects.
     """
-    subjects = np.unique(subject)
-    per_subject = np.array([labels[subject == s][0] for s in subjects])
-    if np.bincount(per_subject, minlength=2).min() < 2:
-        return 0.0, 1.0, None
-    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
-    best: tuple[float, float, float] | None = None
-    for low, high, band in candidate_bands(subject, position, width, step):
+    def cross_validated_accuracy(band: np.ndarray, folds: list[np.ndarray]) -> float:
         correct = 0
         for held_out in folds:
             test, train = band & held_out, band & ~held_out
             weights, intercept, mean = fit_normal(codes[train], labels[train], kind, strength, seed)
             correct += int((((codes[test] - mean) @ weights + intercept > 0).astype(int) == labels[test]).sum())
-        accuracy = correct / int(band.sum())
-        if best is None or accuracy > best[0] + 1e-9:
-            best = (accuracy, low, high)
-    assert best is not None  # (0, 1) always qualifies
-    return best[1], best[2], best[0]
+        return correct / int(band.sum())
 
+    return best_band(subject, labels, position, cross_validated_accuracy, seed, width, step)
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ...volumes.cohort import Cohort
-from .supervised_fit import SLICE_BAND, SLICE_BAND_STEP, candidate_bands, fit_regression, subject_folds
+from .supervised_fit import SLICE_BAND, SLICE_BAND_STEP, best_band, fit_regression
 
 #: Known held-out values a factor needs for a readout.
 MIN_HELD_OUT = 3
@@ -146,19 +146,11 @@ def choose_readout_band(codes: np.ndarray, values: np.ndarray, labels: np.ndarra
     The candidates and the folds are those of
     :func:`~napari_latent.latent.discovery.supervised_fit.choose_slice_band` (leave-subjects-out
     over the given training codes, each fold holding out subjects of both groups); each band
-    is scored by :func:`cross_validated_readout`. On a tie the wider candidate wins. Returns
-    ``(0, 1, None)`` when a group has fewer than two subjects.
+    is scored by :func:`cross_validated_readout` (:func:`~napari_latent.latent.discovery.supervised_fit.best_band`:
+    on a tie the wider candidate wins). Returns ``(0, 1, None)`` when a group has fewer than
+    two subjects.
     """
-    subjects = np.unique(subject)
-    per_subject = np.array([labels[subject == s][0] for s in subjects])
-    if np.bincount(per_subject, minlength=2).min() < 2:
-        return 0.0, 1.0, None
-    folds = [np.isin(subject, fold) for fold in subject_folds(subjects, per_subject, seed)]
-    best: tuple[float, float, float] | None = None
-    for low, high, band in candidate_bands(subject, position, width, step):
-        score = cross_validated_readout(codes[band], values[band], subject[band], [f[band] for f in folds], aggregate)
-        if np.isfinite(score) and (best is None or score > best[0] + 1e-9):
-            best = (score, low, high)
-    if best is None:
-        return 0.0, 1.0, None
-    return best[1], best[2], best[0]
+    def readout(band: np.ndarray, folds: list[np.ndarray]) -> float:
+        return cross_validated_readout(codes[band], values[band], subject[band], [f[band] for f in folds], aggregate)
+
+    return best_band(subject, labels, position, readout, seed, width, step)
