@@ -75,7 +75,7 @@ def main() -> None:
             rows = []
             began = time.perf_counter()
             for seed in range(args.splits):
-                found = discover(model, "supervised", data=codes, seed=seed, count=1,
+                found = discover(model, "supervised", data=codes, space=space, seed=seed, count=1,
                                  permutations=args.permutations, **settings)
                 pixel = found.info["baselines"]["pixel"]
                 readout = (found.info["factor_readout"].get(args.factor) or {"r2": [np.nan]})["r2"][0] \
