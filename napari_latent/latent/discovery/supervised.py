@@ -139,7 +139,7 @@ from .supervised_fit import (
     project_out,
     subject_folds,
 )
-from .supervised_readout import choose_readout_band, factor_readouts
+from .supervised_readout import choose_readout_band, factor_readouts, subject_means
 
 __all__ = ["CLASSIFIERS", "MIN_BAND_SLICES", "MIN_SUBJECTS_PER_GROUP", "MIN_VARIANCE_RATIO", "SLICE_BAND",
            "SLICE_BAND_STEP", "choose_slice_band", "informative_subspace", "iter_supervised", "parse_slices",
@@ -314,10 +314,9 @@ def _training_set(codes: np.ndarray, labels: np.ndarray, subject: np.ndarray, ag
     """The classifier's training points, labels and values: every code, or (``aggregate``) each subject's mean."""
     if not aggregate:
         return codes, labels, values
-    present = np.unique(subject)
+    present, means = subject_means(codes, subject)
     first = np.array([np.flatnonzero(subject == s)[0] for s in present])
-    return (np.stack([codes[subject == s].mean(0) for s in present]), labels[first],
-            None if values is None else values[first])
+    return means, labels[first], None if values is None else values[first]
 
 
 def _conditions(condition: Directions | None, space: str, reduction: CodeReduction | None) -> list[np.ndarray]:

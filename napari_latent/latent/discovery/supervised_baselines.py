@@ -45,7 +45,7 @@ import torch
 from ...volumes.io import open_volume
 from ..cohort_codes import CohortCodes
 from .supervised_fit import accuracy, subject_folds
-from .supervised_readout import held_out_r2
+from .supervised_readout import held_out_r2, subject_means
 
 #: Shuffled-label fits per direction (p-values resolve to 1 / (PERMUTATIONS + 1)).
 PERMUTATIONS = 100
@@ -217,10 +217,8 @@ def pixel_regression_baseline(features: np.ndarray, values: np.ndarray, labels: 
     predicted = fitted.predict(features)
     positive, negative = predicted[train & (labels == 1)].mean(), predicted[train & (labels == 0)].mean()
     decision = (predicted - 0.5 * (positive + negative)) * (1.0 if positive >= negative else -1.0)
-    present, owner = np.unique(subject, return_inverse=True)
-    positions = np.bincount(owner, weights=predicted) / np.bincount(owner)
-    per_subject_values = np.bincount(owner, weights=values) / np.bincount(owner)
-    readout = held_out_r2(positions, per_subject_values, np.isin(present, subject[train]),
+    present, means = subject_means(np.column_stack([predicted, values]), subject)
+    readout = held_out_r2(means[:, 0], means[:, 1], np.isin(present, subject[train]),
                           np.isin(present, subject[~train]))["r2"]
     return {"accuracy": accuracy(decision[~train], labels[~train]),
             "subject_accuracy": _subject_accuracy(decision[~train], labels[~train], subject[~train]),
